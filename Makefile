@@ -1,0 +1,58 @@
+# ModelRollout: the two commands are `make demo` and `make test`; both set up everything from nothing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+PYTEST_FLAGS ?= -q -ra
+
+.PHONY: help venv deps prometheus control-plane demo test test-unit test-integration test-e2e lint bench clean
+
+help:
+	@echo "make demo       run the demo (local control plane + Prometheus; no cluster of your own needed)"
+	@echo "make test       install everything and run the whole suite (unit, integration, e2e)"
+	@echo "make test-unit  pure tests only, no external processes"
+	@echo "make lint       ruff + mypy --strict"
+	@echo "make bench      run the benchmarks; results in benchmarks/results/"
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(INSTALLED)
+
+prometheus:
+	@scripts/install-prometheus.sh
+
+control-plane: venv
+	$(PY) -m modelrollout.devcluster build
+
+deps: venv prometheus control-plane
+
+demo: deps
+	$(PY) -m modelrollout.demo
+
+test: deps
+	$(PY) -m pytest tests $(PYTEST_FLAGS)
+
+test-unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_FLAGS)
+
+test-integration: deps
+	$(PY) -m pytest tests/integration $(PYTEST_FLAGS)
+
+test-e2e: deps
+	$(PY) -m pytest tests/e2e $(PYTEST_FLAGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: deps
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

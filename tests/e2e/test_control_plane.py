@@ -1,0 +1,88 @@
+"""The local control plane is a real Kubernetes: CRDs apply, custom objects round-trip, Deployments run."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+
+from modelrollout.devcluster import kubectl
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+ROLLOUT = """
+apiVersion: modelrollout.dev/v1alpha1
+kind: ModelRollout
+metadata: {name: digits, namespace: default}
+spec:
+  blue:  {model: {uri: "file:///models/digits-fp32.onnx", version: "v1"}}
+  green: {model: {uri: "file:///models/digits-int8.onnx", version: "v2"}}
+"""
+
+
+@pytest.fixture(scope="module")
+def crd_installed(kubeconfig: Path) -> None:
+    kubectl.run("apply", "-f", str(REPO / "crds" / "modelrollout.yaml"), kubeconfig=kubeconfig)
+    kubectl.run(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/modelrollouts.modelrollout.dev",
+        kubeconfig=kubeconfig,
+    )
+
+
+def test_modelrollout_round_trips_through_the_api_server(kubeconfig: Path, crd_installed: None) -> None:
+    kubectl.run("apply", "-f", "-", kubeconfig=kubeconfig, stdin=ROLLOUT)
+    stored = json.loads(kubectl.run("get", "mro", "digits", "-o", "json", kubeconfig=kubeconfig).stdout)
+    assert stored["spec"]["green"]["model"] == {"uri": "file:///models/digits-int8.onnx", "version": "v2"}
+    table = kubectl.run("get", "modelrollouts", kubeconfig=kubeconfig).stdout
+    header = table.splitlines()[0]
+    for column in ("PHASE", "GREEN WEIGHT", "BLUE VERSION", "GREEN VERSION", "AGE"):
+        assert column in header
+    assert "digits" in table and "v2" in table
+    kubectl.run("delete", "mro", "digits", kubeconfig=kubeconfig)
+
+
+def test_api_server_rejects_a_rollout_without_green(kubeconfig: Path, crd_installed: None) -> None:
+    invalid = ROLLOUT.replace('green: {model: {uri: "file:///models/digits-int8.onnx", version: "v2"}}', "")
+    result = kubectl.run("apply", "-f", "-", kubeconfig=kubeconfig, stdin=invalid, check=False)
+    assert result.returncode != 0
+    assert "spec.green" in result.stderr
+
+
+def test_deployment_becomes_available_on_fake_nodes(kubeconfig: Path) -> None:
+    apps = client.AppsV1Api(config.new_client_from_config(str(kubeconfig)))
+    labels = {"app": "smoke"}
+    deployment = client.V1Deployment(
+        metadata=client.V1ObjectMeta(name="smoke", labels=labels),
+        spec=client.V1DeploymentSpec(
+            replicas=2,
+            selector=client.V1LabelSelector(match_labels=labels),
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(labels=labels),
+                spec=client.V1PodSpec(containers=[client.V1Container(name="main", image="registry.invalid/smoke:1")]),
+            ),
+        ),
+    )
+    apps.create_namespaced_deployment("default", deployment)
+    try:
+        deadline = time.monotonic() + 90
+        available = 0
+        while time.monotonic() < deadline:
+            status = apps.read_namespaced_deployment_status("smoke", "default").status
+            available = status.available_replicas or 0
+            if available == 2:
+                break
+            time.sleep(0.5)
+        assert available == 2
+        core = client.CoreV1Api(apps.api_client)
+        pods = core.list_namespaced_pod("default", label_selector="app=smoke").items
+        assert len(pods) == 2
+        assert all(p.status.phase == "Running" and p.status.pod_ip for p in pods)
+    finally:
+        apps.delete_namespaced_deployment("smoke", "default")
