@@ -104,3 +104,11 @@ def test_prometheus_config_scrapes_the_targets_file(tmp_path: Path) -> None:
     job = config["scrape_configs"][0]
     assert job["scrape_interval"] == "1s"
     assert job["file_sd_configs"][0]["files"] == [str(tmp_path / "t.json")]
+
+
+def test_a_node_is_schedulable_only_when_ready_and_untainted() -> None:
+    ready = {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    assert cluster.nodes_schedulable(ready)
+    tainted = {**ready, "spec": {"taints": [{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}]}}
+    assert not cluster.nodes_schedulable(tainted)
+    assert not cluster.nodes_schedulable({"status": {"conditions": [{"type": "Ready", "status": "False"}]}})

@@ -72,6 +72,13 @@ def fake_node(name: str) -> dict[str, Any]:
     }
 
 
+def nodes_schedulable(node: dict[str, Any]) -> bool:
+    """Ready, and without the taints a Node carries until it is (pods would not schedule)."""
+    conditions = node.get("status", {}).get("conditions", [])
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+    return ready and not node.get("spec", {}).get("taints")
+
+
 class LocalCluster:
     """Starts and stops one local control plane; usable as a context manager."""
 
@@ -200,7 +207,7 @@ class LocalCluster:
                 f"--root-ca-file={ca.pair.cert}",
                 f"--cluster-cidr={POD_CIDR}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-                "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-persistentvolume-binder",
+                "--controllers=*,-nodeipam,-cloud-node-lifecycle",
             ],
             logs,
         )
@@ -244,24 +251,15 @@ class LocalCluster:
     def _create_nodes(self) -> None:
         nodes = {"apiVersion": "v1", "kind": "List", "items": [fake_node(f"kwok-node-{i}") for i in range(self.nodes)]}
         kubectl.run("apply", "-f", "-", kubeconfig=self.kubeconfig_path, stdin=json.dumps(nodes))
+
+        def schedulable() -> bool:
+            listed = kubectl.run("get", "nodes", "-l", "type=kwok", "-o", "json", kubeconfig=self.kubeconfig_path)
+            items = json.loads(listed.stdout)["items"]
+            return len(items) == self.nodes and all(nodes_schedulable(item) for item in items)
+
+        # Ready from kwok, then the node-lifecycle controller lifts the not-ready taint.
         process.wait_until(
-            lambda: (
-                kubectl.run(
-                    "wait",
-                    "--for=condition=Ready",
-                    "node",
-                    "-l",
-                    "type=kwok",
-                    "--timeout=5s",
-                    kubeconfig=self.kubeconfig_path,
-                    check=False,
-                ).returncode
-                == 0
-            ),
-            timeout=60,
-            what="kwok fake nodes Ready",
-            alive=self._alive("kwok"),
-            interval=0.5,
+            schedulable, timeout=60, what="kwok fake nodes Ready", alive=self._alive("kwok"), interval=0.5
         )
 
     def stop(self) -> None:

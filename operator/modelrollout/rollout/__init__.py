@@ -1,0 +1,1 @@
+"""The pure rollout state machine: steps, weights, commands and ``decide()``."""

@@ -1,0 +1,42 @@
+"""Manual controls, given with ``kubectl annotate mro NAME modelrollout.dev/command=<command> --overwrite``.
+
+An optional ``modelrollout.dev/command-id`` annotation makes the same command count again; without it the
+command's text and the object's generation of the annotation are used, so one annotation acts once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class CommandName(StrEnum):
+    PROMOTE = "promote"
+    """Finish the current step now (skip its pause or manual gate) and go to the next."""
+    PROMOTE_FULL = "promote-full"
+    """Skip every remaining step: move all traffic to green."""
+    ABORT = "abort"
+    """Move all traffic back to blue now."""
+    PAUSE = "pause"
+    RESUME = "resume"
+    RETRY = "retry"
+    """After a rollback or abort, start the canary of the same green again from step 0."""
+
+
+@dataclass(frozen=True)
+class Command:
+    name: CommandName
+    id: str
+    """Unique per command given: the status remembers the last id acted on, so a command acts once."""
+
+
+def parse(text: str | None, command_id: str) -> Command | None:
+    """The command in an annotation, or None; raises ValueError naming the valid commands."""
+    if not text:
+        return None
+    try:
+        name = CommandName(text.strip().lower())
+    except ValueError:
+        valid = ", ".join(c.value for c in CommandName)
+        raise ValueError(f"annotation modelrollout.dev/command: unknown command {text!r}; valid: {valid}") from None
+    return Command(name=name, id=command_id)

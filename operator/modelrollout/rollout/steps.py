@@ -1,0 +1,41 @@
+"""Small pure answers about the canary position: which step, which weight, is analysis due."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+
+from modelrollout.api.spec import ModelRolloutSpec, Step
+from modelrollout.api.status import ModelRolloutStatus, Phase
+
+ANALYSED_PHASES = frozenset({Phase.PROGRESSING, Phase.PAUSED})
+
+
+def step_weight(steps: list[Step], index: int) -> int:
+    """Green weight at step ``index``: the last weight set at or before it (0 before any)."""
+    for step in reversed(steps[: index + 1]):
+        if step.weight is not None:
+            return step.weight
+    return 0
+
+
+def green_revision(spec: ModelRolloutSpec) -> str:
+    """A short hash of what makes green a different candidate: its model and the server it runs in."""
+    material = {"green": spec.green.model_dump(mode="json"), "server": spec.server.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def analysis_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime.datetime) -> bool:
+    """Whether the analysis should run now: in an analysed phase, an interval after the last one or
+    at once after the step changed."""
+    if status.phase not in ANALYSED_PHASES:
+        return False
+    last = status.analysis
+    if last is None or last.step_index != status.step_index:
+        return True
+    return (now - last.time).total_seconds() >= spec.analysis.interval
+
+
+def seconds_since(moment: datetime.datetime | None, now: datetime.datetime) -> float:
+    return 0.0 if moment is None else max(0.0, (now - moment).total_seconds())

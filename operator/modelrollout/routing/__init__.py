@@ -1,0 +1,1 @@
+"""Traffic routing: the TrafficRouter interface and its providers."""
