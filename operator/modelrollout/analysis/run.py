@@ -1,0 +1,112 @@
+"""One analysis of one rollout: ask the provider, pick this rollout's series, evaluate every check."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+
+from modelrollout.analysis import checks, evaluate, queries
+from modelrollout.analysis.evaluate import CheckResult
+from modelrollout.analysis.provider import MetricProvider, NoData, ProviderError, QueryResult, Sample
+from modelrollout.api.constants import BLUE, GREEN
+from modelrollout.api.spec import CustomCheck, ModelRolloutSpec
+from modelrollout.rollout.machine import AnalysisOutcome
+
+
+def _ours(result: QueryResult, *, namespace: str, rollout: str) -> Sequence[Sample]:
+    if isinstance(result, NoData):
+        return []
+    return [
+        s for s in result if s.labels.get("rollout") == rollout and s.labels.get("namespace", namespace) == namespace
+    ]
+
+
+def _by_colour(samples: Sequence[Sample]) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for sample in samples:
+        colour = sample.labels.get("colour", "")
+        values[colour] = values.get(colour, 0.0) + sample.value
+    return values
+
+
+async def measure(
+    provider: MetricProvider, spec: ModelRolloutSpec, *, namespace: str, rollout: str, canary_age_seconds: float
+) -> dict[str, checks.ColourMetrics]:
+    """Per-colour metrics of one rollout; raises ProviderError when the provider cannot answer."""
+    window = spec.analysis.window
+
+    async def per_colour(template: str, window_seconds: float) -> Sequence[Sample]:
+        answer = await provider.query(queries.render(template, window_seconds=window_seconds))
+        return _ours(answer, namespace=namespace, rollout=rollout)
+
+    requests = _by_colour(await per_colour(queries.REQUESTS, window))
+    errors = _by_colour(await per_colour(queries.SERVER_ERRORS, window))
+    p95 = _by_colour(await per_colour(queries.P95_LATENCY, window))
+    outcomes = await per_colour(queries.LABELLED_OUTCOMES, queries.accuracy_window(canary_age_seconds))
+    versions = {BLUE: spec.blue.model.version, GREEN: spec.green.model.version}
+    metrics = {}
+    for colour in (BLUE, GREEN):
+        mine = [
+            o
+            for o in outcomes
+            if o.labels.get("colour") == colour and o.labels.get("version", versions[colour]) == versions[colour]
+        ]
+        correct = sum(o.value for o in mine if o.labels.get("outcome") == "correct")
+        metrics[colour] = checks.ColourMetrics(
+            requests=requests.get(colour, 0.0),
+            server_errors=errors.get(colour, 0.0),
+            p95_seconds=p95.get(colour),
+            correct=correct,
+            labelled=sum(o.value for o in mine),
+        )
+    return metrics
+
+
+async def analyse(
+    provider: MetricProvider,
+    spec: ModelRolloutSpec,
+    *,
+    namespace: str,
+    rollout: str,
+    now: datetime.datetime,
+    canary_age_seconds: float,
+) -> AnalysisOutcome:
+    """Every enabled check of ``spec`` for this rollout; provider failures become Error verdicts."""
+    names = [
+        n
+        for n, on in (
+            ("errors", spec.analysis.checks.errors.enabled),
+            ("latency", spec.analysis.checks.latency.enabled),
+            ("accuracy", spec.analysis.checks.accuracy.enabled),
+        )
+        if on
+    ]
+    try:
+        metrics = await measure(
+            provider, spec, namespace=namespace, rollout=rollout, canary_age_seconds=canary_age_seconds
+        )
+    except ProviderError as error:
+        return AnalysisOutcome(now, [evaluate.error(name, str(error)) for name in names])
+    results = checks.built_in(spec.analysis.checks, green=metrics[GREEN], blue=metrics[BLUE])
+    results += [
+        await _custom(provider, check, spec=spec, namespace=namespace, rollout=rollout)
+        for check in spec.analysis.checks.custom
+    ]
+    return AnalysisOutcome(now, results)
+
+
+async def _custom(
+    provider: MetricProvider, check: CustomCheck, *, spec: ModelRolloutSpec, namespace: str, rollout: str
+) -> CheckResult:
+    promql = queries.custom(check.query, namespace=namespace, rollout=rollout, window_seconds=spec.analysis.window)
+    try:
+        answer = await provider.query(promql)
+    except ProviderError as error:
+        return evaluate.error(check.name, str(error))
+    value = None if isinstance(answer, NoData) or not answer else answer[0].value
+    if check.max is not None:
+        result = evaluate.at_most(check.name, value, check.max, samples=1, min_samples=0)
+        if result.verdict is not evaluate.Verdict.PASSED or check.min is None:
+            return result
+    assert check.min is not None
+    return evaluate.at_least(check.name, value, check.min, samples=1, min_samples=0)

@@ -1,0 +1,144 @@
+"""The analysis queries run on the real Prometheus, over series shaped like the model server's contract."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+from modelrollout.analysis import run
+from modelrollout.analysis.evaluate import Verdict
+from modelrollout.analysis.prometheus import PrometheusProvider
+from modelrollout.api.spec import ModelRolloutSpec
+from modelrollout.devcluster import process
+from modelrollout.devcluster.prometheus import PrometheusServer
+
+pytestmark = pytest.mark.integration
+
+SPEC = ModelRolloutSpec.model_validate(
+    {
+        "blue": {"model": {"uri": "file:///b.onnx", "version": "v1"}},
+        "green": {"model": {"uri": "file:///g.onnx", "version": "v2"}},
+        "analysis": {"window": "30s", "checks": {"accuracy": {"minSamples": 500}}},
+    }
+)
+LABELS = ["rollout", "colour", "model", "version"]
+
+
+class ContractExporter:
+    """Series named and labelled as the model server exports them, for one rollout's two colours."""
+
+    def __init__(self, rollout: str) -> None:
+        self.rollout = rollout
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "modelserver_requests_total", "requests", [*LABELS, "endpoint", "code_class"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "modelserver_request_duration_seconds",
+            "latency",
+            [*LABELS, "endpoint"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=self.registry,
+        )
+        self.outcomes = Counter(
+            "modelserver_labelled_outcomes_total", "outcomes", [*LABELS, "source", "outcome"], registry=self.registry
+        )
+
+    def traffic(self, colour: str, *, requests: int, errors: int, seconds: float, correct: int, wrong: int) -> None:
+        version = "v1" if colour == "blue" else "v2"
+        base = {"rollout": self.rollout, "colour": colour, "model": "digits", "version": version}
+        self.requests.labels(**base, endpoint="infer", code_class="2xx").inc(requests - errors)
+        self.requests.labels(**base, endpoint="infer", code_class="5xx").inc(errors)
+        histogram = self.latency.labels(**base, endpoint="infer")  # exported from the start, like the server
+        for _ in range(requests):
+            histogram.observe(seconds)
+        self.outcomes.labels(**base, source="golden", outcome="correct").inc(correct)
+        self.outcomes.labels(**base, source="golden", outcome="incorrect").inc(wrong)
+
+
+@pytest.fixture
+def exporter(prometheus_server: PrometheusServer, request: pytest.FixtureRequest) -> Iterator[ContractExporter]:
+    exporter = ContractExporter(rollout=request.node.name.replace("_", "-")[:50])
+    for colour in ("blue", "green"):  # series exist at zero before the first scrape, as the server does
+        exporter.traffic(colour, requests=0, errors=0, seconds=0, correct=0, wrong=0)
+    port = process.free_port()
+    server, thread = start_http_server(port, addr=process.LOOPBACK, registry=exporter.registry)
+    address = f"{process.LOOPBACK}:{port}"
+    prometheus_server.add_target(address)
+    prometheus_server.wait_for_target(address)
+    yield exporter
+    prometheus_server.remove_target(address)
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+async def analyse(url: str, rollout: str = "digits") -> dict[str, tuple[Verdict, float | None]]:
+    provider = PrometheusProvider(url, timeout=2)
+    try:
+        outcome = await run.analyse(
+            provider,
+            SPEC,
+            namespace="default",
+            rollout=rollout,
+            now=datetime.datetime.now(datetime.UTC),
+            canary_age_seconds=60,
+        )
+    finally:
+        await provider.close()
+    return {r.name: (r.verdict, r.value) for r in outcome.results}
+
+
+async def test_a_bad_green_fails_errors_latency_and_accuracy(
+    exporter: ContractExporter, prometheus_server: PrometheusServer
+) -> None:
+    exporter.traffic("blue", requests=400, errors=0, seconds=0.02, correct=1940, wrong=60)
+    exporter.traffic("green", requests=400, errors=40, seconds=0.4, correct=1700, wrong=300)
+    time.sleep(2.5)  # two scrapes see the increase
+    result = await analyse(prometheus_server.url, exporter.rollout)
+    assert result["errors"][0] is Verdict.FAILED
+    assert result["errors"][1] == pytest.approx(0.10, rel=0.05)
+    assert result["latency"][0] is Verdict.FAILED
+    assert result["latency"][1] is not None and 0.25 <= result["latency"][1] <= 0.5
+    assert result["latency-vs-blue"][0] is Verdict.FAILED
+    assert result["accuracy"][0] is Verdict.FAILED
+    assert result["accuracy"][1] == pytest.approx(0.85 - 0.97, abs=0.01)
+
+
+async def test_a_good_green_passes(exporter: ContractExporter, prometheus_server: PrometheusServer) -> None:
+    exporter.traffic("blue", requests=400, errors=0, seconds=0.02, correct=9700, wrong=300)
+    exporter.traffic("green", requests=400, errors=0, seconds=0.02, correct=9720, wrong=280)
+    time.sleep(2.5)
+    result = await analyse(prometheus_server.url, exporter.rollout)
+    assert {name: verdict for name, (verdict, _) in result.items()} == {
+        "errors": Verdict.PASSED,
+        "latency": Verdict.PASSED,
+        "latency-vs-blue": Verdict.PASSED,
+        "accuracy": Verdict.PASSED,
+    }
+
+
+async def test_unknown_rollout_is_inconclusive(prometheus_server: PrometheusServer) -> None:
+    provider = PrometheusProvider(prometheus_server.url)
+    try:
+        outcome = await run.analyse(
+            provider,
+            SPEC,
+            namespace="default",
+            rollout="nobody",
+            now=datetime.datetime.now(datetime.UTC),
+            canary_age_seconds=10,
+        )
+    finally:
+        await provider.close()
+    assert {r.verdict for r in outcome.results} == {Verdict.INCONCLUSIVE}
+
+
+async def test_unreachable_prometheus_is_an_error_not_a_verdict() -> None:
+    url = f"http://{process.LOOPBACK}:{process.free_port()}"
+    result = await analyse(url)
+    assert {verdict for verdict, _ in result.values()} == {Verdict.ERROR}
