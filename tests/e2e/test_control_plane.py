@@ -48,13 +48,6 @@ def test_modelrollout_round_trips_through_the_api_server(kubeconfig: Path, crd_i
     kubectl.run("delete", "mro", "digits", kubeconfig=kubeconfig)
 
 
-def test_api_server_rejects_a_rollout_without_green(kubeconfig: Path, crd_installed: None) -> None:
-    invalid = ROLLOUT.replace('green: {model: {uri: "file:///models/digits-int8.onnx", version: "v2"}}', "")
-    result = kubectl.run("apply", "-f", "-", kubeconfig=kubeconfig, stdin=invalid, check=False)
-    assert result.returncode != 0
-    assert "spec.green" in result.stderr
-
-
 def test_deployment_becomes_available_on_fake_nodes(kubeconfig: Path) -> None:
     apps = client.AppsV1Api(config.new_client_from_config(str(kubeconfig)))
     labels = {"app": "smoke"}
