@@ -78,9 +78,9 @@ def simulate(
         n_green = round(labelled_per_interval * weight / 100)
         n_blue = labelled_per_interval - n_green
         green[0] += int(rng.binomial(n_green, green_accuracy))
-        green[1] += n_green  # noqa: E702
+        green[1] += n_green
         blue[0] += int(rng.binomial(n_blue, BLUE_ACCURACY))
-        blue[1] += n_blue  # noqa: E702
+        blue[1] += n_blue
         obs = Observations(resources_ready=True, router_green_weight=weight)
         if steps.analysis_due(SPEC, status, now):
             verdict = gate(Outcomes(*green), Outcomes(*blue))
