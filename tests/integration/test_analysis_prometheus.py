@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from modelrollout.analysis import run
 from modelrollout.analysis.evaluate import Verdict
 from modelrollout.analysis.prometheus import PrometheusProvider
+from modelrollout.analysis.provider import QueryResult, SharedQueries
 from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.devcluster import process
 from modelrollout.devcluster.prometheus import PrometheusServer
@@ -142,3 +144,32 @@ async def test_unreachable_prometheus_is_an_error_not_a_verdict() -> None:
     url = f"http://{process.LOOPBACK}:{process.free_port()}"
     result = await analyse(url)
     assert {verdict for verdict, _ in result.values()} == {Verdict.ERROR}
+
+
+class CountingPrometheus(PrometheusProvider):
+    """The real provider, counting the queries that reach Prometheus."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.sent = 0
+
+    async def query(self, promql: str) -> QueryResult:
+        self.sent += 1
+        return await super().query(promql)
+
+
+async def test_queries_per_interval_do_not_grow_with_rollouts(prometheus_server: PrometheusServer) -> None:
+    counting = CountingPrometheus(prometheus_server.url)
+    shared = SharedQueries(counting, ttl=30)
+    now = datetime.datetime.now(datetime.UTC)
+    try:
+        outcomes = await asyncio.gather(
+            *(
+                run.analyse(shared, SPEC, namespace="default", rollout=f"rollout-{i}", now=now, canary_age_seconds=120)
+                for i in range(200)
+            )
+        )
+    finally:
+        await counting.close()
+    assert len(outcomes) == 200
+    assert counting.sent == 4  # requests, errors, p95 latency, labelled outcomes: one query each

@@ -261,3 +261,23 @@ def test_properties_over_any_sequence(
             assert last_passed_step == len(SPEC.traffic.steps) - 1
         assert len(after.history) <= 20
         status = after
+
+
+def test_an_invalid_spec_fails_with_the_problem_and_sends_nothing_to_green() -> None:
+    from modelrollout.rollout.machine import reject
+
+    status = progressing()
+    decision = reject(status, "spec.traffic.steps[1].weight: must be greater than 10", at(1))
+    assert decision.status.phase is Phase.FAILED and decision.green_weight == 0
+    assert "steps[1].weight" in decision.status.message
+    assert [c.status for c in decision.status.conditions if c.type == "Degraded"] == ["True"]
+    fixed = run(SPEC, decision.status, Observations(), 2)
+    assert fixed.action is Action.RESTART and fixed.status.phase is Phase.PENDING
+
+
+def test_status_round_trips_through_the_api_shape() -> None:
+    status = run(SPEC, progressing(), Observations(analysis=analysis(at(5), Verdict.FAILED)), 5).status
+    api = status.to_api()
+    assert api["stepIndex"] == 0 and api["weights"] == {"blue": 90, "green": 10}
+    assert api["analysis"]["checks"][0]["failures"] == 1
+    assert ModelRolloutStatus.model_validate(api) == status

@@ -124,6 +124,17 @@ def decide(
     return Decision(draft.action, draft.status, draft.reason, draft.message, recorded)
 
 
+def reject(status: ModelRolloutStatus, problem: str, now: datetime.datetime) -> Decision:
+    """The decision for a spec that cannot be rolled out: Failed, all traffic on blue, the problem named."""
+    draft = _Draft(status=status.model_copy(deep=True))
+    draft.go(Action.ROLL_BACK if status.weights.green else Action.WAIT, "InvalidSpec", problem, phase=Phase.FAILED)
+    draft.status.weights = Weights(blue=100, green=0)
+    draft.status.message = problem
+    recorded = _record(draft, status, now)
+    draft.status.conditions = conditions(draft.status, previous=status.conditions, now=now)
+    return Decision(draft.action, draft.status, draft.reason, draft.message, recorded)
+
+
 def _start_canary(draft: _Draft, revision: str, now: datetime.datetime, *, restarted: bool) -> None:
     s = draft.status
     s.green_revision = revision
@@ -260,6 +271,12 @@ def _confirm(
         )
 
 
+def _failed(draft: _Draft, spec: ModelRolloutSpec, observations: Observations, now: datetime.datetime) -> None:
+    """The spec parses again (decide() only sees valid specs): start the canary afresh."""
+    _start_canary(draft, steps.green_revision(spec), now, restarted=True)
+    draft.go(Action.RESTART, "SpecFixed", "the spec is valid again: the canary starts from step 0")
+
+
 def _settled(draft: _Draft, spec: ModelRolloutSpec, observations: Observations, now: datetime.datetime) -> None:
     s = draft.status
     draft.go(Action.WAIT, s.phase.value, s.message or f"{s.phase.value}")
@@ -274,7 +291,7 @@ _PHASE_RULES = {
     Phase.PROMOTED: _settled,
     Phase.ROLLED_BACK: _settled,
     Phase.ABORTED: _settled,
-    Phase.FAILED: _settled,
+    Phase.FAILED: _failed,
 }
 
 
