@@ -17,7 +17,6 @@ class JoinError(StrEnum):
     UNKNOWN_ID = "unknown_id"
     EXPIRED = "expired"
     LABEL_COUNT = "label_count"
-    ALREADY_LABELLED = "already_labelled"
 
 
 @dataclass(frozen=True)

@@ -28,3 +28,11 @@ def kubeconfig() -> Iterator[Path]:
 def prometheus_server() -> Iterator[prometheus.PrometheusServer]:
     with prometheus.PrometheusServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def demo_models() -> Path:
+    """The demo models (digits fp32 / int8 / 2-bit, golden sets, labelled stream), built once and cached."""
+    from modelrollout.devcluster.modelservers import demo_models_dir
+
+    return demo_models_dir()

@@ -48,7 +48,6 @@ _JOIN_STATUS = {
     JoinError.UNKNOWN_ID: (404, "no prediction with this id is kept (never made, already labelled, or evicted)"),
     JoinError.EXPIRED: (410, "the prediction with this id is older than the feedback TTL"),
     JoinError.LABEL_COUNT: (400, "the number of labels differs from the number of predicted rows"),
-    JoinError.ALREADY_LABELLED: (409, "this prediction was already labelled"),
 }
 
 

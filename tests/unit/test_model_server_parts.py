@@ -1,0 +1,163 @@
+"""Model-server parts without a process: codecs, validation, the feedback join, faults, batching."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_server.batching import BatchingPredictor, DirectPredictor
+from model_server.faults import Faults
+from model_server.feedback import Joined, JoinError, PredictionStore
+from model_server.protocol import codec
+from model_server.protocol.dataplane import Problem, parse_body
+from model_server.protocol.types import InferenceRequest, RequestInput
+from model_server.runtime.base import ModelLoadError, TensorSpec
+from model_server.runtime.onnx import OnnxRuntime
+
+SPEC = (TensorSpec("input", "FP32", (-1, 4)),)
+
+
+def one(**overrides: object) -> list[RequestInput]:
+    fields: dict[str, object] = {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}
+    return [RequestInput.model_validate({**fields, **overrides})]
+
+
+def test_decode_flat_and_nested_data() -> None:
+    flat = codec.decode(one(), SPEC)["input"]
+    nested = codec.decode(one(data=[[1, 2, 3, 4]]), SPEC)["input"]
+    assert flat.dtype == np.float32 and flat.shape == (1, 4)
+    assert np.array_equal(flat, nested)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"name": "x"}, "missing input tensor"),
+        ({"datatype": "INT64"}, "datatype 'INT64', expected 'FP32'"),
+        ({"shape": [1, 5], "data": [1, 2, 3, 4, 5]}, "shape [1, 5], expected [-1, 4]"),
+        ({"shape": [2, 4]}, "4 values for shape [2, 4]"),
+        ({"data": ["a", "b", "c", "d"]}, "must be numbers"),
+        ({"data": [1, 2, None, 4]}, "must be numbers"),
+        ({"data": [1, 2, float("nan"), 4]}, "finite"),
+        ({"shape": [1, -4]}, "expected"),
+    ],
+)
+def test_decode_names_the_problem(overrides: dict[str, object], words: str) -> None:
+    with pytest.raises(codec.InvalidInput, match=words.replace("[", r"\[").replace("]", r"\]")):
+        codec.decode(one(**overrides), SPEC)
+
+
+def test_integer_values_out_of_range_are_rejected() -> None:
+    with pytest.raises(codec.InvalidInput, match="outside the range of INT8"):
+        codec.decode(one(datatype="INT8", data=[1, 2, 3, 300]), (TensorSpec("input", "INT8", (-1, 4)),))
+
+
+def test_encode_round_trip() -> None:
+    output = codec.encode("label", np.array([3, 4], dtype=np.int64))
+    assert output.datatype == "INT64" and output.shape == [2] and output.data == [3, 4]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        (b"{nope", 400, "malformed JSON"),
+        (b"[1]", 400, "JSON object"),
+        (b"{}", 400, "inputs"),
+    ],
+)
+def test_parse_body_problems(body: bytes, status: int, words: str) -> None:
+    with pytest.raises(Problem) as problem:
+        parse_body(InferenceRequest, body)
+    assert problem.value.status == status and words in problem.value.message
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_feedback_joins_once_and_counts_rows() -> None:
+    store = PredictionStore(capacity=10, ttl=60, clock=Clock())
+    store.remember("a", [1, 2, 3])
+    assert store.join("a", [1, 2, 0]) == Joined(correct=2, incorrect=1)
+    assert store.join("a", [1, 2, 3]) is JoinError.UNKNOWN_ID
+
+
+def test_feedback_label_count_must_match() -> None:
+    store = PredictionStore(capacity=10, ttl=60)
+    store.remember("a", [1, 2])
+    assert store.join("a", [1]) is JoinError.LABEL_COUNT
+
+
+def test_feedback_memory_is_bounded_by_capacity_and_ttl() -> None:
+    clock = Clock()
+    store = PredictionStore(capacity=3, ttl=10, clock=clock)
+    for index in range(5):
+        store.remember(str(index), [index])
+    assert len(store) == 3 and store.join("0", [0]) is JoinError.UNKNOWN_ID
+    clock.now = 11
+    assert store.join("3", [3]) is JoinError.EXPIRED
+    assert store.expire() == 2 and len(store) == 0
+
+
+def test_faults_are_off_unless_enabled() -> None:
+    faults = Faults(enabled=False, error_rate=1.0, wrong_rate=1.0)
+    assert not faults.should_fail()
+    classes = np.array([1, 2, 3], dtype=np.int64)
+    assert np.array_equal(faults.corrupt(classes, 10), classes)
+
+
+def test_wrong_predictions_are_always_a_different_class() -> None:
+    faults = Faults(enabled=True, wrong_rate=1.0)
+    classes = np.arange(10, dtype=np.int64)
+    assert (faults.corrupt(classes, 10) != classes).all()
+
+
+def test_faults_update_is_validated() -> None:
+    with pytest.raises(ValueError, match="error_rate must be between 0 and 1"):
+        Faults(enabled=True).update(latency_seconds=None, error_rate=2.0, wrong_rate=None)
+
+
+def test_onnx_runtime_rejects_a_checksum_mismatch(demo_models: Path) -> None:
+    runtime = OnnxRuntime(demo_models / "digits-fp32.onnx", name="digits", sha256="0" * 64)
+    with pytest.raises(ModelLoadError, match="expected 0000"):
+        runtime.load()
+    assert not runtime.ready
+
+
+def test_onnx_runtime_rejects_a_corrupt_file(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"not a model")
+    with pytest.raises(ModelLoadError, match="not a loadable ONNX model"):
+        OnnxRuntime(corrupt, name="x").load()
+
+
+def test_onnx_metadata_comes_from_the_model(demo_models: Path) -> None:
+    metadata = OnnxRuntime(demo_models / "digits-int8.onnx", name="digits").load()
+    assert metadata.inputs == (TensorSpec("input", "FP32", (-1, 64)),)
+    assert [o.name for o in metadata.outputs] == ["label", "probabilities"]
+
+
+async def test_batching_merges_concurrent_requests_and_splits_answers(demo_models: Path) -> None:
+    runtime = OnnxRuntime(demo_models / "digits-fp32.onnx", name="digits")
+    runtime.load()
+    stream = np.load(demo_models / "digits-stream.npz")
+    rows = [stream["inputs"][i : i + 1] for i in range(32)]
+    batching = BatchingPredictor(runtime, max_batch_size=16, max_wait_seconds=0.05)
+    direct = DirectPredictor(runtime)
+    try:
+        batched = await asyncio.gather(*(batching.predict({"input": row}) for row in rows))
+        alone = [await direct.predict({"input": row}) for row in rows]
+    finally:
+        await batching.close()
+        await direct.close()
+    assert batching.batches <= 4  # 32 single-row requests in batches of up to 16
+    for mine, reference in zip(batched, alone, strict=True):
+        assert np.array_equal(mine["label"], reference["label"])
+        assert mine["probabilities"].shape == (1, 10)
