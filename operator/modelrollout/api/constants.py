@@ -22,3 +22,6 @@ ANNOTATION_COMMAND = f"{GROUP}/command"
 """Manual control: ``kubectl annotate mro NAME modelrollout.dev/command=promote`` (see rollout.commands)."""
 ANNOTATION_COMMAND_ID = f"{GROUP}/command-id"
 """Optional unique id of a command, so that the same command can be given twice."""
+
+ANNOTATION_APPLIED_WEIGHT = f"{GROUP}/router-applied-green-weight"
+"""Written by the builtin router: the green weight it applies, read back by the operator to verify."""

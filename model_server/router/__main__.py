@@ -1,0 +1,93 @@
+"""python -m model_server.router --blue-url URL --green-url URL [--rollout NAME --namespace NS] ...
+
+In a cluster the backends are the Services ``<rollout>-blue`` and ``<rollout>-green`` and the weights come
+from the ModelRollout; locally, give explicit URLs, and a kubeconfig to follow a rollout, or a fixed
+``--weight``. Every option is also a MODELROUTER_* environment variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import structlog
+import uvicorn
+
+from model_server import logs
+from model_server.router.metrics import RouterMetrics
+from model_server.router.proxy import Router, RouterState
+from model_server.router.upstream import Upstream
+from model_server.router.watch import RolloutWatcher
+
+log = structlog.get_logger("model_router")
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"MODELROUTER_{name}", default)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m model_server.router", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rollout", default=_env("ROLLOUT", ""))
+    parser.add_argument("--namespace", default=_env("NAMESPACE", "default"))
+    parser.add_argument("--blue-url", default=_env("BLUE_URL"))
+    parser.add_argument("--green-url", default=_env("GREEN_URL"))
+    parser.add_argument("--kubeconfig", default=_env("KUBECONFIG"), help="follow the rollout with this kubeconfig")
+    parser.add_argument("--in-cluster", action="store_true", default=_env("IN_CLUSTER") == "true")
+    parser.add_argument("--weight", type=int, default=None, help="a fixed green weight (no rollout to follow)")
+    parser.add_argument("--mirror-percent", type=int, default=0)
+    parser.add_argument("--sticky-header", default=_env("STICKY_HEADER"))
+    parser.add_argument("--host", default=_env("HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(_env("PORT", "8080") or 8080))
+    parser.add_argument("--log-format", default=_env("LOG_FORMAT", "auto"), choices=["auto", "json", "console"])
+    args = parser.parse_args(argv)
+    if args.rollout and not args.blue_url:
+        args.blue_url = f"http://{args.rollout}-blue.{args.namespace}.svc:8080"
+    if args.rollout and not args.green_url:
+        args.green_url = f"http://{args.rollout}-green.{args.namespace}.svc:8080"
+    if not args.blue_url or not args.green_url:
+        parser.error("give --rollout (in a cluster) or both --blue-url and --green-url")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logs.configure(args.log_format, rollout=args.rollout, component="router")
+    state = RouterState(RouterMetrics(rollout=args.rollout), mirror_percent=args.mirror_percent)
+    if args.weight is not None:
+        state.apply(args.weight)
+    router = Router(
+        state=state, blue=Upstream(args.blue_url), green=Upstream(args.green_url), sticky_header=args.sticky_header
+    )
+    watcher = None
+    if args.rollout and (args.kubeconfig or args.in_cluster) and args.weight is None:
+
+        def apply(green: int, mirror: int) -> None:
+            if state.apply(green, mirror_percent=mirror):
+                log.info("weights applied", green=green, mirror=mirror)
+
+        watcher = RolloutWatcher(
+            namespace=args.namespace, name=args.rollout, kubeconfig=args.kubeconfig, on_weights=apply
+        )
+        watcher.start()
+    log.info("routing", blue=args.blue_url, green=args.green_url, port=args.port, green_weight=state.green_weight)
+    uvicorn.run(
+        router,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        http="httptools",
+        loop="uvloop",
+        lifespan="on",
+    )
+    if watcher:
+        watcher.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

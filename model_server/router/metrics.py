@@ -1,0 +1,71 @@
+"""The router's own metrics (``modelrouter_*``), owned in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # nothing reads the *_created series
+
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+@dataclass
+class RouterMetrics:
+    rollout: str
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter(
+            "modelrouter_requests_total", "Requests routed, by colour.", ["rollout", "colour"], registry=r
+        )
+        self.upstream_errors = Counter(
+            "modelrouter_upstream_errors_total", "Upstreams that could not answer.", ["rollout", "colour"], registry=r
+        )
+        self.applied_weight = Gauge(
+            "modelrouter_applied_weight", "Green weight in percent, as applied.", ["rollout"], registry=r
+        )
+        self.mirror_comparisons = Counter(
+            "modelrouter_mirror_comparisons_total",
+            "Mirrored requests whose answers were compared.",
+            ["rollout"],
+            registry=r,
+        )
+        self.mirror_disagreements = Counter(
+            "modelrouter_mirror_disagreements_total",
+            "Mirrored requests where green predicted differently.",
+            ["rollout"],
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "modelrouter_overhead_seconds",
+            "Time spent in the router beyond the upstream.",
+            ["rollout"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self._by_colour = {c: self.requests.labels(rollout=self.rollout, colour=c) for c in ("blue", "green")}
+        self._errors = {c: self.upstream_errors.labels(rollout=self.rollout, colour=c) for c in ("blue", "green")}
+        self._overhead = self.overhead.labels(rollout=self.rollout)
+        self._weight = self.applied_weight.labels(rollout=self.rollout)
+        self._comparisons = self.mirror_comparisons.labels(rollout=self.rollout)
+        self._disagreements = self.mirror_disagreements.labels(rollout=self.rollout)
+
+    def routed(self, colour: str) -> None:
+        self._by_colour[colour].inc()
+
+    def upstream_error(self, colour: str) -> None:
+        self._errors[colour].inc()
+
+    def observe_overhead(self, seconds: float) -> None:
+        self._overhead.observe(seconds)
+
+    def set_weight(self, weight: int) -> None:
+        self._weight.set(weight)
+
+    def compared(self, *, disagreed: bool) -> None:
+        self._comparisons.inc()
+        if disagreed:
+            self._disagreements.inc()

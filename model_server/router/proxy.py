@@ -1,0 +1,233 @@
+"""The router's data plane: a raw ASGI app that forwards inference to blue or green by weight.
+
+Kept free of a web framework on purpose: it is on every request's path (see benchmarks/router.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from model_server.router import split
+from model_server.router.metrics import RouterMetrics
+from model_server.router.upstream import Response, Upstream, UpstreamError
+
+log = structlog.get_logger(__name__)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+_JSON = [(b"content-type", b"application/json")]
+
+
+def predictions(body: bytes) -> list[Any] | None:
+    """The first output's data of an OIP v2 response (or the choices' text of an OpenAI one)."""
+    try:
+        answer = orjson.loads(body)
+        if "outputs" in answer:
+            return list(answer["outputs"][0]["data"])
+        return [choice.get("text") or choice.get("message") for choice in answer.get("choices", [])]
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+class RouterState:
+    """The weights in force; the only state the data plane reads. Starts at 100% blue."""
+
+    def __init__(self, metrics: RouterMetrics, *, green_weight: int = 0, mirror_percent: int = 0) -> None:
+        self.metrics = metrics
+        self.green_weight = green_weight
+        self.mirror_percent = mirror_percent
+        self.known = False
+        """True once weights came from the ModelRollout (or were given on the command line)."""
+        metrics.set_weight(green_weight)
+
+    def apply(self, green_weight: int, *, mirror_percent: int | None = None) -> bool:
+        """Set new weights; True when they changed."""
+        changed = green_weight != self.green_weight or (
+            mirror_percent is not None and mirror_percent != self.mirror_percent
+        )
+        self.green_weight = max(0, min(100, green_weight))
+        if mirror_percent is not None:
+            self.mirror_percent = max(0, min(100, mirror_percent))
+        self.known = True
+        self.metrics.set_weight(self.green_weight)
+        return changed
+
+
+class Router:
+    def __init__(
+        self,
+        *,
+        state: RouterState,
+        blue: Upstream,
+        green: Upstream,
+        sticky_header: str | None = None,
+        id_capacity: int = 100_000,
+    ) -> None:
+        self.state = state
+        self.metrics = state.metrics
+        self.upstreams = {split.BLUE: blue, split.GREEN: green}
+        self.sticky_header = sticky_header.lower().encode() if sticky_header else None
+        self.served_by: OrderedDict[str, str] = OrderedDict()
+        """Inference id -> colour that answered it, so that feedback reaches the right model server."""
+        self.id_capacity = id_capacity
+        self._background: set[asyncio.Task[None]] = set()
+        self._random = random.random
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        if path == "/metrics":
+            await _respond(
+                send, 200, generate_latest(self.metrics.registry), [(b"content-type", CONTENT_TYPE_LATEST.encode())]
+            )
+        elif path == "/router/state":
+            await _respond(
+                send,
+                200,
+                orjson.dumps(
+                    {
+                        "greenWeight": self.state.green_weight,
+                        "mirrorPercent": self.state.mirror_percent,
+                        "known": self.state.known,
+                    }
+                ),
+                _JSON,
+            )
+        elif path in ("/healthz", "/v2/health/live"):
+            await _respond(send, 200, b'{"live":true}', _JSON)
+        elif path.endswith("/feedback"):
+            await self._feedback(scope, receive, send)
+        else:
+            await self._route(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                for upstream in self.upstreams.values():
+                    await upstream.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        begun = time.perf_counter()
+        body = await _read_body(receive)
+        headers = dict(scope["headers"])
+        sticky = headers.get(self.sticky_header) if self.sticky_header else None
+        colour = split.choose(
+            self.state.green_weight, sticky_key=sticky.decode("latin-1") if sticky else None, draw=self._random()
+        )
+        target = _target(scope)
+        content_type = headers.get(b"content-type")
+        try:
+            upstream_begun = time.perf_counter()
+            response = await self.upstreams[colour].request(scope["method"].encode(), target, body, content_type)
+            upstream_seconds = time.perf_counter() - upstream_begun
+        except UpstreamError as error:
+            self.metrics.upstream_error(colour)
+            log.warning("upstream failed", colour=colour, error=str(error))
+            await _respond(send, 502, orjson.dumps({"error": f"{colour} model server unavailable: {error}"}), _JSON)
+            return
+        self.metrics.routed(colour)
+        if response.status == 200 and scope["path"].endswith("/infer"):
+            self._remember(response.body, colour)
+            if colour == split.BLUE and self.state.mirror_percent and self._random() * 100 < self.state.mirror_percent:
+                self._spawn(self._mirror(scope["method"].encode(), target, body, content_type, response))
+        await _respond(send, response.status, response.body, response.headers)
+        self.metrics.observe_overhead(time.perf_counter() - begun - upstream_seconds)
+
+    def _remember(self, body: bytes, colour: str) -> None:
+        # The id sits near the start of an OIP v2 answer; a full parse is not needed.
+        start = body.find(b'"id":"')
+        if start < 0:
+            return
+        end = body.find(b'"', start + 6)
+        self.served_by[body[start + 6 : end].decode("utf-8", "replace")] = colour
+        while len(self.served_by) > self.id_capacity:
+            self.served_by.popitem(last=False)
+
+    async def _mirror(
+        self, method: bytes, target: bytes, body: bytes, content_type: bytes | None, blue_answer: Response
+    ) -> None:
+        """Send a copy to green, compare its prediction with blue's, discard green's answer."""
+        try:
+            green_answer = await self.upstreams[split.GREEN].request(method, target, body, content_type)
+        except UpstreamError:
+            self.metrics.upstream_error(split.GREEN)
+            return
+        blue_prediction, green_prediction = predictions(blue_answer.body), predictions(green_answer.body)
+        if blue_prediction is None or green_answer.status != 200:
+            return
+        self.metrics.compared(disagreed=blue_prediction != green_prediction)
+
+    async def _feedback(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _read_body(receive)
+        try:
+            request_id = str(orjson.loads(body).get("id"))
+        except (orjson.JSONDecodeError, AttributeError):
+            await _respond(send, 400, b'{"error":"feedback must be a JSON object with an id"}', _JSON)
+            return
+        known = self.served_by.get(request_id)
+        order = [known] if known else [split.BLUE, split.GREEN]
+        target = _target(scope)
+        response: Response | None = None
+        for colour in order:
+            try:
+                response = await self.upstreams[colour].request(b"POST", target, body, b"application/json")
+            except UpstreamError:
+                self.metrics.upstream_error(colour)
+                continue
+            if response.status != 404:
+                break
+        if response is None:
+            await _respond(send, 502, b'{"error":"no model server could take the feedback"}', _JSON)
+            return
+        await _respond(send, response.status, response.body, response.headers)
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _target(scope: Scope) -> bytes:
+    raw: bytes = scope.get("raw_path") or scope["path"].encode()
+    query: bytes = scope.get("query_string", b"")
+    return raw + (b"?" + query if query else b"")
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
