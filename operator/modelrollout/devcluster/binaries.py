@@ -174,3 +174,13 @@ def ensure_all(*, allow_build: bool = True) -> dict[str, Path]:
     if absent:
         raise BuildError(f"binaries still missing after the build: {absent}")
     return {name: path for name, path in found.items() if path is not None}
+
+
+def gateway_api_crds() -> Path:
+    """The folder of Gateway API standard-channel CRDs, from the sigs.k8s.io/gateway-api module."""
+    with tempfile.TemporaryDirectory(prefix="modelrollout-gateway-api-") as tmp:
+        (Path(tmp) / "go.mod").write_text("module modelrollout.dev/build/probe\n\ngo 1.22\n")
+        info = json.loads(
+            _go(["mod", "download", "-json", f"sigs.k8s.io/gateway-api@v{versions.GATEWAY_API}"], cwd=Path(tmp))
+        )
+    return Path(info["Dir"]) / "config" / "crd" / "standard"
