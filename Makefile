@@ -52,6 +52,7 @@ lint: venv
 	$(VENV)/bin/mypy
 
 bench: deps
+	@scripts/install-bench-tools.sh
 	$(PY) -m benchmarks
 
 clean:

@@ -1,0 +1,235 @@
+"""Router benchmark: the builtin router beside nginx (Debian) with the same weighted upstream, same load.
+
+Load comes from wrk, a separate process, on loopback. Figures:
+- added latency: p50/p99 at one connection through the router minus the same straight to a model server;
+- throughput with the real model servers behind both proxies (both limited by the model servers);
+- throughput with a static stub behind both proxies (nginx answering a canned inference response), which
+  measures the proxies themselves: key ``throughput_ratio_vs_nginx``.
+Both proxies run one process (nginx ``worker_processes 1``) on this 2-core machine.
+
+    python -m benchmarks.router [--seconds 6] [--connections 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from modelrollout.devcluster import process
+from modelrollout.devcluster.modelservers import ModelServer, demo_models_dir
+
+RESULTS = Path(__file__).parent / "results" / "router.json"
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+  upstream blue  {{ server {blue};  keepalive 64; }}
+  upstream green {{ server {green}; keepalive 64; }}
+  split_clients "${{request_id}}" $colour {{ {weight}% green; * blue; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://$colour;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+{extra}
+}}
+"""
+STUB_SERVER = """
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ default_type application/json; return 200 '{body}'; }}
+  }}
+"""
+
+
+def wrk(url: str, *, body: str, connections: int, seconds: float, workdir: Path) -> dict[str, float]:
+    script = workdir / "post.lua"
+    script.write_text(f"wrk.method = 'POST'\nwrk.body = [[{body}]]\nwrk.headers['Content-Type'] = 'application/json'\n")
+    result = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=True,
+    )
+    out = result.stdout
+    units = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+    def percentile(p: str) -> float:
+        match = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+        assert match, out
+        return float(match.group(1)) * units[match.group(2)]
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    assert rps, out
+    return {
+        "rps": float(rps.group(1)),
+        "p50_ms": percentile("50"),
+        "p99_ms": percentile("99"),
+        "non_2xx": float(errors.group(1)) if errors else 0.0,
+    }
+
+
+@contextmanager
+def nginx(*, port: int, blue: str, green: str, weight: int, extra: str = "") -> Iterator[None]:
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    workdir = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
+    conf = workdir / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=workdir, blue=blue, green=green, weight=weight, port=port, extra=extra))
+    proc = process.start("nginx", [binary, "-c", str(conf), "-p", str(workdir)], log_dir=workdir)
+    try:
+        process.wait_until(lambda: _listening(port), timeout=10, what="nginx", alive=lambda: proc.poll() is None)
+        yield
+    finally:
+        process.stop(proc.pid)
+        proc.poll()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def router(*, port: int, blue: str, green: str, weight: int) -> Iterator[None]:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-router-"))
+    proc = process.start(
+        "router",
+        [
+            sys.executable,
+            "-m",
+            "model_server.router",
+            "--blue-url",
+            f"http://{blue}",
+            "--green-url",
+            f"http://{green}",
+            "--weight",
+            str(weight),
+            "--port",
+            str(port),
+            "--log-format",
+            "json",
+        ],
+        log_dir=workdir,
+    )
+    try:
+        process.wait_until(lambda: _listening(port), timeout=20, what="router", alive=lambda: proc.poll() is None)
+        yield
+    finally:
+        process.stop(proc.pid)
+        proc.poll()
+
+
+def _listening(port: int) -> bool:
+    try:
+        httpx.get(f"http://{process.LOOPBACK}:{port}/", timeout=1)
+        return True
+    except httpx.HTTPError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=6)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args(argv if argv is not None else [])
+    for tool in ("wrk", "nginx"):
+        if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
+            raise SystemExit(f"{tool} is needed: `make bench` installs Debian's nginx and wrk")
+    models = demo_models_dir()
+    stream = np.load(models / "digits-stream.npz")
+    body = json.dumps(
+        {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": stream["inputs"][0].tolist()}]}
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    path = "/v2/models/digits/infer"
+    ports = {name: process.free_port() for name in ("router", "nginx", "stub_router", "stub_nginx", "stub")}
+    figures: dict[str, Any] = {}
+    with (
+        ModelServer(models / "digits-fp32.onnx", colour="blue") as blue,
+        ModelServer(models / "digits-fp32.onnx", version="v2", colour="green") as green,
+    ):
+        canned = httpx.post(f"{blue.url}{path}", content=body).text
+        load = {"body": body, "seconds": args.seconds, "workdir": workdir}
+        with (
+            router(port=ports["router"], blue=blue.address, green=green.address, weight=50),
+            nginx(
+                port=ports["nginx"],
+                blue=blue.address,
+                green=green.address,
+                weight=50,
+                extra=STUB_SERVER.format(port=ports["stub"], body=canned),
+            ),
+        ):
+            time.sleep(1)
+            figures["direct_c1"] = wrk(f"{blue.url}{path}", connections=1, **load)
+            figures["router_c1"] = wrk(f"http://127.0.0.1:{ports['router']}{path}", connections=1, **load)
+            figures["nginx_c1"] = wrk(f"http://127.0.0.1:{ports['nginx']}{path}", connections=1, **load)
+            figures["router_models"] = wrk(
+                f"http://127.0.0.1:{ports['router']}{path}", connections=args.connections, **load
+            )
+            figures["nginx_models"] = wrk(
+                f"http://127.0.0.1:{ports['nginx']}{path}", connections=args.connections, **load
+            )
+            stub = f"127.0.0.1:{ports['stub']}"
+            with (
+                router(port=ports["stub_router"], blue=stub, green=stub, weight=50),
+                nginx(port=ports["stub_nginx"], blue=stub, green=stub, weight=50),
+            ):
+                time.sleep(1)
+                figures["router_stub"] = wrk(
+                    f"http://127.0.0.1:{ports['stub_router']}{path}", connections=args.connections, **load
+                )
+                figures["nginx_stub"] = wrk(
+                    f"http://127.0.0.1:{ports['stub_nginx']}{path}", connections=args.connections, **load
+                )
+    report = {
+        "command": "python -m benchmarks.router " + " ".join(argv or []),
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
+        "2 cores shared by load generator, proxies and model servers",
+        "setup": {
+            "seconds_per_run": args.seconds,
+            "connections": args.connections,
+            "green_weight": 50,
+            "load": "wrk -t1, POST one 64-pixel digit (OIP v2 JSON)",
+            "nginx": "worker_processes 1, keepalive",
+        },
+        "added_p50_ms": round(figures["router_c1"]["p50_ms"] - figures["direct_c1"]["p50_ms"], 3),
+        "added_p99_ms": round(figures["router_c1"]["p99_ms"] - figures["direct_c1"]["p99_ms"], 3),
+        "nginx_added_p50_ms": round(figures["nginx_c1"]["p50_ms"] - figures["direct_c1"]["p50_ms"], 3),
+        "throughput_ratio_vs_nginx": round(figures["router_stub"]["rps"] / figures["nginx_stub"]["rps"], 3),
+        "throughput_ratio_vs_nginx_with_model_servers": round(
+            figures["router_models"]["rps"] / figures["nginx_models"]["rps"], 3
+        ),
+        "goals": {"added_p50_ms": "<= 1.0", "throughput_ratio_vs_nginx": ">= 0.33"},
+        "runs": figures,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k not in ("runs", "setup")}, indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
