@@ -364,6 +364,8 @@ def _take_analysis(draft: _Draft, spec: ModelRolloutSpec, outcome: AnalysisOutco
 def _summary(status: ModelRolloutStatus, verdict: Verdict) -> str:
     checks = status.analysis.checks if status.analysis else []
     relevant = [c for c in checks if c.verdict == verdict.value] or checks
+    if relevant and len({c.message for c in relevant}) == 1 and verdict is Verdict.ERROR:
+        return f"{', '.join(c.name for c in relevant)} {verdict.value}: {relevant[0].message}"
     return "; ".join(f"{c.name} {c.verdict}: {c.message}" for c in relevant) or "no analysis yet"
 
 

@@ -1,0 +1,170 @@
+"""One reconcile of one ModelRollout: read it, gather observations, decide, apply the decision.
+
+Everything it decides comes from ``rollout.machine.decide``; this module only does the I/O around it.
+All state lives in the object's status, so a restarted operator picks up exactly where it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import time
+
+import kopf
+import structlog
+from pydantic import ValidationError
+
+from modelrollout import metrics
+from modelrollout.analysis import run
+from modelrollout.analysis.prometheus import PrometheusProvider
+from modelrollout.analysis.provider import SharedQueries
+from modelrollout.api import constants
+from modelrollout.api.spec import ModelRolloutSpec
+from modelrollout.api.status import ModelRolloutStatus, Phase
+from modelrollout.k8s import manifests, resources
+from modelrollout.rollout import commands, machine, steps
+from modelrollout.routing import factory
+from modelrollout.routing.base import RolloutRef
+
+log = structlog.get_logger("modelrollout")
+
+_providers: dict[str, SharedQueries] = {}
+WARNING_REASONS = {
+    "AnalysisFailed",
+    "MetricsUnavailable",
+    "ProgressDeadlineExceeded",
+    "Aborted",
+    "InvalidSpec",
+    "AnalysisFailing",
+    "MetricsError",
+}
+
+
+def provider_for(spec: ModelRolloutSpec) -> SharedQueries:
+    """One shared, caching provider per Prometheus address: rollouts share their queries."""
+    key = spec.analysis.prometheus.url
+    if key not in _providers:
+        _providers[key] = SharedQueries(
+            PrometheusProvider(
+                key,
+                timeout=spec.analysis.prometheus.timeout,
+                verify_tls=not spec.analysis.prometheus.insecure_skip_verify,
+            )
+        )
+    return _providers[key]
+
+
+def _ref(body: kopf.Body) -> RolloutRef:
+    return RolloutRef(
+        namespace=body["metadata"]["namespace"],
+        name=body["metadata"]["name"],
+        uid=body["metadata"]["uid"],
+        body=dict(body),
+    )
+
+
+def _parse(body: kopf.Body) -> ModelRolloutSpec:
+    spec = ModelRolloutSpec.model_validate(dict(body.get("spec") or {}))
+    for colour in (spec.blue, spec.green):
+        manifests.model_path(colour.model.uri)
+    factory.router_for(spec.traffic.provider)
+    return spec
+
+
+def _command(body: kopf.Body) -> commands.Command | None:
+    annotations = body.get("metadata", {}).get("annotations") or {}
+    text = annotations.get(constants.ANNOTATION_COMMAND)
+    command_id = annotations.get(constants.ANNOTATION_COMMAND_ID) or f"{text}@{body['metadata']['resourceVersion']}"
+    return commands.parse(text, command_id)
+
+
+async def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
+    begun = time.monotonic()
+    ref = _ref(body)
+    now = datetime.datetime.now(datetime.UTC)
+    status = ModelRolloutStatus.model_validate(dict(body.get("status") or {}))
+    structlog.contextvars.bind_contextvars(
+        rollout=f"{ref.namespace}/{ref.name}", step=status.step_index, phase=status.phase.value
+    )
+    try:
+        try:
+            spec = _parse(body)
+            command = _command(body)
+        except (ValidationError, ValueError) as error:
+            decision = machine.reject(status, f"the spec cannot be rolled out: {_problem(error)}", now)
+            _apply(body, patch, ref, decision, begun)
+            return
+        decision = await _decide(spec, status, ref, body, command, now)
+        router = factory.router_for(spec.traffic.provider)
+        await asyncio.to_thread(router.set_weights, ref, spec, green=decision.green_weight)
+        if command is not None:
+            patch.setdefault("metadata", {}).setdefault("annotations", {})[constants.ANNOTATION_COMMAND] = None
+            patch["metadata"]["annotations"][constants.ANNOTATION_COMMAND_ID] = None
+        _apply(body, patch, ref, decision, begun)
+    finally:
+        structlog.contextvars.unbind_contextvars("rollout", "step", "phase")
+
+
+async def _decide(
+    spec: ModelRolloutSpec,
+    status: ModelRolloutStatus,
+    ref: RolloutRef,
+    body: kopf.Body,
+    command: commands.Command | None,
+    now: datetime.datetime,
+) -> machine.Decision:
+    keep_green = status.phase not in (Phase.ROLLED_BACK, Phase.ABORTED) or spec.rollback.green == "keep"
+    await asyncio.to_thread(resources.ensure, ref, spec, green_replicas=spec.server.replicas if keep_green else 0)
+    ready = all(
+        await asyncio.gather(
+            asyncio.to_thread(resources.available, ref, constants.BLUE, version=spec.blue.model.version),
+            asyncio.to_thread(resources.available, ref, constants.GREEN, version=spec.green.model.version),
+        )
+    )
+    analysis = None
+    if steps.analysis_due(spec, status, now) and status.green_revision == steps.green_revision(spec):
+        started = time.monotonic()
+        analysis = await run.analyse(
+            provider_for(spec),
+            spec,
+            namespace=ref.namespace,
+            rollout=ref.name,
+            now=now,
+            canary_age_seconds=steps.seconds_since(status.started_at, now),
+        )
+        metrics.ANALYSIS_DURATION.observe(time.monotonic() - started)
+    router = factory.router_for(spec.traffic.provider)
+    applied = await asyncio.to_thread(router.applied_green_weight, ref, spec)
+    observations = machine.Observations(
+        resources_ready=ready, analysis=analysis, router_green_weight=applied, command=command
+    )
+    return machine.decide(spec, status, observations, now)
+
+
+def _apply(body: kopf.Body, patch: kopf.Patch, ref: RolloutRef, decision: machine.Decision, begun: float) -> None:
+    patch["status"] = decision.status.to_api()
+    metrics.track_phase(f"{ref.namespace}/{ref.name}", decision.status.phase.value)
+    if decision.recorded:
+        kind = "Warning" if decision.reason in WARNING_REASONS else "Normal"
+        kopf.event(body, type=kind, reason=decision.reason, message=decision.message[:1000])
+        log.info(
+            "decision",
+            action=decision.action.value,
+            reason=decision.reason,
+            message=decision.message,
+            green_weight=decision.green_weight,
+            phase=decision.status.phase.value,
+        )
+        if decision.action is machine.Action.ROLL_BACK:
+            metrics.ROLLBACKS.labels(reason=decision.reason).inc()
+    metrics.DECISION_LATENCY.observe(time.monotonic() - begun)
+
+
+def _problem(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        return "; ".join(f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:5])
+    return str(error)
+
+
+def forget(body: kopf.Body) -> None:
+    metrics.track_phase(f"{body['metadata']['namespace']}/{body['metadata']['name']}", None)

@@ -1,0 +1,46 @@
+"""kopf handlers: each gathers nothing and decides nothing itself; it delegates to ``controller``.
+
+One timer per ModelRollout does every reconcile, so exactly one writer updates a rollout's status at a
+time (a change to the spec is picked up within one tick).
+
+Run with: ``kopf run --standalone -A -m modelrollout.handlers`` (the Helm chart does this in-cluster).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+import structlog
+from prometheus_client import start_http_server
+
+from modelrollout import controller
+from modelrollout.api import constants
+from modelrollout.k8s import api
+
+TICK_SECONDS = float(os.environ.get("MODELROLLOUT_TICK_SECONDS", "1.0"))
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=constants.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=constants.GROUP)
+    settings.posting.level = 100  # kopf's own log lines are not Events; decisions post their own
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not a line per timer tick
+    api.configure(os.environ.get("KUBECONFIG") or None)
+    port = int(os.environ.get("MODELROLLOUT_METRICS_PORT", "8000"))
+    if port:
+        start_http_server(port, addr=os.environ.get("MODELROLLOUT_METRICS_HOST", "0.0.0.0"))  # noqa: S104
+    structlog.get_logger("modelrollout").info("operator started", metrics_port=port, tick_seconds=TICK_SECONDS)
+
+
+@kopf.timer(constants.GROUP, constants.VERSION, constants.PLURAL, interval=TICK_SECONDS)
+async def tick(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    await controller.reconcile(body, patch)
+
+
+@kopf.on.delete(constants.GROUP, constants.VERSION, constants.PLURAL, optional=True)
+def deleted(body: kopf.Body, **_: Any) -> None:
+    controller.forget(body)

@@ -1,0 +1,153 @@
+"""Pure builders of the objects a ModelRollout owns: per colour a model-server Deployment and Service,
+and for the builtin provider the router's Deployment and Service."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from modelrollout.api import constants
+from modelrollout.api.spec import ModelRef, ModelRolloutSpec
+
+SERVER_PORT = 8080
+
+
+def model_path(uri: str) -> str:
+    """The path the model server loads: ``file:///models/x.onnx`` and ``/models/x.onnx`` give ``/models/x.onnx``."""
+    parts = urlsplit(uri)
+    if parts.scheme in ("", "file"):
+        return parts.path
+    raise ValueError(f"model uri {uri!r}: only file:// URIs and paths inside the image are supported for now")
+
+
+def labels(rollout: str, colour: str, model: ModelRef | None = None) -> dict[str, str]:
+    result = {
+        "app.kubernetes.io/name": "model-server" if colour in constants.COLOURS else "model-router",
+        "app.kubernetes.io/managed-by": "modelrollout",
+        constants.LABEL_ROLLOUT: rollout,
+        constants.LABEL_COLOUR: colour,
+    }
+    if model is not None:
+        result[constants.LABEL_VERSION] = model.version
+    return result
+
+
+def _metadata(name: str, namespace: str, owner: dict[str, Any], object_labels: dict[str, str]) -> dict[str, Any]:
+    return {"name": name, "namespace": namespace, "labels": object_labels, "ownerReferences": [owner]}
+
+
+def model_deployment(
+    *, rollout: str, namespace: str, colour: str, spec: ModelRolloutSpec, owner: dict[str, Any], replicas: int
+) -> dict[str, Any]:
+    model = (spec.blue if colour == constants.BLUE else spec.green).model
+    selector = {constants.LABEL_ROLLOUT: rollout, constants.LABEL_COLOUR: colour}
+    env = {
+        "MODELSERVER_MODEL_PATH": model_path(model.uri),
+        "MODELSERVER_MODEL_NAME": rollout,
+        "MODELSERVER_MODEL_VERSION": model.version,
+        "MODELSERVER_RUNTIME": spec.server.runtime,
+        "MODELSERVER_ROLLOUT": rollout,
+        "MODELSERVER_COLOUR": colour,
+        "MODELSERVER_HOST": "0.0.0.0",  # noqa: S104
+        "MODELSERVER_PORT": str(SERVER_PORT),
+        "MODELSERVER_LOG_FORMAT": "json",
+        **spec.server.settings,
+    }
+    if model.sha256:
+        env["MODELSERVER_MODEL_SHA256"] = model.sha256
+    if model.golden_set:
+        env["MODELSERVER_GOLDEN_SET"] = model_path(model.golden_set)
+    container: dict[str, Any] = {
+        "name": "model-server",
+        "image": spec.server.image,
+        "args": ["python", "-m", "model_server"],
+        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+        "ports": [{"name": "http", "containerPort": SERVER_PORT}],
+        "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 2},
+        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 10},
+    }
+    if spec.server.resources:
+        container["resources"] = spec.server.resources
+    pod_labels = labels(rollout, colour, model)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(f"{rollout}-{colour}", namespace, owner, pod_labels),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(SERVER_PORT),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": {"containers": [container]},
+            },
+        },
+    }
+
+
+def service(*, rollout: str, namespace: str, colour: str, owner: dict[str, Any]) -> dict[str, Any]:
+    """``<rollout>-blue``, ``<rollout>-green`` or ``<rollout>-router``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(f"{rollout}-{colour}", namespace, owner, labels(rollout, colour)),
+        "spec": {
+            "selector": {constants.LABEL_ROLLOUT: rollout, constants.LABEL_COLOUR: colour},
+            "ports": [{"name": "http", "port": SERVER_PORT, "targetPort": "http"}],
+        },
+    }
+
+
+def router_deployment(
+    *,
+    rollout: str,
+    namespace: str,
+    spec: ModelRolloutSpec,
+    owner: dict[str, Any],
+    service_account: str = "modelrollout-router",
+) -> dict[str, Any]:
+    env = {
+        "MODELROUTER_ROLLOUT": rollout,
+        "MODELROUTER_NAMESPACE": namespace,
+        "MODELROUTER_IN_CLUSTER": "true",
+        "MODELROUTER_HOST": "0.0.0.0",  # noqa: S104 - a container listens on all its interfaces
+        "MODELROUTER_PORT": str(SERVER_PORT),
+        "MODELROUTER_LOG_FORMAT": "json",
+    }
+    if spec.traffic.sticky_header:
+        env["MODELROUTER_STICKY_HEADER"] = spec.traffic.sticky_header
+    selector = {constants.LABEL_ROLLOUT: rollout, constants.LABEL_COLOUR: "router"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(f"{rollout}-router", namespace, owner, labels(rollout, "router")),
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {
+                    "labels": labels(rollout, "router"),
+                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(SERVER_PORT)},
+                },
+                "spec": {
+                    "serviceAccountName": service_account,
+                    "containers": [
+                        {
+                            "name": "router",
+                            "image": spec.server.image,
+                            "args": ["python", "-m", "model_server.router"],
+                            "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+                            "ports": [{"name": "http", "containerPort": SERVER_PORT}],
+                            "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 2},
+                        }
+                    ],
+                },
+            },
+        },
+    }

@@ -1,0 +1,89 @@
+"""Create, update and read the objects a ModelRollout owns (built by ``manifests``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from modelrollout.api import constants
+from modelrollout.api.spec import ModelRolloutSpec
+from modelrollout.k8s import api, manifests
+from modelrollout.routing.base import RolloutRef
+
+
+def _apply(kind: str, body: dict[str, Any]) -> None:
+    """Create, or replace the parts we own (labels, spec) of an existing object."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    if kind == "Deployment":
+        read, create, patch = (
+            api.apps().read_namespaced_deployment,
+            api.apps().create_namespaced_deployment,
+            api.apps().patch_namespaced_deployment,
+        )
+    else:
+        read, create, patch = (
+            api.core().read_namespaced_service,
+            api.core().create_namespaced_service,
+            api.core().patch_namespaced_service,
+        )
+    try:
+        read(name, namespace)
+    except ApiException as error:
+        if error.status != 404:
+            raise
+        try:
+            create(namespace, body)
+            return
+        except ApiException as conflict:
+            if conflict.status != 409:  # created meanwhile: fall through to the patch
+                raise
+    patch(name, namespace, {"metadata": {"labels": body["metadata"]["labels"]}, "spec": body["spec"]})
+
+
+def ensure(rollout: RolloutRef, spec: ModelRolloutSpec, *, green_replicas: int) -> None:
+    """Every owned object as the spec wants it (idempotent)."""
+    owner = api.owner_reference(rollout)
+    for colour, replicas in ((constants.BLUE, spec.server.replicas), (constants.GREEN, green_replicas)):
+        _apply(
+            "Deployment",
+            manifests.model_deployment(
+                rollout=rollout.name,
+                namespace=rollout.namespace,
+                colour=colour,
+                spec=spec,
+                owner=owner,
+                replicas=replicas,
+            ),
+        )
+        _apply(
+            "Service", manifests.service(rollout=rollout.name, namespace=rollout.namespace, colour=colour, owner=owner)
+        )
+    if spec.traffic.provider == "builtin":
+        _apply(
+            "Deployment",
+            manifests.router_deployment(rollout=rollout.name, namespace=rollout.namespace, spec=spec, owner=owner),
+        )
+        _apply(
+            "Service",
+            manifests.service(rollout=rollout.name, namespace=rollout.namespace, colour="router", owner=owner),
+        )
+
+
+def available(rollout: RolloutRef, colour: str, *, version: str) -> bool:
+    """The colour's Deployment runs ``version`` and all its replicas are updated and available."""
+    try:
+        deployment = api.apps().read_namespaced_deployment(f"{rollout.name}-{colour}", rollout.namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    wanted = deployment.spec.replicas or 0
+    status = deployment.status
+    template_version = (deployment.spec.template.metadata.labels or {}).get(constants.LABEL_VERSION)
+    return bool(
+        template_version == version
+        and (status.observed_generation or 0) >= (deployment.metadata.generation or 0)
+        and (status.updated_replicas or 0) >= wanted
+        and (status.available_replicas or 0) >= wanted
+    )

@@ -1,0 +1,35 @@
+"""The operator's own metrics (``modelrollout_*``), served on MODELROLLOUT_METRICS_PORT."""
+
+from __future__ import annotations
+
+import collections
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from modelrollout.api.status import Phase
+
+ROLLOUTS = Gauge("modelrollout_rollouts", "ModelRollouts by phase.", ["phase"])
+ROLLBACKS = Counter("modelrollout_rollbacks_total", "Rollbacks, by reason.", ["reason"])
+ANALYSIS_DURATION = Histogram(
+    "modelrollout_analysis_duration_seconds",
+    "Time to run one rollout's analysis.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+DECISION_LATENCY = Histogram(
+    "modelrollout_decision_latency_seconds",
+    "From the start of a reconcile to its decision being handed to the API server.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+
+_phases: dict[str, str] = {}
+
+
+def track_phase(key: str, phase: str | None) -> None:
+    """Keep the phase gauge in step with every rollout this operator sees (None: deleted)."""
+    if phase is None:
+        _phases.pop(key, None)
+    else:
+        _phases[key] = phase
+    counts = collections.Counter(_phases.values())
+    for known in Phase:
+        ROLLOUTS.labels(phase=known.value).set(counts.get(known.value, 0))
