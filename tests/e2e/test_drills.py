@@ -1,0 +1,177 @@
+"""Rollout drills end to end: the real control plane, the operator as its own process, real model servers
+and router processes, real Prometheus. A good candidate is promoted, bad ones are rolled back, a blind
+operator does not promote, a killed operator resumes, and manual commands work."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelrollout.devcluster import process
+from modelrollout.devcluster.stage import Load, Stage, rollout_manifest
+
+pytestmark = pytest.mark.e2e
+
+FAST_STEPS = [{"weight": 25, "pause": "3s"}, {"weight": 50, "pause": "3s"}, {"weight": 100}]
+# Demo-sized evidence: two points of tolerance and 300 labelled outcomes per colour keep a drill short.
+CHECKS = {
+    "accuracy": {"tolerance": 0.02, "minSamples": 300},
+    "latency": {"minRequests": 10},
+    "errors": {"minRequests": 10},
+}
+ANALYSIS = {"interval": "2s", "window": "20s", "progressDeadline": "150s"}
+
+
+@pytest.fixture
+def stage(kubeconfig: Path, demo_models: Path) -> Iterator[Stage]:
+    with Stage(kubeconfig=kubeconfig, models=demo_models) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def stream(demo_models: Path) -> dict[str, np.ndarray]:
+    return dict(np.load(demo_models / "digits-stream.npz"))
+
+
+def start(
+    stage: Stage,
+    stream: dict[str, np.ndarray],
+    name: str,
+    *,
+    green_model: str,
+    green_version: str = "v2",
+    green_env: dict[str, str] | None = None,
+    steps: list[dict[str, Any]] | None = None,
+) -> Load:
+    served = stage.serve(name, green_model=green_model, green_version=green_version, green_env=green_env)
+    stage.apply(
+        rollout_manifest(
+            name,
+            models=stage.models,
+            green_model=green_model,
+            green_version=green_version,
+            prometheus_url=stage.prometheus.url,
+            steps=steps or FAST_STEPS,
+            checks=CHECKS,
+            analysis=ANALYSIS,
+        )
+    )
+    return Load(served.router_url, stream).start()
+
+
+def reasons(body: dict[str, Any]) -> list[str]:
+    return [entry["reason"] for entry in body["status"]["history"]]
+
+
+def test_good_candidate_is_promoted(stage: Stage, stream: dict[str, np.ndarray]) -> None:
+    load = start(stage, stream, "good", green_model="digits-int8.onnx")
+    try:
+        body = stage.wait_for_phase("good", {"Promoted", "RolledBack"}, timeout=180)
+    finally:
+        load.stop()
+    assert body["status"]["phase"] == "Promoted", body["status"]["message"]
+    assert body["status"]["weights"] == {"blue": 0, "green": 100}
+    assert body["metadata"]["annotations"]["modelrollout.dev/router-applied-green-weight"] == "100"
+    steps_advanced = [h["stepIndex"] for h in body["status"]["history"] if h["reason"] == "StepAdvanced"]
+    assert steps_advanced == [1, 2]  # every step once, none skipped or repeated
+    assert {c["type"]: c["status"] for c in body["status"]["conditions"]}["Ready"] == "True"
+    assert load.failed == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "green_model", "green_env", "failing_check"),
+    [
+        ("two-bit", "digits-2bit.onnx", None, "accuracy"),
+        ("errors", "digits-int8.onnx", {"MODELSERVER_FAULT_ERROR_RATE": "0.2"}, "errors"),
+        ("latency", "digits-int8.onnx", {"MODELSERVER_FAULT_LATENCY_SECONDS": "0.25"}, "latency"),
+    ],
+)
+def test_bad_candidate_is_rolled_back(
+    stage: Stage,
+    stream: dict[str, np.ndarray],
+    name: str,
+    green_model: str,
+    green_env: dict[str, str] | None,
+    failing_check: str,
+) -> None:
+    load = start(stage, stream, name, green_model=green_model, green_env=green_env)
+    try:
+        body = stage.wait_for_phase(name, {"Promoted", "RolledBack"}, timeout=180)
+    finally:
+        load.stop()
+    status = body["status"]
+    assert status["phase"] == "RolledBack", status["message"]
+    assert status["weights"] == {"blue": 100, "green": 0}
+    assert status["rollbackReason"] == "AnalysisFailed"
+    failed = {c["name"]: c for c in status["analysis"]["checks"] if c["verdict"] == "Failed"}
+    assert failing_check in failed, status["analysis"]
+    assert failed[failing_check]["value"] is not None and failed[failing_check]["threshold"] is not None
+    assert "Promoted" not in reasons(body)
+
+
+def test_blind_operator_never_promotes_and_rolls_back(stage: Stage, stream: dict[str, np.ndarray]) -> None:
+    load = start(
+        stage, stream, "blind", green_model="digits-int8.onnx", steps=[{"weight": 25, "pause": "60s"}, {"weight": 100}]
+    )
+    try:
+        stage.wait_for_phase("blind", {"Progressing"}, timeout=60)
+        stage.prometheus.stop()  # Prometheus goes away mid-step
+        body = stage.wait_for_phase("blind", {"RolledBack", "Promoted"}, timeout=60)
+    finally:
+        load.stop()
+    assert body["status"]["phase"] == "RolledBack"
+    assert body["status"]["rollbackReason"] == "MetricsUnavailable"
+    assert "StepsCompleted" not in reasons(body)
+
+
+def test_operator_killed_mid_step_resumes_without_repeating_steps(stage: Stage, stream: dict[str, np.ndarray]) -> None:
+    steps = [
+        {"weight": 10, "pause": "2s"},
+        {"weight": 30, "pause": "8s"},
+        {"weight": 60, "pause": "2s"},
+        {"weight": 100},
+    ]
+    load = start(stage, stream, "restart", green_model="digits-int8.onnx", steps=steps)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (stage.get("restart").get("status") or {}).get("stepIndex", 0) < 1:
+            time.sleep(0.3)
+        stage.kill_operator()
+        held = stage.get("restart")["status"]
+        time.sleep(3)  # nothing moves while the operator is dead
+        assert stage.get("restart")["status"]["stepIndex"] == held["stepIndex"]
+        stage.start_operator()
+        body = stage.wait_for_phase("restart", {"Promoted", "RolledBack"}, timeout=180)
+    finally:
+        load.stop()
+    assert body["status"]["phase"] == "Promoted", body["status"]["message"]
+    advanced = [h["stepIndex"] for h in body["status"]["history"] if h["reason"] == "StepAdvanced"]
+    assert advanced == [1, 2, 3]
+
+
+def test_manual_pause_promote_and_abort(stage: Stage, stream: dict[str, np.ndarray]) -> None:
+    steps = [{"weight": 20, "pause": "manual"}, {"weight": 50, "pause": "manual"}, {"weight": 100}]
+    load = start(stage, stream, "manual", green_model="digits-int8.onnx", steps=steps)
+    try:
+        process.wait_until(
+            lambda: stage.get("manual")["status"].get("message", "").endswith("waiting for a promote command"),
+            timeout=120,
+            what="manual gate",
+            interval=0.5,
+        )
+        stage.command("manual", "promote")
+        process.wait_until(lambda: stage.get("manual")["status"]["stepIndex"] == 1, timeout=10, what="promote")
+        assert stage.get("manual")["status"]["weights"]["green"] == 50
+        annotations = stage.get("manual")["metadata"].get("annotations") or {}
+        assert "modelrollout.dev/command" not in annotations  # a command acts once and is consumed
+        stage.command("manual", "abort")
+        body = stage.wait_for_phase("manual", {"Aborted"}, timeout=15)
+    finally:
+        load.stop()
+    assert body["status"]["weights"] == {"blue": 100, "green": 0}
+    assert "Aborted" in reasons(body)
