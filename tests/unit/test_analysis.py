@@ -132,3 +132,11 @@ async def test_shared_queries_ask_once_for_many_rollouts() -> None:
     answers = await asyncio.gather(*(shared.query("q1") for _ in range(100)), shared.query("q2"))
     assert len(answers) == 101
     assert sorted(counting.asked) == ["q1", "q2"]
+
+
+def test_latency_ratio_ignores_jitter_below_the_floor() -> None:
+    fast_blue = checks.ColourMetrics(requests=1000, p95_seconds=0.002)
+    jittery_green = checks.ColourMetrics(requests=1000, p95_seconds=0.004)  # 2x blue, but 4 ms
+    assert verdicts(jittery_green, fast_blue)["latency-vs-blue"] is Verdict.PASSED
+    slow_green = checks.ColourMetrics(requests=1000, p95_seconds=0.03)
+    assert verdicts(slow_green, fast_blue)["latency-vs-blue"] is Verdict.FAILED

@@ -170,6 +170,8 @@ class LatencyCheck(ApiModel):
     p95_max_seconds: float = Field(default=0.150, gt=0)
     max_ratio_to_blue: float | None = Field(default=1.5, gt=0)
     """Green's p95 may be at most this multiple of blue's; null switches the comparison off."""
+    ratio_floor_seconds: float = Field(default=0.01, ge=0)
+    """Blue's p95 counts as at least this much in the ratio, so jitter of fast models never fails it."""
     min_requests: int = Field(default=20, ge=1)
     failure_limit: int | None = Field(default=None, ge=1)
 
