@@ -45,7 +45,9 @@ def built_in(checks: Checks, *, green: ColourMetrics, blue: ColourMetrics) -> li
             )
         )
         if checks.latency.max_ratio_to_blue is not None:
-            ratio = green.p95_seconds / blue.p95_seconds if green.p95_seconds is not None and blue.p95_seconds else None
+            # Blue counts as at least the floor: jitter of a few milliseconds must not fail a fast model.
+            blue_p95 = max(blue.p95_seconds, checks.latency.ratio_floor_seconds) if blue.p95_seconds is not None else 0
+            ratio = green.p95_seconds / blue_p95 if green.p95_seconds is not None and blue_p95 > 0 else None
             results.append(
                 evaluate.at_most(
                     "latency-vs-blue",
