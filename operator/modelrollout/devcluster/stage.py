@@ -142,12 +142,18 @@ class Stage:
 
     def __exit__(self, *exc: object) -> None:
         self.stop_operator()
-        for served in self.served:
-            process.stop(served.router.pid)
-            served.router.poll()
-            served.blue.stop()
-            served.green.stop()
+        for served in list(self.served):
+            self.unserve(served)
         self.prometheus.stop()
+
+    def unserve(self, served: Served) -> None:
+        """Stop the processes of one rollout (Prometheus forgets their targets)."""
+        process.stop(served.router.pid)
+        served.router.poll()
+        for server in (served.blue, served.green):
+            self.prometheus.remove_target(server.address)
+            server.stop()
+        self.served.remove(served)
 
     def start_operator(self) -> None:
         env = {

@@ -1,0 +1,125 @@
+"""Rollback time: from a hard fault on green (every request answers 500) to 100% blue at the router.
+
+Default analysis settings (interval 5 s, window 60 s, failure limit 2, operator tick 1 s), the local
+control plane, the operator as its own process, real model servers and router, Prometheus scraping every
+second. Each drill is a fresh rollout (fresh model servers, router and series): a canary holds at 50%
+green with labelled traffic flowing and a passing analysis; the fault starts; the router's own state
+endpoint is polled every 20 ms until it applies 0% green.
+
+- ``fault_to_blue_*``: fault start -> router applies 0% green;
+- ``verdict_to_router_*``: the analysis that decided the rollback (its time in status.history) -> router.
+
+    python -m benchmarks.rollback_time [--drills 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from modelrollout.devcluster import cluster, process
+from modelrollout.devcluster.modelservers import demo_models_dir
+from modelrollout.devcluster.stage import Load, Stage, rollout_manifest
+
+RESULTS = Path(__file__).parent / "results" / "rollback_time.json"
+
+
+def wait_router(url: str, green: int, *, timeout: float) -> float:
+    """Poll the router until it applies ``green``; returns the wall-clock time it did."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2) as client:
+        while time.monotonic() < deadline:
+            if client.get(f"{url}/router/state").json()["greenWeight"] == green:
+                return time.time()
+            time.sleep(0.02)
+    raise TimeoutError(f"router did not apply {green}% green within {timeout}s")
+
+
+def drill(stage: Stage, name: str, stream: dict[str, Any]) -> dict[str, float]:
+    served = stage.serve(name, green_model="digits-int8.onnx", green_version="v2")
+    load = Load(served.router_url, stream, rows=1, rate=80).start()
+    try:
+        # default analysis settings; a long first step keeps the canary at 50% until the fault
+        stage.apply(
+            rollout_manifest(
+                name,
+                models=stage.models,
+                green_model="digits-int8.onnx",
+                green_version="v2",
+                prometheus_url=stage.prometheus.url,
+                steps=[{"weight": 50, "pause": "30m"}, {"weight": 100}],
+            )
+        )
+        stage.wait_for_phase(name, {"Progressing"}, timeout=120)
+        wait_router(served.router_url, 50, timeout=30)
+        process.wait_until(
+            lambda: any(
+                c["name"] == "errors" and c["verdict"] == "Passed"
+                for c in (stage.get(name)["status"].get("analysis") or {}).get("checks", [])
+            ),
+            timeout=60,
+            what="a passing analysis before the fault",
+            interval=0.5,
+        )
+        fault_at = time.time()
+        httpx.post(f"{served.green.url}/v2/faults", json={"error_rate": 1.0}).raise_for_status()
+        blue_at = wait_router(served.router_url, 0, timeout=120)
+        body = stage.wait_for_phase(name, {"RolledBack"}, timeout=30)
+    finally:
+        load.stop()
+        stage.unserve(served)
+    verdict = next(h for h in reversed(body["status"]["history"]) if h["reason"] == "AnalysisFailed")
+    verdict_at = datetime.datetime.fromisoformat(verdict["time"]).timestamp()
+    return {"fault_to_blue_s": round(blue_at - fault_at, 3), "verdict_to_router_s": round(blue_at - verdict_at, 3)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--drills", type=int, default=10)
+    args = parser.parse_args(argv if argv is not None else [])
+    models = demo_models_dir()
+    stream = dict(np.load(models / "digits-stream.npz"))
+    drills = []
+    with cluster.LocalCluster(nodes=1) as local, Stage(kubeconfig=local.kubeconfig_path, models=models) as stage:
+        for index in range(args.drills):
+            result = drill(stage, f"drill-{index + 1}", stream)
+            print(f"drill {index + 1}: {result}", flush=True)
+            drills.append(result)
+    fault = [d["fault_to_blue_s"] for d in drills]
+    verdict = [d["verdict_to_router_s"] for d in drills]
+    report = {
+        "command": "python -m benchmarks.rollback_time " + " ".join(argv or []),
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}, 2 cores",
+        "setup": {
+            "drills": args.drills,
+            "analysis": "defaults: interval 5s, window 60s, failureLimit 2",
+            "operator_tick_seconds": 1.0,
+            "prometheus_scrape_seconds": 1,
+            "fault": "100% 500s on green",
+            "traffic": "80 labelled requests/s through the router, 50% to green",
+        },
+        "fault_to_blue_p50_s": round(statistics.median(fault), 2),
+        "fault_to_blue_max_s": round(max(fault), 2),
+        "verdict_to_router_p50_s": round(statistics.median(verdict), 3),
+        "verdict_to_router_max_s": round(max(verdict), 3),
+        "goals": {"fault_to_blue_p50_s": "<= 15", "verdict_to_router_p50_s": "<= 1.0"},
+        "drills": drills,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k not in ("drills", "setup")}, indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
