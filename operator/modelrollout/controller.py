@@ -29,6 +29,11 @@ from modelrollout.routing.base import RolloutRef
 log = structlog.get_logger("modelrollout")
 
 _providers: dict[str, SharedQueries] = {}
+_ensured: dict[str, tuple[str, float]] = {}
+"""Per rollout: the fingerprint of the owned objects last applied, and when (in-memory: after a restart the
+first reconcile applies them again, which is idempotent)."""
+ENSURE_EVERY_SECONDS = 60.0
+"""Owned objects are re-applied at least this often, to repair drift, and at once when the spec changes."""
 WARNING_REASONS = {
     "AnalysisFailed",
     "MetricsUnavailable",
@@ -167,4 +172,6 @@ def _problem(error: Exception) -> str:
 
 
 def forget(body: kopf.Body) -> None:
-    metrics.track_phase(f"{body['metadata']['namespace']}/{body['metadata']['name']}", None)
+    key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+    metrics.track_phase(key, None)
+    _ensured.pop(key, None)

@@ -72,3 +72,9 @@ def test_sample_parses() -> None:
     sample = yaml.safe_load((Path(__file__).resolve().parents[2] / "crds" / "samples" / "digits.yaml").read_text())
     spec = ModelRolloutSpec.model_validate(sample["spec"])
     assert spec.green.model.version == "v2"
+
+
+def test_the_chart_ships_the_same_crd() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    chart_crd = repo / "charts" / "modelrollout" / "crds" / "modelrollout.yaml"
+    assert chart_crd.read_text() == (repo / "crds" / "modelrollout.yaml").read_text()

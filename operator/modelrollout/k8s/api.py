@@ -45,6 +45,10 @@ def core() -> Any:
     return client.CoreV1Api(_client())
 
 
+def rbac() -> Any:
+    return client.RbacAuthorizationV1Api(_client())
+
+
 def owner_reference(rollout: Any) -> dict[str, Any]:
     """Makes an object part of a ModelRollout: it is deleted with it."""
     return {

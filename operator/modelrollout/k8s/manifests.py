@@ -136,7 +136,7 @@ def router_deployment(
                     "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(SERVER_PORT)},
                 },
                 "spec": {
-                    "serviceAccountName": service_account,
+                    "serviceAccountName": f"{rollout}-router",
                     "containers": [
                         {
                             "name": "router",

@@ -38,7 +38,9 @@ def _apply(kind: str, body: dict[str, Any]) -> None:
         except ApiException as conflict:
             if conflict.status != 409:  # created meanwhile: fall through to the patch
                 raise
-    patch(name, namespace, {"metadata": {"labels": body["metadata"]["labels"]}, "spec": body["spec"]})
+    update: dict[str, Any] = {"metadata": {"labels": body["metadata"]["labels"]}}
+    update.update({key: body[key] for key in ("spec", "subjects") if key in body})  # a roleRef cannot change
+    patch(name, namespace, update)
 
 
 def ensure(rollout: RolloutRef, spec: ModelRolloutSpec, *, green_replicas: int) -> None:
