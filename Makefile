@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_FLAGS ?= -q -ra
 
-.PHONY: help venv deps prometheus control-plane demo test test-unit test-integration test-e2e lint bench clean
+.PHONY: help venv deps system-deps control-plane demo test test-unit test-integration test-e2e lint bench clean
 
 help:
 	@echo "make demo       run the demo (local control plane + Prometheus; no cluster of your own needed)"
@@ -23,13 +23,13 @@ $(INSTALLED): pyproject.toml
 
 venv: $(INSTALLED)
 
-prometheus:
-	@scripts/install-prometheus.sh
+system-deps:
+	@scripts/install-system-deps.sh
 
 control-plane: venv
 	$(PY) -m modelrollout.devcluster build
 
-deps: venv prometheus control-plane
+deps: venv system-deps control-plane
 
 demo: deps
 	$(PY) -m modelrollout.demo

@@ -112,7 +112,7 @@ def nginx(*, port: int, blue: str, green: str, weight: int, extra: str = "") -> 
 
 
 @contextmanager
-def router(*, port: int, blue: str, green: str, weight: int) -> Iterator[None]:
+def router(*, port: int, blue: str, green: str, weight: int, data_plane: str) -> Iterator[None]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-router-"))
     proc = process.start(
         "router",
@@ -130,6 +130,8 @@ def router(*, port: int, blue: str, green: str, weight: int) -> Iterator[None]:
             str(port),
             "--log-format",
             "json",
+            "--data-plane",
+            data_plane,
         ],
         log_dir=workdir,
     )
@@ -164,7 +166,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     path = "/v2/models/digits/infer"
-    ports = {name: process.free_port() for name in ("router", "nginx", "stub_router", "stub_nginx", "stub")}
     figures: dict[str, Any] = {}
     with (
         ModelServer(models / "digits-fp32.onnx", colour="blue") as blue,
@@ -172,38 +173,50 @@ def main(argv: list[str] | None = None) -> None:
     ):
         canned = httpx.post(f"{blue.url}{path}", content=body).text
         load = {"body": body, "seconds": args.seconds, "workdir": workdir}
+        stub_port = process.free_port()
+        stub = f"127.0.0.1:{stub_port}"
+        nginx_port, nginx_stub_port = process.free_port(), process.free_port()
         with (
-            router(port=ports["router"], blue=blue.address, green=green.address, weight=50),
             nginx(
-                port=ports["nginx"],
+                port=nginx_port,
                 blue=blue.address,
                 green=green.address,
                 weight=50,
-                extra=STUB_SERVER.format(port=ports["stub"], body=canned),
+                extra=STUB_SERVER.format(port=stub_port, body=canned),
             ),
+            nginx(port=nginx_stub_port, blue=stub, green=stub, weight=50),
         ):
             time.sleep(1)
             figures["direct_c1"] = wrk(f"{blue.url}{path}", connections=1, **load)
-            figures["router_c1"] = wrk(f"http://127.0.0.1:{ports['router']}{path}", connections=1, **load)
-            figures["nginx_c1"] = wrk(f"http://127.0.0.1:{ports['nginx']}{path}", connections=1, **load)
-            figures["router_models"] = wrk(
-                f"http://127.0.0.1:{ports['router']}{path}", connections=args.connections, **load
+            figures["nginx_c1"] = wrk(f"http://127.0.0.1:{nginx_port}{path}", connections=1, **load)
+            figures["nginx_models"] = wrk(f"http://127.0.0.1:{nginx_port}{path}", connections=args.connections, **load)
+            figures["nginx_stub"] = wrk(
+                f"http://127.0.0.1:{nginx_stub_port}{path}", connections=args.connections, **load
             )
-            figures["nginx_models"] = wrk(
-                f"http://127.0.0.1:{ports['nginx']}{path}", connections=args.connections, **load
-            )
-            stub = f"127.0.0.1:{ports['stub']}"
-            with (
-                router(port=ports["stub_router"], blue=stub, green=stub, weight=50),
-                nginx(port=ports["stub_nginx"], blue=stub, green=stub, weight=50),
-            ):
-                time.sleep(1)
-                figures["router_stub"] = wrk(
-                    f"http://127.0.0.1:{ports['stub_router']}{path}", connections=args.connections, **load
-                )
-                figures["nginx_stub"] = wrk(
-                    f"http://127.0.0.1:{ports['stub_nginx']}{path}", connections=args.connections, **load
-                )
+            for plane in ("nginx", "python"):
+                port, port_stub = process.free_port(), process.free_port()
+                with (
+                    router(port=port, blue=blue.address, green=green.address, weight=50, data_plane=plane),
+                    router(port=port_stub, blue=stub, green=stub, weight=50, data_plane=plane),
+                ):
+                    time.sleep(1)
+                    url, url_stub = f"http://127.0.0.1:{port}{path}", f"http://127.0.0.1:{port_stub}{path}"
+                    figures[f"router_{plane}_c1"] = wrk(url, connections=1, **load)
+                    figures[f"router_{plane}_models"] = wrk(url, connections=args.connections, **load)
+                    figures[f"router_{plane}_stub"] = wrk(url_stub, connections=args.connections, **load)
+
+    def keys(plane: str) -> dict[str, float]:
+        return {
+            "added_p50_ms": round(figures[f"router_{plane}_c1"]["p50_ms"] - figures["direct_c1"]["p50_ms"], 3),
+            "added_p99_ms": round(figures[f"router_{plane}_c1"]["p99_ms"] - figures["direct_c1"]["p99_ms"], 3),
+            "throughput_ratio_vs_nginx": round(
+                figures[f"router_{plane}_stub"]["rps"] / figures["nginx_stub"]["rps"], 3
+            ),
+            "throughput_ratio_vs_nginx_with_model_servers": round(
+                figures[f"router_{plane}_models"]["rps"] / figures["nginx_models"]["rps"], 3
+            ),
+        }
+
     report = {
         "command": "python -m benchmarks.router " + " ".join(argv or []),
         "date": datetime.date.today().isoformat(),
@@ -215,14 +228,12 @@ def main(argv: list[str] | None = None) -> None:
             "green_weight": 50,
             "load": "wrk -t1, POST one 64-pixel digit (OIP v2 JSON)",
             "nginx": "worker_processes 1, keepalive",
+            "data_plane": "top-level keys: the router with its nginx data plane (the in-cluster default); "
+            "python_data_plane: the router forwarding in its own process",
         },
-        "added_p50_ms": round(figures["router_c1"]["p50_ms"] - figures["direct_c1"]["p50_ms"], 3),
-        "added_p99_ms": round(figures["router_c1"]["p99_ms"] - figures["direct_c1"]["p99_ms"], 3),
+        **keys("nginx"),
         "nginx_added_p50_ms": round(figures["nginx_c1"]["p50_ms"] - figures["direct_c1"]["p50_ms"], 3),
-        "throughput_ratio_vs_nginx": round(figures["router_stub"]["rps"] / figures["nginx_stub"]["rps"], 3),
-        "throughput_ratio_vs_nginx_with_model_servers": round(
-            figures["router_models"]["rps"] / figures["nginx_models"]["rps"], 3
-        ),
+        "python_data_plane": keys("python"),
         "goals": {"added_p50_ms": "<= 1.0", "throughput_ratio_vs_nginx": ">= 0.33"},
         "runs": figures,
     }

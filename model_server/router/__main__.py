@@ -8,7 +8,9 @@ from the ModelRollout; locally, give explicit URLs, and a kubeconfig to follow a
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import socket
 import sys
 
 import structlog
@@ -16,6 +18,7 @@ import uvicorn
 
 from model_server import logs
 from model_server.router.metrics import RouterMetrics
+from model_server.router.nginx import NginxDataPlane
 from model_server.router.proxy import Router, RouterState
 from model_server.router.upstream import Upstream
 from model_server.router.watch import RolloutWatcher
@@ -40,6 +43,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--weight", type=int, default=None, help="a fixed green weight (no rollout to follow)")
     parser.add_argument("--mirror-percent", type=int, default=0)
     parser.add_argument("--sticky-header", default=_env("STICKY_HEADER"))
+    parser.add_argument(
+        "--data-plane",
+        choices=["python", "nginx"],
+        default=_env("DATA_PLANE", "python"),
+        help="who forwards requests: this process, or nginx driven by it (faster)",
+    )
     parser.add_argument("--host", default=_env("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(_env("PORT", "8080") or 8080))
     parser.add_argument("--log-format", default=_env("LOG_FORMAT", "auto"), choices=["auto", "json", "console"])
@@ -56,28 +65,70 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logs.configure(args.log_format, rollout=args.rollout, component="router")
-    state = RouterState(RouterMetrics(rollout=args.rollout), mirror_percent=args.mirror_percent)
+    metrics = RouterMetrics(rollout=args.rollout)
+    state = RouterState(metrics, mirror_percent=args.mirror_percent)
     if args.weight is not None:
         state.apply(args.weight)
+    blue, green = Upstream(args.blue_url), Upstream(args.green_url)
+    listen_port = args.port
+    plane: NginxDataPlane | None = None
+    loop_holder: list[asyncio.AbstractEventLoop] = []
+
+    if args.data_plane == "nginx":
+        listen_port = free_port()  # the router process answers nginx on loopback; nginx takes the public port
+        plane = NginxDataPlane(
+            listen=f"{args.host}:{args.port}",
+            blue=f"{blue.host}:{blue.port}",
+            green=f"{green.host}:{green.port}",
+            control=f"127.0.0.1:{listen_port}",
+            sticky_header=args.sticky_header,
+            metrics=metrics,
+        )
+
+    async def startup() -> None:
+        loop_holder.append(asyncio.get_running_loop())
+        if plane is not None:
+            await plane.start(state.green_weight, state.mirror_percent)
+
     router = Router(
-        state=state, blue=Upstream(args.blue_url), green=Upstream(args.green_url), sticky_header=args.sticky_header
+        state=state,
+        blue=blue,
+        green=green,
+        sticky_header=args.sticky_header,
+        on_startup=startup,
+        on_shutdown=plane.stop if plane is not None else None,
     )
+
+    def apply(green_weight: int, mirror: int) -> None:
+        """Called from the watcher's thread; returns once the data plane applies the weights."""
+        if not state.apply(green_weight, mirror_percent=mirror):
+            return
+        if plane is not None and loop_holder:
+            future = asyncio.run_coroutine_threadsafe(
+                plane.apply(state.green_weight, state.mirror_percent), loop_holder[0]
+            )
+            future.result(timeout=15)
+        log.info("weights applied", green=green_weight, mirror=mirror, data_plane=args.data_plane)
+
     watcher = None
     if args.rollout and (args.kubeconfig or args.in_cluster) and args.weight is None:
-
-        def apply(green: int, mirror: int) -> None:
-            if state.apply(green, mirror_percent=mirror):
-                log.info("weights applied", green=green, mirror=mirror)
-
         watcher = RolloutWatcher(
             namespace=args.namespace, name=args.rollout, kubeconfig=args.kubeconfig, on_weights=apply
         )
         watcher.start()
-    log.info("routing", blue=args.blue_url, green=args.green_url, port=args.port, green_weight=state.green_weight)
+    log.info(
+        "routing",
+        blue=args.blue_url,
+        green=args.green_url,
+        port=args.port,
+        green_weight=state.green_weight,
+        data_plane=args.data_plane,
+    )
+    control_host = "127.0.0.1" if plane is not None else args.host
     uvicorn.run(
         router,
-        host=args.host,
-        port=args.port,
+        host=control_host,
+        port=listen_port,
         log_level="warning",
         access_log=False,
         http="httptools",
@@ -87,6 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     if watcher:
         watcher.stop()
     return 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 if __name__ == "__main__":

@@ -73,6 +73,8 @@ class Router:
         green: Upstream,
         sticky_header: str | None = None,
         id_capacity: int = 100_000,
+        on_startup: Callable[[], Awaitable[None]] | None = None,
+        on_shutdown: Callable[[], None] | None = None,
     ) -> None:
         self.state = state
         self.metrics = state.metrics
@@ -83,6 +85,8 @@ class Router:
         self.id_capacity = id_capacity
         self._background: set[asyncio.Task[None]] = set()
         self._random = random.random
+        self._on_startup = on_startup
+        self._on_shutdown = on_shutdown
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -112,6 +116,8 @@ class Router:
             await _respond(send, 200, b'{"live":true}', _JSON)
         elif path.endswith("/feedback"):
             await self._feedback(scope, receive, send)
+        elif path.startswith("/_mirror/"):
+            await self._mirrored(scope, receive, send)
         else:
             await self._route(scope, receive, send)
 
@@ -119,8 +125,12 @@ class Router:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self._on_startup is not None:
+                    await self._on_startup()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._on_shutdown is not None:
+                    self._on_shutdown()
                 for upstream in self.upstreams.values():
                     await upstream.close()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -176,6 +186,19 @@ class Router:
         if blue_prediction is None or green_answer.status != 200:
             return
         self.metrics.compared(disagreed=blue_prediction != green_prediction)
+
+    async def _mirrored(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A copy nginx mirrored (data plane ``nginx``): ask blue and green, compare, answer nothing."""
+        body = await _read_body(receive)
+        target = _target(scope)[len(b"/_mirror") :]
+        headers = dict(scope["headers"])
+        await _respond(send, 204, b"", [])
+        try:
+            blue_answer = await self.upstreams[split.BLUE].request(b"POST", target, body, headers.get(b"content-type"))
+        except UpstreamError:
+            self.metrics.upstream_error(split.BLUE)
+            return
+        self._spawn(self._mirror(b"POST", target, body, headers.get(b"content-type"), blue_answer))
 
     async def _feedback(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _read_body(receive)

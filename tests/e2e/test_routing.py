@@ -48,8 +48,11 @@ def publish_weight(kubeconfig: Path, name: str, green: int) -> None:
     kubectl.run("patch", "mro", name, "--subresource=status", "--type=merge", "-p", patch, kubeconfig=kubeconfig)
 
 
+DATA_PLANES = pytest.mark.parametrize("data_plane", ["python", "nginx"])
+
+
 class RouterProcess:
-    def __init__(self, *, blue: ModelServer, green: ModelServer, args: list[str]) -> None:
+    def __init__(self, *, blue: ModelServer, green: ModelServer, args: list[str], data_plane: str = "python") -> None:
         self.port = process.free_port()
         self.url = f"http://{process.LOOPBACK}:{self.port}"
         self.logs = Path(blue.log_dir)
@@ -140,19 +143,27 @@ def crd(kubeconfig: Path) -> None:
     )
 
 
+@DATA_PLANES
 def test_router_follows_the_rollout_weights(
-    kubeconfig: Path, crd: None, servers: tuple[ModelServer, ModelServer], stream: dict[str, np.ndarray]
+    kubeconfig: Path,
+    crd: None,
+    servers: tuple[ModelServer, ModelServer],
+    stream: dict[str, np.ndarray],
+    data_plane: str,
 ) -> None:
+    name = f"split-{data_plane}"
     blue, green = servers
-    kubectl.run("apply", "-f", "-", kubeconfig=kubeconfig, stdin=json.dumps(rollout_body("split")))
-    router = RouterProcess(blue=blue, green=green, args=["--rollout", "split", "--kubeconfig", str(kubeconfig)])
+    kubectl.run("apply", "-f", "-", kubeconfig=kubeconfig, stdin=json.dumps(rollout_body(name)))
+    router = RouterProcess(
+        data_plane=data_plane, blue=blue, green=green, args=["--rollout", name, "--kubeconfig", str(kubeconfig)]
+    )
     try:
         assert router.state()["greenWeight"] == 0  # no weights published yet: all blue
         assert send(router, stream, 50) == {"v1": 50}
         requests = 1500
         for weight in (10, 25, 50):
             begun = time.monotonic()
-            publish_weight(kubeconfig, "split", weight)
+            publish_weight(kubeconfig, name, weight)
             process.wait_until(
                 lambda w=weight: router.state()["greenWeight"] == w,
                 timeout=1.0,
@@ -166,10 +177,10 @@ def test_router_follows_the_rollout_weights(
             # binomial standard error; 4 sigma keeps this test from flaking while still catching a wrong split
             tolerance = 4 * math.sqrt(weight / 100 * (1 - weight / 100) / requests)
             assert abs(share - weight / 100) < tolerance, (weight, share)
-        stored = json.loads(kubectl.run("get", "mro", "split", "-o", "json", kubeconfig=kubeconfig).stdout)
+        stored = json.loads(kubectl.run("get", "mro", name, "-o", "json", kubeconfig=kubeconfig).stdout)
         process.wait_until(
             lambda: (
-                json.loads(kubectl.run("get", "mro", "split", "-o", "json", kubeconfig=kubeconfig).stdout)["metadata"][
+                json.loads(kubectl.run("get", "mro", name, "-o", "json", kubeconfig=kubeconfig).stdout)["metadata"][
                     "annotations"
                 ].get(constants.ANNOTATION_APPLIED_WEIGHT)
                 == "50"
@@ -182,11 +193,18 @@ def test_router_follows_the_rollout_weights(
         router.stop()
 
 
+@DATA_PLANES
 def test_sticky_key_keeps_its_colour(
-    kubeconfig: Path, crd: None, servers: tuple[ModelServer, ModelServer], stream: dict[str, np.ndarray]
+    kubeconfig: Path,
+    crd: None,
+    servers: tuple[ModelServer, ModelServer],
+    stream: dict[str, np.ndarray],
+    data_plane: str,
 ) -> None:
     blue, green = servers
-    router = RouterProcess(blue=blue, green=green, args=["--weight", "50", "--sticky-header", "x-user"])
+    router = RouterProcess(
+        data_plane=data_plane, blue=blue, green=green, args=["--weight", "50", "--sticky-header", "x-user"]
+    )
     try:
         for user in ("alice", "bob", "carol", "dave"):
             answered = send(router, stream, 30, headers={"x-user": user})
@@ -195,11 +213,14 @@ def test_sticky_key_keeps_its_colour(
         router.stop()
 
 
+@DATA_PLANES
 def test_mirroring_a_degraded_green_counts_disagreements(
-    servers: tuple[ModelServer, ModelServer], stream: dict[str, np.ndarray]
+    servers: tuple[ModelServer, ModelServer], stream: dict[str, np.ndarray], data_plane: str
 ) -> None:
     blue, green = servers
-    router = RouterProcess(blue=blue, green=green, args=["--weight", "0", "--mirror-percent", "100"])
+    router = RouterProcess(
+        data_plane=data_plane, blue=blue, green=green, args=["--weight", "0", "--mirror-percent", "100"]
+    )
     try:
         assert send(router, stream, 400) == {"v1": 400}  # mirrored answers are discarded
         time.sleep(0.5)
@@ -216,8 +237,9 @@ def test_mirroring_a_degraded_green_counts_disagreements(
         router.stop()
 
 
+@DATA_PLANES
 def test_router_keeps_last_weights_when_the_api_server_is_gone(
-    demo_models: Path, servers: tuple[ModelServer, ModelServer], stream: dict[str, np.ndarray]
+    demo_models: Path, servers: tuple[ModelServer, ModelServer], stream: dict[str, np.ndarray], data_plane: str
 ) -> None:
     blue, green = servers
     with cluster.LocalCluster(nodes=1) as local:
@@ -232,7 +254,12 @@ def test_router_keeps_last_weights_when_the_api_server_is_gone(
         )
         kubectl.run("apply", "-f", "-", kubeconfig=config_path, stdin=json.dumps(rollout_body("outage")))
         publish_weight(config_path, "outage", 100)
-        router = RouterProcess(blue=blue, green=green, args=["--rollout", "outage", "--kubeconfig", str(config_path)])
+        router = RouterProcess(
+            data_plane=data_plane,
+            blue=blue,
+            green=green,
+            args=["--rollout", "outage", "--kubeconfig", str(config_path)],
+        )
         try:
             process.wait_until(lambda: router.state()["greenWeight"] == 100, timeout=5, what="router at 100%")
             assert local.state is not None

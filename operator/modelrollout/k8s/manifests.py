@@ -119,6 +119,7 @@ def router_deployment(
         "MODELROUTER_HOST": "0.0.0.0",  # noqa: S104 - a container listens on all its interfaces
         "MODELROUTER_PORT": str(SERVER_PORT),
         "MODELROUTER_LOG_FORMAT": "json",
+        "MODELROUTER_DATA_PLANE": "nginx",
     }
     if spec.traffic.sticky_header:
         env["MODELROUTER_STICKY_HEADER"] = spec.traffic.sticky_header

@@ -1,0 +1,240 @@
+"""nginx as the router's data plane, driven by the router process.
+
+nginx (Debian's package) does the weighted split (``split_clients``, sticky on a header when asked) with
+keep-alive upstreams. The router process keeps everything that needs to look inside requests or answers:
+it renders the config and reloads nginx on a weight change (confirmed through a config-version location),
+takes feedback calls (routed to the colour that knows the id), compares mirrored requests, and counts
+requests, upstream errors and added latency from nginx's access log, which nginx sends over a local
+syslog socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import structlog
+
+from model_server.router.metrics import RouterMetrics
+
+log = structlog.get_logger(__name__)
+
+LOG_TAG = "modelrouter"
+
+
+@dataclass(frozen=True)
+class NginxConfig:
+    listen: str
+    blue: str
+    """host:port of the blue model server."""
+    green: str
+    control: str
+    """host:port of the router process (feedback, mirror, metrics, state)."""
+    green_weight: int
+    mirror_percent: int
+    sticky_header: str | None
+    version: int
+    directory: Path
+
+
+def _split(variable: str, key: str, percent: int, chosen: str, otherwise: str) -> str:
+    if percent <= 0:
+        return f'split_clients "{key}" ${variable} {{ * {otherwise}; }}'
+    if percent >= 100:
+        return f'split_clients "{key}" ${variable} {{ * {chosen}; }}'
+    return f'split_clients "{key}" ${variable} {{ {percent}% {chosen}; * {otherwise}; }}'
+
+
+def render(config: NginxConfig) -> str:
+    """nginx.conf for these weights (a pure function)."""
+    d = config.directory
+    if config.sticky_header:
+        header = "http_" + config.sticky_header.lower().replace("-", "_")
+        key_map = f'map ${header} $split_key {{ "" $request_id; default ${header}; }}'
+    else:
+        key_map = "map $request_id $split_key { default $request_id; }"
+    mirror = ""
+    mirror_location = ""
+    if config.mirror_percent > 0:
+        mirror = "mirror /_mirror; mirror_request_body on;"
+        mirror_location = (
+            "location = /_mirror { internal; if ($mirror_this != 1) { return 204; }"
+            " proxy_pass http://control/_mirror$request_uri; proxy_http_version 1.1;"
+            ' proxy_set_header Connection ""; }'
+        )
+    return f"""
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  client_max_body_size 16m;
+  log_format {LOG_TAG} '$colour $status $upstream_status $request_time $upstream_response_time';
+  upstream blue {{ server {config.blue}; keepalive 64; }}
+  upstream green {{ server {config.green}; keepalive 64; }}
+  upstream control {{ server {config.control}; keepalive 16; }}
+  {key_map}
+  {_split("colour", "$split_key", config.green_weight, "green", "blue")}
+  {_split("mirror_pick", "${request_id}m", config.mirror_percent, "1", "0")}
+  map "$colour:$mirror_pick" $mirror_this {{ "blue:1" 1; default 0; }}
+  server {{
+    listen {config.listen};
+    location = /healthz {{ default_type application/json; return 200 '{{"live":true}}'; }}
+    location = /router/config-version {{ default_type text/plain; return 200 '{config.version}'; }}
+    location = /router/state {{ proxy_pass http://control; }}
+    location = /metrics {{ proxy_pass http://control; }}
+    location ~ /feedback$ {{ proxy_pass http://control; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+    {mirror_location}
+    location / {{
+      access_log syslog:server=unix:{d}/access.sock,nohostname,tag={LOG_TAG} {LOG_TAG};
+      {mirror}
+      proxy_pass http://$colour;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_next_upstream off;
+    }}
+  }}
+}}
+"""
+
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+
+
+class AccessLog(asyncio.DatagramProtocol):
+    """Counts what nginx routed, from its access log lines (one syslog datagram per request)."""
+
+    def __init__(self, metrics: RouterMetrics) -> None:
+        self.metrics = metrics
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        # "<190>Nov 22 14:50:29 modelrouter: green 200 200 0.002 0.001"
+        fields = data.rsplit(b": ", 1)[-1].split()
+        if len(fields) != 5:
+            return
+        colour = fields[0].decode()
+        if colour not in ("blue", "green"):
+            return
+        status, upstream_status = fields[1], fields[2]
+        if status in (b"502", b"504") or upstream_status == b"-":
+            self.metrics.upstream_error(colour)
+            return
+        self.metrics.routed(colour)
+        try:
+            total, upstream = float(fields[3]), float(fields[4].split(b",")[-1])
+        except ValueError:
+            return
+        self.metrics.observe_overhead(max(0.0, total - upstream))
+
+
+class NginxDataPlane:
+    """One nginx (master and one worker) whose config follows the router's weights."""
+
+    def __init__(
+        self, *, listen: str, blue: str, green: str, control: str, sticky_header: str | None, metrics: RouterMetrics
+    ) -> None:
+        binary = nginx_binary()
+        if binary is None:
+            raise RuntimeError("the nginx data plane needs nginx: install Debian's nginx package")
+        self.binary = binary
+        self.directory = Path(tempfile.mkdtemp(prefix="modelrouter-nginx-"))
+        self.listen, self.blue, self.green, self.control = listen, blue, green, control
+        self.sticky_header = sticky_header
+        self.metrics = metrics
+        self.version = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+
+    def _write(self, green_weight: int, mirror_percent: int) -> None:
+        self.version += 1
+        conf = render(
+            NginxConfig(
+                listen=self.listen,
+                blue=self.blue,
+                green=self.green,
+                control=self.control,
+                green_weight=green_weight,
+                mirror_percent=mirror_percent,
+                sticky_header=self.sticky_header,
+                version=self.version,
+                directory=self.directory,
+            )
+        )
+        partial = self.directory / "nginx.conf.tmp"
+        partial.write_text(conf)
+        check = subprocess.run(
+            [self.binary, "-t", "-q", "-c", str(partial), "-p", str(self.directory)],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if check.returncode != 0:
+            raise RuntimeError(f"nginx rejected the config: {check.stderr.strip()}")
+        partial.replace(self.directory / "nginx.conf")
+
+    async def start(self, green_weight: int, mirror_percent: int) -> None:
+        loop = asyncio.get_running_loop()
+        socket_path = self.directory / "access.sock"
+        receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        receiver.bind(str(socket_path))
+        # nginx's workers may run as another user (www-data when started as root): let them write.
+        self.directory.chmod(0o755)
+        socket_path.chmod(0o666)
+        transport, _ = await loop.create_datagram_endpoint(lambda: AccessLog(self.metrics), sock=receiver)
+        self._transport = transport
+        self._write(green_weight, mirror_percent)
+        self._process = subprocess.Popen(
+            [self.binary, "-c", str(self.directory / "nginx.conf"), "-p", str(self.directory)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        await self._confirm()
+
+    async def apply(self, green_weight: int, mirror_percent: int) -> None:
+        """New weights: a new config, a graceful reload, and a wait until the new config answers."""
+        await asyncio.to_thread(self._write, green_weight, mirror_percent)
+        assert self._process is not None
+        os.kill(self._process.pid, signal.SIGHUP)
+        await self._confirm()
+
+    async def _confirm(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=1) as client:
+            while time.monotonic() < deadline:
+                try:
+                    answer = await client.get(f"http://{self.listen}/router/config-version")
+                    if answer.text == str(self.version):
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.01)
+        raise RuntimeError(f"nginx did not load config version {self.version} within {timeout}s")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGQUIT)  # graceful: finish the requests in flight
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        if self._transport is not None:
+            self._transport.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
