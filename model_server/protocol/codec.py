@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from model_server.protocol.types import RequestInput, ResponseOutput
 from model_server.runtime.base import Tensors, TensorSpec
@@ -46,14 +47,19 @@ def _flatten(data: list[Any]) -> list[Any]:
     return flat
 
 
-def decode(inputs: list[RequestInput], expected: tuple[TensorSpec, ...]) -> Tensors:
-    """numpy arrays for the model's inputs; raises InvalidInput naming the problem."""
+def decode(inputs: list[RequestInput], expected: tuple[TensorSpec, ...], *, binary: bytes = b"") -> Tensors:
+    """numpy arrays for the model's inputs; raises InvalidInput naming the problem.
+
+    Inputs with ``parameters.binary_data_size`` take their bytes, in order, from ``binary`` (the OIP v2
+    binary tensor data extension, as KServe and Triton implement it); the others come from ``data``.
+    """
     by_name = {spec.name: spec for spec in expected}
     given = {i.name for i in inputs}
     missing = [name for name in by_name if name not in given]
     if missing:
         raise InvalidInput(f"missing input tensor(s) {missing}; the model takes {sorted(by_name)}")
     tensors: Tensors = {}
+    offset = 0
     for item in inputs:
         spec = by_name.get(item.name)
         if spec is None:
@@ -66,27 +72,53 @@ def decode(inputs: list[RequestInput], expected: tuple[TensorSpec, ...]) -> Tens
             raise InvalidInput(f"input {item.name!r}: shape {item.shape}, expected {list(spec.shape)} (-1: any)")
         if any(d < 0 for d in item.shape):
             raise InvalidInput(f"input {item.name!r}: shape {item.shape} has a negative dimension")
-        flat = _flatten(item.data)
-        if len(flat) != math.prod(item.shape):
-            raise InvalidInput(f"input {item.name!r}: {len(flat)} values for shape {item.shape}")
         dtype = OIP_TO_NUMPY.get(item.datatype)
         if dtype is None:
             raise InvalidInput(f"input {item.name!r}: datatype {item.datatype!r} is not supported")
-        try:
-            raw = np.asarray(flat)
-        except (ValueError, TypeError) as error:
-            raise InvalidInput(f"input {item.name!r}: data is not a flat list of numbers: {error}") from None
-        if raw.size and raw.dtype.kind not in "biuf":
-            raise InvalidInput(f"input {item.name!r}: data must be numbers, got {raw.dtype.kind!r} values")
-        if raw.size and np.dtype(dtype).kind in "iu" and raw.dtype.kind in "iu":
-            limits = np.iinfo(np.dtype(dtype))
-            if raw.min() < limits.min or raw.max() > limits.max:
-                raise InvalidInput(f"input {item.name!r}: values outside the range of {item.datatype}")
-        if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+        size = (item.parameters or {}).get("binary_data_size")
+        if size is not None:
+            array = _from_binary(item, np.dtype(dtype), binary, offset, size)
+            offset += int(size)
+        else:
+            array = _from_json(item, dtype)
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise InvalidInput(f"input {item.name!r}: data must be finite numbers")
-        array = raw.astype(dtype, copy=False).reshape(item.shape)
         tensors[item.name] = array
+    if offset != len(binary):
+        raise InvalidInput(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
     return tensors
+
+
+def _from_binary(
+    item: RequestInput, dtype: np.dtype[Any], binary: bytes, offset: int, size: object
+) -> npt.NDArray[Any]:
+    if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+        raise InvalidInput(f"input {item.name!r}: binary_data_size {size!r} does not fit the {len(binary)} bytes sent")
+    expected = math.prod(item.shape) * dtype.itemsize
+    if size != expected:
+        raise InvalidInput(
+            f"input {item.name!r}: {size} bytes for shape {item.shape} of {item.datatype} (expected {expected})"
+        )
+    return np.frombuffer(binary, dtype=dtype.newbyteorder("<"), count=math.prod(item.shape), offset=offset).reshape(
+        item.shape
+    )
+
+
+def _from_json(item: RequestInput, dtype: type[np.generic]) -> npt.NDArray[Any]:
+    flat = _flatten(item.data)
+    if len(flat) != math.prod(item.shape):
+        raise InvalidInput(f"input {item.name!r}: {len(flat)} values for shape {item.shape}")
+    try:
+        raw = np.asarray(flat)
+    except (ValueError, TypeError) as error:
+        raise InvalidInput(f"input {item.name!r}: data is not a flat list of numbers: {error}") from None
+    if raw.size and raw.dtype.kind not in "biuf":
+        raise InvalidInput(f"input {item.name!r}: data must be numbers, got {raw.dtype.kind!r} values")
+    if raw.size and np.dtype(dtype).kind in "iu" and raw.dtype.kind in "iu":
+        limits = np.iinfo(np.dtype(dtype))
+        if raw.min() < limits.min or raw.max() > limits.max:
+            raise InvalidInput(f"input {item.name!r}: values outside the range of {item.datatype}")
+    return raw.astype(dtype, copy=False).reshape(item.shape)
 
 
 def encode(name: str, array: np.ndarray) -> ResponseOutput:

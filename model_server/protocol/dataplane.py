@@ -159,11 +159,17 @@ class DataPlane:
             log.exception("inference failed")
             raise Problem(500, f"inference failed: {type(error).__name__}: {error}") from None
 
-    async def infer(self, name: str, body: bytes, *, version: str | None = None) -> dict[str, Any]:
+    async def infer(
+        self, name: str, body: bytes, *, version: str | None = None, header_length: int | None = None
+    ) -> dict[str, Any]:
+        """``header_length``: the JSON part's length when binary tensor data follows it."""
         metadata = self._check_model(name, version)
-        request = parse_body(InferenceRequest, body)
+        if header_length is not None and not 0 < header_length <= len(body):
+            raise Problem(400, f"Inference-Header-Content-Length {header_length} does not fit a {len(body)}-byte body")
+        json_part, binary = (body, b"") if header_length is None else (body[:header_length], body[header_length:])
+        request = parse_body(InferenceRequest, json_part)
         try:
-            inputs = codec.decode(request.inputs, metadata.inputs)
+            inputs = codec.decode(request.inputs, metadata.inputs, binary=binary)
         except codec.InvalidInput as error:
             raise Problem(400, str(error)) from None
         if self.faults.enabled and self.faults.latency_seconds > 0:

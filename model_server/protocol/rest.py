@@ -70,8 +70,14 @@ def build_app(
         with metrics.request("infer") as outcome:
             try:
                 body = await _body(request, max_body_bytes)
+                header = request.headers.get("inference-header-content-length")
+                if header is not None and not header.isdigit():
+                    raise Problem(400, f"Inference-Header-Content-Length must be a number, got {header!r}")
                 answer = await plane.infer(
-                    request.path_params["model"], body, version=request.path_params.get("version")
+                    request.path_params["model"],
+                    body,
+                    version=request.path_params.get("version"),
+                    header_length=int(header) if header is not None else None,
                 )
             except Problem as problem:
                 outcome.status, outcome.timed_out = problem.status, problem.timed_out

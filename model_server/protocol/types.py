@@ -16,7 +16,8 @@ class RequestInput(_Body):
     shape: list[int]
     datatype: str
     parameters: dict[str, Any] | None = None
-    data: list[Any]
+    data: list[Any] = Field(default_factory=list)
+    """Row-major values; empty when ``parameters.binary_data_size`` says they follow the JSON as bytes."""
 
 
 class RequestOutput(_Body):

@@ -161,3 +161,28 @@ async def test_batching_merges_concurrent_requests_and_splits_answers(demo_model
     for mine, reference in zip(batched, alone, strict=True):
         assert np.array_equal(mine["label"], reference["label"])
         assert mine["probabilities"].shape == (1, 10)
+
+
+def test_binary_tensor_data_extension() -> None:
+    values = np.arange(8, dtype=np.float32)
+    item = RequestInput.model_validate(
+        {"name": "input", "shape": [2, 4], "datatype": "FP32", "parameters": {"binary_data_size": 32}}
+    )
+    decoded = codec.decode([item], SPEC, binary=values.tobytes())["input"]
+    assert np.array_equal(decoded, values.reshape(2, 4))
+
+
+@pytest.mark.parametrize(
+    ("size", "payload", "words"),
+    [
+        (16, np.arange(4, dtype=np.float32).tobytes(), "16 bytes for shape"),
+        (64, np.arange(8, dtype=np.float32).tobytes(), "does not fit"),
+        (32, np.arange(12, dtype=np.float32).tobytes(), "not claimed"),
+    ],
+)
+def test_binary_tensor_data_errors(size: int, payload: bytes, words: str) -> None:
+    item = RequestInput.model_validate(
+        {"name": "input", "shape": [2, 4], "datatype": "FP32", "parameters": {"binary_data_size": size}}
+    )
+    with pytest.raises(codec.InvalidInput, match=words):
+        codec.decode([item], SPEC, binary=payload)

@@ -128,6 +128,8 @@ class PrometheusServer:
         self._write_targets()
 
     def _write_targets(self) -> None:
+        if not self.directory.exists():  # stopped (a test may stop Prometheus on purpose): nothing to tell it
+            return
         groups = [{"targets": [address], "labels": labels} for address, labels in self._targets.items()]
         partial = self.targets_file.with_suffix(".tmp")
         partial.write_text(json.dumps(groups))

@@ -141,19 +141,24 @@ class Stage:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop_operator()
-        for served in list(self.served):
-            self.unserve(served)
-        self.prometheus.stop()
+        try:
+            self.stop_operator()
+            for served in list(self.served):
+                self.unserve(served)
+        finally:
+            self.prometheus.stop()
 
     def unserve(self, served: Served) -> None:
         """Stop the processes of one rollout (Prometheus forgets their targets)."""
-        process.stop(served.router.pid)
-        served.router.poll()
-        for server in (served.blue, served.green):
-            self.prometheus.remove_target(server.address)
-            server.stop()
         self.served.remove(served)
+        try:
+            process.stop(served.router.pid)
+            served.router.poll()
+            for server in (served.blue, served.green):
+                self.prometheus.remove_target(server.address)
+        finally:
+            served.blue.stop()
+            served.green.stop()
 
     def start_operator(self) -> None:
         env = {
