@@ -4,6 +4,7 @@ Run with the interpreter of a virtual environment that has ``kserve`` (benchmark
 makes one): python _kserve_server.py MODEL_PATH NAME PORT
 """
 
+import logging
 import sys
 
 import numpy as np
@@ -34,4 +35,10 @@ class OnnxModel(Model):  # type: ignore[misc]
 
 if __name__ == "__main__":
     path, name, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    ModelServer(http_port=port, grpc_port=port + 1, workers=1, enable_docs_url=False).start([OnnxModel(name, path)])
+    # Production-like and like ours: no per-request access or latency log lines, no gRPC server.
+    server = ModelServer(
+        http_port=port, workers=1, enable_grpc=False, enable_docs_url=False, enable_latency_logging=False
+    )
+    for noisy in ("uvicorn.access", "kserve.trace"):
+        logging.getLogger(noisy).disabled = True
+    server.start([OnnxModel(name, path)])

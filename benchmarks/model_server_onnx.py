@@ -35,6 +35,7 @@ from modelrollout.devcluster.modelservers import ModelServer, demo_models_dir
 RESULTS = Path(__file__).parent / "results" / "model_server_onnx.json"
 CONCURRENCIES = (1, 8, 32)
 HEAVY_BATCH = 8
+JSON = {"Content-Type": "application/json"}
 LOAD_SCRIPT = """
 import sys, time, threading, json, httpx, numpy as np
 url, seconds, clients = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
@@ -69,9 +70,8 @@ def kserve_python() -> Path:
 
 
 def kserve_version(python: Path) -> str:
-    return subprocess.run(
-        [str(python), "-c", "import kserve; print(kserve.__version__)"], capture_output=True, text=True
-    ).stdout.strip()
+    script = "import importlib.metadata as m; print(m.version('kserve'))"
+    return subprocess.run([str(python), "-c", script], capture_output=True, text=True).stdout.strip()
 
 
 def against_kserve(models: Path, seconds: int) -> dict[str, Any]:
@@ -105,7 +105,7 @@ def against_kserve(models: Path, seconds: int) -> dict[str, Any]:
     try:
         url = f"http://127.0.0.1:{port}/v2/models/digits/infer"
         process.wait_until(
-            lambda: httpx.post(url, content=body, timeout=2).status_code == 200,
+            lambda: httpx.post(url, content=body, timeout=2, headers=JSON).status_code == 200,
             timeout=60,
             what="kserve",
             alive=lambda: kserve.poll() is None,

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
@@ -113,6 +114,7 @@ class ServerMetrics:
             registry=r,
         )
         self.tokens = Counter("modelserver_generated_tokens_total", "GGUF: tokens generated.", base, registry=r)
+        self._children: dict[tuple[object, ...], Any] = {}
         self._base = {"rollout": self.rollout, "colour": self.colour, "model": self.model, "version": self.version}
         # Export every series the analysis reads from the start: rate() needs a sample before the first request.
         for endpoint in ("infer",):
@@ -136,10 +138,25 @@ class ServerMetrics:
             outcome.status = 500
             raise
         finally:
-            self.duration.labels(**self._base, endpoint=endpoint).observe(time.perf_counter() - begun)
-            self.requests.labels(**self._base, endpoint=endpoint, code_class=f"{outcome.status // 100}xx").inc()
+            self._duration(endpoint).observe(time.perf_counter() - begun)
+            self._requests(endpoint, outcome.status // 100).inc()
             if outcome.timed_out:
                 self.timeouts.labels(**self._base, endpoint=endpoint).inc()
+
+    # Children bound once per label set: labels() on every request costs a lock and a dict per call.
+    def _duration(self, endpoint: str) -> Any:
+        key = ("duration", endpoint)
+        if key not in self._children:
+            self._children[key] = self.duration.labels(**self._base, endpoint=endpoint)
+        return self._children[key]
+
+    def _requests(self, endpoint: str, status_hundreds: int) -> Any:
+        key = ("requests", endpoint, status_hundreds)
+        if key not in self._children:
+            self._children[key] = self.requests.labels(
+                **self._base, endpoint=endpoint, code_class=f"{status_hundreds}xx"
+            )
+        return self._children[key]
 
     def labelled(self, *, source: str, correct: int, incorrect: int) -> None:
         if correct:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from model_server.protocol.types import RequestInput, ResponseOutput
+from model_server.protocol.types import RequestInput
 from model_server.runtime.base import Tensors, TensorSpec
 
 OIP_TO_NUMPY: dict[str, type[np.generic]] = {
@@ -121,7 +121,8 @@ def _from_json(item: RequestInput, dtype: type[np.generic]) -> npt.NDArray[Any]:
     return raw.astype(dtype, copy=False).reshape(item.shape)
 
 
-def encode(name: str, array: np.ndarray) -> ResponseOutput:
+def encode(name: str, array: npt.NDArray[Any]) -> dict[str, Any]:
+    """An OIP v2 response output (a plain dict: built for every answer, so no validation on the way out)."""
     datatype = NUMPY_TO_OIP.get(array.dtype, "FP32")
     values = array if array.dtype in NUMPY_TO_OIP else array.astype(np.float32)
-    return ResponseOutput(name=name, shape=list(array.shape), datatype=datatype, data=values.ravel().tolist())
+    return {"name": name, "shape": list(array.shape), "datatype": datatype, "data": values.ravel().tolist()}

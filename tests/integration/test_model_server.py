@@ -3,6 +3,7 @@ of PromQL as the operator's analysis reads them, and fault injection moves them.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
+from model_server.protocol.types import InferenceResponse
 from modelrollout.analysis import run
 from modelrollout.analysis.prometheus import PrometheusProvider
 from modelrollout.api.spec import ModelRolloutSpec
@@ -35,7 +37,7 @@ def labelled_traffic(
             response = client.post("/v2/models/digits/infer", json=body)
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
             if response.status_code == 200:
-                answer = response.json()
+                answer = InferenceResponse.model_validate(response.json()).model_dump()
                 feedback = client.post("/v2/models/digits/feedback", json={"id": answer["id"], "labels": y.tolist()})
                 assert feedback.status_code == 200, feedback.text
     return statuses
@@ -96,12 +98,12 @@ async def test_per_colour_metrics_reach_the_analysis(
     time.sleep(2.5)
     metrics = await measure(prometheus_server, rollout)
     blue_m, green_m = metrics["blue"], metrics["green"]
-    # increase() extrapolates a little over a series only seconds old: counts within 25%, ratios exact-ish
-    assert blue_m.requests == pytest.approx(150, rel=0.25) and green_m.requests == pytest.approx(150, rel=0.25)
+    # increase() extrapolates over a series only seconds old (up to +40% here); ratios are what the checks use
+    assert 140 <= blue_m.requests <= 210 and 140 <= green_m.requests <= 210
     assert blue_m.server_errors == 0 and green_m.server_errors == 0
     assert blue_m.p95_seconds is not None and 0 < blue_m.p95_seconds < 0.15
     # golden set (540) plus 1200 fed-back rows per colour; the 2-bit model is several points worse
-    assert blue_m.labelled == pytest.approx(540 + 1200, rel=0.25)
+    assert 0.9 * (540 + 1200) <= blue_m.labelled <= 1.4 * (540 + 1200)
     assert blue_m.correct / blue_m.labelled == pytest.approx(0.975, abs=0.015)
     assert green_m.correct / green_m.labelled == pytest.approx(0.925, abs=0.02)
 
@@ -139,6 +141,20 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(demo_models: Path) ->
         assert unknown.status_code == 404
         assert client.get("/v2/health/live").status_code == 200
         assert client.get("/v2/models/digits").json()["inputs"][0]["shape"] == [-1, 64]
+        digit = np.zeros((1, 64), dtype=np.float32)
+        header = json.dumps(
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 64], "datatype": "FP32", "parameters": {"binary_data_size": 256}}
+                ]
+            }
+        ).encode()
+        binary = client.post(
+            "/v2/models/digits/infer",
+            content=header + digit.tobytes(),
+            headers={"Inference-Header-Content-Length": str(len(header))},
+        )
+        assert binary.status_code == 200 and binary.json()["outputs"][0]["name"] == "label"
         assert "modelserver_feedback_rejected_total{" in client.get("/metrics").text
 
 

@@ -13,7 +13,7 @@ from model_server.faults import Faults
 from model_server.feedback import Joined, JoinError, PredictionStore
 from model_server.protocol import codec
 from model_server.protocol.dataplane import Problem, parse_body
-from model_server.protocol.types import InferenceRequest, RequestInput
+from model_server.protocol.types import InferenceRequest, RequestInput, ResponseOutput
 from model_server.runtime.base import ModelLoadError, TensorSpec
 from model_server.runtime.onnx import OnnxRuntime
 
@@ -57,7 +57,8 @@ def test_integer_values_out_of_range_are_rejected() -> None:
 
 def test_encode_round_trip() -> None:
     output = codec.encode("label", np.array([3, 4], dtype=np.int64))
-    assert output.datatype == "INT64" and output.shape == [2] and output.data == [3, 4]
+    assert output == {"name": "label", "shape": [2], "datatype": "INT64", "data": [3, 4]}
+    assert ResponseOutput.model_validate(output)
 
 
 @pytest.mark.parametrize(
