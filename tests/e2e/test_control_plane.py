@@ -26,14 +26,7 @@ spec:
 
 @pytest.fixture(scope="module")
 def crd_installed(kubeconfig: Path) -> None:
-    kubectl.run("apply", "-f", str(REPO / "crds" / "modelrollout.yaml"), kubeconfig=kubeconfig)
-    kubectl.run(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/modelrollouts.modelrollout.dev",
-        kubeconfig=kubeconfig,
-    )
+    kubectl.install_crd(kubeconfig)
 
 
 def test_modelrollout_round_trips_through_the_api_server(kubeconfig: Path, crd_installed: None) -> None:

@@ -21,14 +21,7 @@ SAMPLE: dict[str, Any] = yaml.safe_load((REPO / "crds" / "samples" / "digits.yam
 
 @pytest.fixture(scope="module", autouse=True)
 def crd_installed(kubeconfig: Path) -> None:
-    kubectl.run("apply", "-f", str(REPO / "crds" / "modelrollout.yaml"), kubeconfig=kubeconfig)
-    kubectl.run(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/modelrollouts.modelrollout.dev",
-        kubeconfig=kubeconfig,
-    )
+    kubectl.install_crd(kubeconfig)
 
 
 def apply(kubeconfig: Path, spec_changes: dict[str, Any], name: str) -> tuple[int, str]:

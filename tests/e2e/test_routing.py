@@ -133,14 +133,7 @@ def send(
 
 @pytest.fixture(scope="module")
 def crd(kubeconfig: Path) -> None:
-    kubectl.run("apply", "-f", str(REPO / "crds" / "modelrollout.yaml"), kubeconfig=kubeconfig)
-    kubectl.run(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/modelrollouts.modelrollout.dev",
-        kubeconfig=kubeconfig,
-    )
+    kubectl.install_crd(kubeconfig)
 
 
 @DATA_PLANES
@@ -244,14 +237,7 @@ def test_router_keeps_last_weights_when_the_api_server_is_gone(
     blue, green = servers
     with cluster.LocalCluster(nodes=1) as local:
         config_path = local.kubeconfig_path
-        kubectl.run("apply", "-f", str(REPO / "crds" / "modelrollout.yaml"), kubeconfig=config_path)
-        kubectl.run(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/modelrollouts.modelrollout.dev",
-            kubeconfig=config_path,
-        )
+        kubectl.install_crd(config_path)
         kubectl.run("apply", "-f", "-", kubeconfig=config_path, stdin=json.dumps(rollout_body("outage")))
         publish_weight(config_path, "outage", 100)
         router = RouterProcess(
@@ -271,19 +257,7 @@ def test_router_keeps_last_weights_when_the_api_server_is_gone(
 
 
 def test_gateway_api_weights_are_written_and_read_back(kubeconfig: Path, crd: None) -> None:
-    kubectl.run(
-        "apply",
-        "-f",
-        str(binaries.gateway_api_crds() / "gateway.networking.k8s.io_httproutes.yaml"),
-        kubeconfig=kubeconfig,
-    )
-    kubectl.run(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/httproutes.gateway.networking.k8s.io",
-        kubeconfig=kubeconfig,
-    )
+    kubectl.install_crd(kubeconfig, binaries.gateway_api_crds() / "gateway.networking.k8s.io_httproutes.yaml")
     body = rollout_body(
         "gw", provider="gateway-api", gatewayApi={"parentRefs": [{"name": "public-gateway"}], "port": 8080}
     )

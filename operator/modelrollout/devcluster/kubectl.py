@@ -29,3 +29,10 @@ def run(
     if check and result.returncode != 0:
         raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
     return result
+
+
+def install_crd(kubeconfig: str | Path, crd: Path | None = None) -> None:
+    """Apply the ModelRollout CRD (or ``crd``) and wait until the API server serves it."""
+    path = crd or Path(__file__).resolve().parents[3] / "crds" / "modelrollout.yaml"
+    run("apply", "-f", str(path), kubeconfig=kubeconfig)
+    run("wait", "--for=condition=Established", "--timeout=60s", "-f", str(path), kubeconfig=kubeconfig)

@@ -129,14 +129,7 @@ class Stage:
 
     def __enter__(self) -> Stage:
         self.prometheus.start()
-        kubectl.run("apply", "-f", str(REPO / "crds" / "modelrollout.yaml"), kubeconfig=self.kubeconfig)
-        kubectl.run(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/modelrollouts.modelrollout.dev",
-            kubeconfig=self.kubeconfig,
-        )
+        kubectl.install_crd(self.kubeconfig)
         self.start_operator()
         return self
 
