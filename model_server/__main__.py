@@ -25,6 +25,7 @@ from model_server.metrics import ServerMetrics
 from model_server.protocol import rest
 from model_server.protocol.dataplane import DataPlane
 from model_server.runtime.base import Runtime
+from model_server.runtime.gguf import GgufRuntime
 from model_server.runtime.onnx import OnnxRuntime
 from model_server.settings import ServerSettings
 
@@ -36,7 +37,9 @@ def make_runtime(settings: ServerSettings) -> Runtime:
     if runtime == "auto":
         runtime = "gguf" if settings.model_path.suffix == ".gguf" else "onnx"
     if runtime == "gguf":
-        raise SystemExit("the GGUF runtime is not available in this build yet: serve an .onnx model")
+        return GgufRuntime(
+            settings.model_path, name=settings.model_name, sha256=settings.model_sha256, threads=settings.threads
+        )
     return OnnxRuntime(
         settings.model_path, name=settings.model_name, sha256=settings.model_sha256, threads=settings.threads
     )

@@ -36,3 +36,11 @@ def demo_models() -> Path:
     from modelrollout.devcluster.modelservers import demo_models_dir
 
     return demo_models_dir()
+
+
+@pytest.fixture(scope="session")
+def gguf_models() -> Path:
+    """The tiny GGUF models (a next-byte counter and a degraded one), built once and cached."""
+    from modelrollout.devcluster.modelservers import demo_gguf_dir
+
+    return demo_gguf_dir()

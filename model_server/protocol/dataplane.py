@@ -7,6 +7,7 @@ and a message naming what is wrong, never an unhandled exception.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any, TypeVar
 
@@ -23,12 +24,14 @@ from model_server.golden import GoldenSet
 from model_server.metrics import ServerMetrics
 from model_server.protocol import codec
 from model_server.protocol.types import (
+    ChatRequest,
+    CompletionRequest,
     Feedback,
     InferenceRequest,
     ModelMetadataResponse,
     TensorMetadata,
 )
-from model_server.runtime.base import ModelLoadError, ModelMetadata, Runtime, Tensors
+from model_server.runtime.base import InputRejected, ModelLoadError, ModelMetadata, Runtime, Tensors
 
 log = structlog.get_logger(__name__)
 
@@ -154,6 +157,8 @@ class DataPlane:
             raise Problem(504, f"inference took longer than {self.request_timeout}s", timed_out=True) from None
         except Problem:
             raise
+        except InputRejected as error:
+            raise Problem(400, str(error)) from None
         except Exception as error:
             log.exception("inference failed")
             raise Problem(500, f"inference failed: {type(error).__name__}: {error}") from None
@@ -215,6 +220,75 @@ class DataPlane:
             raise Problem(status, f"feedback for id {feedback.id!r}: {message}")
         self.metrics.labelled(source="feedback", correct=joined.correct, incorrect=joined.incorrect)
         return {"id": feedback.id, "correct": joined.correct, "incorrect": joined.incorrect}
+
+    def _generator(self, name: str | None) -> Any:
+        if name is not None and name != self.model_name:
+            raise Problem(404, f"model {name!r} is not served here; this server serves {self.model_name!r}")
+        self._check_model(self.model_name)
+        if not hasattr(self.runtime, "complete"):
+            raise Problem(404, f"model {self.model_name!r} does not generate text (it is not a GGUF model)")
+        return self.runtime
+
+    async def complete(self, body: bytes) -> dict[str, Any]:
+        """OpenAI-style text completion."""
+        request = parse_body(CompletionRequest, body)
+        runtime = self._generator(request.model)
+        stop = [request.stop] if isinstance(request.stop, str) else (request.stop or [])
+        done = await self._generate(
+            runtime.complete, request.prompt, max_tokens=request.max_tokens, temperature=request.temperature, stop=stop
+        )
+        return self._openai(
+            "text_completion", {"text": done.text, "index": 0, "finish_reason": done.finish_reason}, done
+        )
+
+    async def chat(self, body: bytes) -> dict[str, Any]:
+        """OpenAI-style chat completion, for models that ship a chat template."""
+        request = parse_body(ChatRequest, body)
+        runtime = self._generator(request.model)
+        if runtime.chat_template is None:
+            raise Problem(400, f"model {self.model_name!r} has no chat template: use /v1/completions")
+        stop = [request.stop] if isinstance(request.stop, str) else (request.stop or [])
+        messages = [m.model_dump() for m in request.messages]
+        done = await self._generate(
+            runtime.chat, messages, max_tokens=request.max_tokens, temperature=request.temperature, stop=stop
+        )
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": done.text},
+            "finish_reason": done.finish_reason,
+        }
+        return self._openai("chat.completion", choice, done)
+
+    async def _generate(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            done = await asyncio.wait_for(asyncio.to_thread(call, *args, **kwargs), self.request_timeout)
+        except TimeoutError:
+            raise Problem(504, f"generation took longer than {self.request_timeout}s", timed_out=True) from None
+        except ValueError as error:
+            raise Problem(400, str(error)) from None
+        if done.time_to_first_token is not None:
+            self.metrics.ttft.labels(**self.metrics_base).observe(done.time_to_first_token)
+        self.metrics.tokens.labels(**self.metrics_base).inc(done.completion_tokens)
+        return done
+
+    def _openai(self, kind: str, choice: dict[str, Any], done: Any) -> dict[str, Any]:
+        return {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": kind,
+            "created": int(time.time()),
+            "model": self.model_name,
+            "choices": [choice],
+            "usage": {
+                "prompt_tokens": done.prompt_tokens,
+                "completion_tokens": done.completion_tokens,
+                "total_tokens": done.prompt_tokens + done.completion_tokens,
+            },
+        }
+
+    @property
+    def metrics_base(self) -> dict[str, str]:
+        m = self.metrics
+        return {"rollout": m.rollout, "colour": m.colour, "model": m.model, "version": m.version}
 
     async def score_golden(self, golden: GoldenSet, *, count: bool) -> float:
         """Accuracy on the golden set; counted as labelled outcomes when ``count``."""

@@ -93,6 +93,17 @@ def build_app(
                 outcome.status = problem.status
                 return _problem(problem)
 
+    def generation(endpoint: str, call: Any) -> Any:
+        async def handler(request: Request) -> Response:
+            with metrics.request(endpoint) as outcome:
+                try:
+                    return _json(await call(await _body(request, max_body_bytes)))
+                except Problem as problem:
+                    outcome.status, outcome.timed_out = problem.status, problem.timed_out
+                    return _problem(problem)
+
+        return handler
+
     async def faults(request: Request) -> Response:
         if not plane.faults.enabled:
             return _json({"error": "fault injection is off: start with MODELSERVER_FAULTS_ENABLED=true"}, 403)
@@ -125,6 +136,8 @@ def build_app(
         Route("/v2/models/{model}/infer", infer, methods=["POST"]),
         Route("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"]),
         Route("/v2/models/{model}/feedback", feedback, methods=["POST"]),
+        Route("/v1/completions", generation("completions", plane.complete), methods=["POST"]),
+        Route("/v1/chat/completions", generation("chat", plane.chat), methods=["POST"]),
         Route("/v2/faults", faults, methods=["GET", "POST"]),
         Route("/metrics", prometheus_metrics),
     ]

@@ -68,3 +68,28 @@ class ModelMetadataResponse(_Body):
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+
+
+class CompletionRequest(_Body):
+    """OpenAI-style /v1/completions (the subset a canary needs)."""
+
+    model: str | None = None
+    prompt: str = Field(min_length=1, max_length=100_000)
+    max_tokens: int = Field(default=16, ge=1, le=4096)
+    temperature: float = Field(default=1.0, ge=0, le=2)
+    stop: str | list[str] | None = None
+
+
+class ChatMessage(_Body):
+    role: str = Field(pattern="^(system|user|assistant)$")
+    content: str
+
+
+class ChatRequest(_Body):
+    """OpenAI-style /v1/chat/completions."""
+
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int = Field(default=16, ge=1, le=4096)
+    temperature: float = Field(default=1.0, ge=0, le=2)
+    stop: str | list[str] | None = None

@@ -32,6 +32,10 @@ class ModelMetadata:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+class InputRejected(ValueError):
+    """The model cannot take this input (beyond what its metadata says): a 400 for the client."""
+
+
 class ModelLoadError(RuntimeError):
     """The model file is missing, corrupt, or not what its checksum says: the server stays not-ready."""
 

@@ -102,3 +102,18 @@ class ModelServer:
 
     def log(self) -> str:
         return "".join(p.read_text() for p in self.log_dir.glob("*.log"))
+
+
+def demo_gguf_dir() -> Path:
+    """The tiny GGUF demo models (``model_server.demo_gguf``), built once per version of their script."""
+    import model_server.demo_gguf as script
+
+    digest = hashlib.sha256(Path(script.__file__).read_bytes()).hexdigest()[:12]
+    target = binaries.cache_dir().parent.parent / "models" / f"gguf-{digest}"
+    if not (target / "accuracy-gguf.json").exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix="building-", dir=target.parent))
+        script.build_all(partial)
+        if not target.exists():
+            partial.rename(target)
+    return target
