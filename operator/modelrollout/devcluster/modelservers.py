@@ -9,25 +9,38 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import httpx
 
 from modelrollout.devcluster import binaries, process
 
 
-def demo_models_dir() -> Path:
-    """The demo models, built once per version of their build script (cached outside the repository)."""
-    import model_server.demo_models as script
-
-    digest = hashlib.sha256(Path(script.__file__).read_bytes()).hexdigest()[:12]
-    target = binaries.cache_dir().parent.parent / "models" / digest
-    if not (target / "accuracy.json").exists():
+def _built_once(script: ModuleType, *, folder: str, marker: str) -> Path:
+    """Run ``script.build_all`` into a cache folder named after a hash of the script, once."""
+    digest = hashlib.sha256(Path(str(script.__file__)).read_bytes()).hexdigest()[:12]
+    target = binaries.cache_dir().parent.parent / "models" / f"{folder}{digest}"
+    if not (target / marker).exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(prefix="building-", dir=target.parent))
         script.build_all(partial)
         if not target.exists():
             partial.rename(target)
     return target
+
+
+def demo_models_dir() -> Path:
+    """The demo models, built once per version of their build script (cached outside the repository)."""
+    import model_server.demo_models as script
+
+    return _built_once(script, folder="", marker="accuracy.json")
+
+
+def demo_gguf_dir() -> Path:
+    """The tiny GGUF demo models (``model_server.demo_gguf``), built once per version of their script."""
+    import model_server.demo_gguf as script
+
+    return _built_once(script, folder="gguf-", marker="accuracy-gguf.json")
 
 
 @dataclass
@@ -102,18 +115,3 @@ class ModelServer:
 
     def log(self) -> str:
         return "".join(p.read_text() for p in self.log_dir.glob("*.log"))
-
-
-def demo_gguf_dir() -> Path:
-    """The tiny GGUF demo models (``model_server.demo_gguf``), built once per version of their script."""
-    import model_server.demo_gguf as script
-
-    digest = hashlib.sha256(Path(script.__file__).read_bytes()).hexdigest()[:12]
-    target = binaries.cache_dir().parent.parent / "models" / f"gguf-{digest}"
-    if not (target / "accuracy-gguf.json").exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = Path(tempfile.mkdtemp(prefix="building-", dir=target.parent))
-        script.build_all(partial)
-        if not target.exists():
-            partial.rename(target)
-    return target
