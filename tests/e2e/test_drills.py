@@ -4,6 +4,7 @@ operator does not promote, a killed operator resumes, and manual commands work."
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelrollout.devcluster import process
+from modelrollout.devcluster import kubectl, process
 from modelrollout.devcluster.stage import Load, Stage, rollout_manifest
 
 pytestmark = pytest.mark.e2e
@@ -81,6 +82,29 @@ def test_good_candidate_is_promoted(stage: Stage, stream: dict[str, np.ndarray])
     assert steps_advanced == [1, 2]  # every step once, none skipped or repeated
     assert {c["type"]: c["status"] for c in body["status"]["conditions"]}["Ready"] == "True"
     assert load.failed == 0
+    # the objects the operator owns for this rollout, the router's account and binding included
+    owned = json.loads(
+        kubectl.run(
+            "get",
+            "deploy,svc,serviceaccount,rolebinding",
+            "-l",
+            "modelrollout.dev/rollout=good",
+            "-o",
+            "json",
+            kubeconfig=stage.kubeconfig,
+        ).stdout
+    )
+    names = {(item["kind"], item["metadata"]["name"]) for item in owned["items"]}
+    assert {
+        ("Deployment", "good-blue"),
+        ("Deployment", "good-green"),
+        ("Deployment", "good-router"),
+        ("Service", "good-router"),
+        ("ServiceAccount", "good-router"),
+        ("RoleBinding", "good-router"),
+    } <= names
+    router = next(i for i in owned["items"] if i["kind"] == "Deployment" and i["metadata"]["name"] == "good-router")
+    assert router["status"].get("availableReplicas") == 1
 
 
 @pytest.mark.parametrize(

@@ -104,14 +104,31 @@ def service(*, rollout: str, namespace: str, colour: str, owner: dict[str, Any])
     }
 
 
-def router_deployment(
-    *,
-    rollout: str,
-    namespace: str,
-    spec: ModelRolloutSpec,
-    owner: dict[str, Any],
-    service_account: str = "modelrollout-router",
-) -> dict[str, Any]:
+ROUTER_CLUSTER_ROLE = "modelrollout-router"
+"""Installed by the Helm chart: get, list, watch and patch ModelRollouts."""
+
+
+def router_service_account(*, rollout: str, namespace: str, owner: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(f"{rollout}-router", namespace, owner, labels(rollout, "router")),
+    }
+
+
+def router_role_binding(*, rollout: str, namespace: str, owner: dict[str, Any]) -> dict[str, Any]:
+    """Lets the router follow its ModelRollout, in this namespace only."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(f"{rollout}-router", namespace, owner, labels(rollout, "router")),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ROUTER_CLUSTER_ROLE},
+        "subjects": [{"kind": "ServiceAccount", "name": f"{rollout}-router", "namespace": namespace}],
+    }
+
+
+def router_deployment(*, rollout: str, namespace: str, spec: ModelRolloutSpec, owner: dict[str, Any]) -> dict[str, Any]:
+    """The builtin router, running as ``<rollout>-router`` (see router_role_binding)."""
     env = {
         "MODELROUTER_ROLLOUT": rollout,
         "MODELROUTER_NAMESPACE": namespace,

@@ -12,21 +12,29 @@ from modelrollout.k8s import api, manifests
 from modelrollout.routing.base import RolloutRef
 
 
-def _apply(kind: str, body: dict[str, Any]) -> None:
-    """Create, or replace the parts we own (labels, spec) of an existing object."""
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+def _calls(kind: str) -> tuple[Any, Any, Any]:
+    """(read, create, patch) of the API for one kind."""
     if kind == "Deployment":
-        read, create, patch = (
-            api.apps().read_namespaced_deployment,
-            api.apps().create_namespaced_deployment,
-            api.apps().patch_namespaced_deployment,
+        apps = api.apps()
+        return apps.read_namespaced_deployment, apps.create_namespaced_deployment, apps.patch_namespaced_deployment
+    if kind == "Service":
+        core = api.core()
+        return core.read_namespaced_service, core.create_namespaced_service, core.patch_namespaced_service
+    if kind == "ServiceAccount":
+        core = api.core()
+        return (
+            core.read_namespaced_service_account,
+            core.create_namespaced_service_account,
+            core.patch_namespaced_service_account,
         )
-    else:
-        read, create, patch = (
-            api.core().read_namespaced_service,
-            api.core().create_namespaced_service,
-            api.core().patch_namespaced_service,
-        )
+    rbac = api.rbac()
+    return rbac.read_namespaced_role_binding, rbac.create_namespaced_role_binding, rbac.patch_namespaced_role_binding
+
+
+def _apply(kind: str, body: dict[str, Any]) -> None:
+    """Create, or replace the parts we own (labels, spec, subjects) of an existing object."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    read, create, patch = _calls(kind)
     try:
         read(name, namespace)
     except ApiException as error:
@@ -62,6 +70,9 @@ def ensure(rollout: RolloutRef, spec: ModelRolloutSpec, *, green_replicas: int) 
             "Service", manifests.service(rollout=rollout.name, namespace=rollout.namespace, colour=colour, owner=owner)
         )
     if spec.traffic.provider == "builtin":
+        name, namespace = rollout.name, rollout.namespace
+        _apply("ServiceAccount", manifests.router_service_account(rollout=name, namespace=namespace, owner=owner))
+        _apply("RoleBinding", manifests.router_role_binding(rollout=name, namespace=namespace, owner=owner))
         _apply(
             "Deployment",
             manifests.router_deployment(rollout=rollout.name, namespace=rollout.namespace, spec=spec, owner=owner),
