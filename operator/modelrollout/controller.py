@@ -119,7 +119,13 @@ async def _decide(
     now: datetime.datetime,
 ) -> machine.Decision:
     keep_green = status.phase not in (Phase.ROLLED_BACK, Phase.ABORTED) or spec.rollback.green == "keep"
-    await asyncio.to_thread(resources.ensure, ref, spec, green_replicas=spec.server.replicas if keep_green else 0)
+    green_replicas = spec.server.replicas if keep_green else 0
+    fingerprint = f"{body['metadata'].get('generation')}/{green_replicas}"
+    key = f"{ref.namespace}/{ref.name}"
+    last = _ensured.get(key)
+    if last is None or last[0] != fingerprint or time.monotonic() - last[1] > ENSURE_EVERY_SECONDS:
+        await asyncio.to_thread(resources.ensure, ref, spec, green_replicas=green_replicas)
+        _ensured[key] = (fingerprint, time.monotonic())
     ready = all(
         await asyncio.gather(
             asyncio.to_thread(resources.available, ref, constants.BLUE, version=spec.blue.model.version),
