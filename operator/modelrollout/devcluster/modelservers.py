@@ -93,6 +93,7 @@ class ModelServer:
             [sys.executable, "-m", "model_server"],
             log_dir=self.log_dir,
             env={**environment, **settings, **self.env},
+            inherit_env=False,  # no MODELSERVER_* of the caller leaks in
         )
         if wait_ready:
             self.wait_ready()

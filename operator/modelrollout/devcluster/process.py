@@ -22,8 +22,12 @@ def free_port() -> int:
         return port
 
 
-def start(name: str, args: list[str], *, log_dir: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start(
+    name: str, args: list[str], *, log_dir: Path, env: dict[str, str] | None = None, inherit_env: bool = True
+) -> subprocess.Popen[bytes]:
     """Start ``args`` in a session of its own, its output appended to ``log_dir/<name>.log``.
+
+    ``env`` is added to this process's environment, or replaces it with ``inherit_env=False``.
 
     Its own session keeps it alive after a command-line ``up`` exits and lets ``stop`` end its children.
     """
@@ -34,7 +38,7 @@ def start(name: str, args: list[str], *, log_dir: Path, env: dict[str, str] | No
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
+            env={**(os.environ if inherit_env else {}), **(env or {})},
             start_new_session=True,
         )
 
