@@ -38,7 +38,11 @@ def make_runtime(settings: ServerSettings) -> Runtime:
         runtime = "gguf" if settings.model_path.suffix == ".gguf" else "onnx"
     if runtime == "gguf":
         return GgufRuntime(
-            settings.model_path, name=settings.model_name, sha256=settings.model_sha256, threads=settings.threads
+            settings.model_path,
+            name=settings.model_name,
+            sha256=settings.model_sha256,
+            threads=settings.threads,
+            prompt_cache_bytes=settings.prompt_cache_mib * 2**20,
         )
     return OnnxRuntime(
         settings.model_path, name=settings.model_name, sha256=settings.model_sha256, threads=settings.threads

@@ -114,6 +114,12 @@ class ServerMetrics:
             registry=r,
         )
         self.tokens = Counter("modelserver_generated_tokens_total", "GGUF: tokens generated.", base, registry=r)
+        self.cached_prompt_tokens = Counter(
+            "modelserver_prompt_cached_tokens_total",
+            "GGUF: prompt tokens taken from a held or saved prompt state instead of being processed.",
+            base,
+            registry=r,
+        )
         self._children: dict[tuple[object, ...], Any] = {}
         self._base = {"rollout": self.rollout, "colour": self.colour, "model": self.model, "version": self.version}
         # Export every series the analysis reads from the start: rate() needs a sample before the first request.

@@ -54,5 +54,8 @@ class ServerSettings(BaseSettings):
     fault_error_rate: float = Field(default=0.0, ge=0, le=1)
     fault_wrong_rate: float = Field(default=0.0, ge=0, le=1)
     threads: int = 0
-    """onnxruntime intra-op threads (0: its default)."""
+    """Compute threads: onnxruntime intra-op threads, llama.cpp threads (0: the library's default)."""
+    prompt_cache_mib: int = Field(default=256, ge=0)
+    """GGUF: memory for saved prompt states, so a prompt starting like an earlier one is not processed again
+    (0: off)."""
     log_format: Literal["auto", "json", "console"] = "auto"

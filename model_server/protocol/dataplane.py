@@ -269,6 +269,7 @@ class DataPlane:
         if done.time_to_first_token is not None:
             self.metrics.ttft.labels(**self.metrics_base).observe(done.time_to_first_token)
         self.metrics.tokens.labels(**self.metrics_base).inc(done.completion_tokens)
+        self.metrics.cached_prompt_tokens.labels(**self.metrics_base).inc(done.cached_tokens)
         return done
 
     def _openai(self, kind: str, choice: dict[str, Any], done: Any) -> dict[str, Any]:
@@ -282,6 +283,7 @@ class DataPlane:
                 "prompt_tokens": done.prompt_tokens,
                 "completion_tokens": done.completion_tokens,
                 "total_tokens": done.prompt_tokens + done.completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": done.cached_tokens},
             },
         }
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from model_server.runtime.base import InputRejected, ModelLoadError, ModelMetadata, Tensors, TensorSpec
 from model_server.runtime.onnx import sha256_of
+from model_server.runtime.prompt_cache import PromptCache
 
 
 @dataclass(frozen=True)
@@ -26,17 +27,27 @@ class Completion:
     completion_tokens: int
     finish_reason: str
     time_to_first_token: float | None
+    cached_tokens: int = 0
+    """Prompt tokens not processed again, thanks to a held or saved prompt state."""
 
 
 class GgufRuntime:
     def __init__(
-        self, path: Path, *, name: str, sha256: str | None = None, n_ctx: int = 2048, threads: int = 0
+        self,
+        path: Path,
+        *,
+        name: str,
+        sha256: str | None = None,
+        n_ctx: int = 2048,
+        threads: int = 0,
+        prompt_cache_bytes: int = 256 * 2**20,
     ) -> None:
         self.path = path
         self.name = name
         self.sha256 = sha256
         self.n_ctx = n_ctx
         self.threads = threads
+        self.prompt_cache_bytes = prompt_cache_bytes
         self._llm: Any = None
         self._lock = threading.Lock()
         """llama.cpp contexts are not thread-safe: one call at a time."""
@@ -56,12 +67,19 @@ class GgufRuntime:
         if self.sha256 and (actual := sha256_of(self.path)) != self.sha256:
             raise ModelLoadError(f"model file {self.path} has sha256 {actual}, expected {self.sha256}")
         try:
-            from llama_cpp import Llama
+            from model_server.runtime.gguf_llama import CachingLlama
         except ImportError as error:
             raise ModelLoadError("the GGUF runtime needs llama-cpp-python: pip install 'modelrollout[gguf]'") from error
         try:
-            self._llm = Llama(
-                model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.threads or None, verbose=False
+            # flash attention, as llama-server has it: about 7% less time per generated token on CPU
+            # (Gemma 3 270M, 2 threads)
+            self._llm = CachingLlama(
+                model_path=str(self.path),
+                n_ctx=self.n_ctx,
+                n_threads=self.threads or None,
+                flash_attn=True,
+                prompt_cache=PromptCache(self.prompt_cache_bytes),
+                verbose=False,
             )
         except (ValueError, RuntimeError) as error:
             raise ModelLoadError(f"model file {self.path} is not a loadable GGUF model: {error}") from error
@@ -109,7 +127,9 @@ class GgufRuntime:
                 choice = chunk["choices"][0]
                 pieces.append(choice["text"])
                 finish = choice.get("finish_reason") or finish
-        return Completion("".join(pieces), prompt_tokens, sum(1 for p in pieces if p), finish, first)
+            self._llm.remember()
+            cached = min(self._llm.reused_prompt_tokens, prompt_tokens)  # the BOS token is not counted
+        return Completion("".join(pieces), prompt_tokens, sum(1 for p in pieces if p), finish, first, cached)
 
     def chat(
         self, messages: list[dict[str, str]], *, max_tokens: int, temperature: float, stop: list[str]
@@ -120,6 +140,8 @@ class GgufRuntime:
             answer = self._llm.create_chat_completion(
                 messages=messages, max_tokens=max_tokens, temperature=temperature, stop=stop or None
             )
+            self._llm.remember()
+            cached = self._llm.reused_prompt_tokens
         usage = answer.get("usage", {})
         choice = answer["choices"][0]
         return Completion(
@@ -128,6 +150,7 @@ class GgufRuntime:
             usage.get("completion_tokens", 0),
             choice.get("finish_reason") or "stop",
             time.perf_counter() - begun,
+            cached,
         )
 
     def unload(self) -> None:

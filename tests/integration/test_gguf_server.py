@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -56,6 +57,43 @@ def test_next_token_through_oip_v2(counter: ModelServer) -> None:
     )
     assert answer.status_code == 200, answer.text
     assert answer.json()["outputs"][0]["data"] == [byte_token(ord("p")), byte_token(ord("f"))]
+
+
+def complete(server: ModelServer, prompt: str) -> dict[str, Any]:
+    answer = httpx.post(
+        f"{server.url}/v1/completions",
+        json={"model": "counter", "prompt": prompt, "max_tokens": 3, "temperature": 0},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def cached_tokens_metric(server: ModelServer) -> float:
+    metrics = httpx.get(f"{server.url}/metrics").text
+    lines = [line for line in metrics.splitlines() if line.startswith("modelserver_prompt_cached_tokens_total{")]
+    return float(lines[0].split()[-1]) if lines else 0.0
+
+
+def test_a_prompt_seen_before_is_not_processed_again(counter: ModelServer) -> None:
+    prompt = "prompt cache: a prompt long enough to be worth keeping"
+    first = complete(counter, prompt)
+    complete(counter, "something else entirely")  # the context now holds another prompt
+    before = cached_tokens_metric(counter)
+    again = complete(counter, prompt)
+    assert again["choices"][0]["text"] == first["choices"][0]["text"]
+    # restored from the saved state: everything but the last prompt token, whose logits are computed again
+    reused = again["usage"]["prompt_tokens"] - 1
+    assert reused > 10 and again["usage"]["prompt_tokens_details"]["cached_tokens"] == reused
+    assert cached_tokens_metric(counter) - before == reused
+
+
+def test_without_a_prompt_cache_the_prompt_is_processed_again(gguf_models: Path) -> None:
+    with ModelServer(gguf_models / "counter.gguf", name="counter", env={"MODELSERVER_PROMPT_CACHE_MIB": "0"}) as server:
+        prompt = "prompt cache off: the whole prompt is processed"
+        complete(server, prompt)
+        complete(server, "something else entirely")
+        assert complete(server, prompt)["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,66 @@
+"""llama-cpp-python's ``Llama`` with a prompt cache: before generating, the sequence state sharing the
+longest prefix with the prompt is restored, so llama.cpp only processes what is new.
+
+Imported only when a GGUF model loads (llama-cpp-python is an optional extra).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Generator, Sequence
+from typing import Any
+
+import llama_cpp
+from llama_cpp import Llama
+
+from model_server.runtime.prompt_cache import PromptCache, common_prefix
+
+SEQUENCE = 0
+"""The one sequence a context serves."""
+MIN_GAIN = 4
+"""Restore a snapshot only when it saves at least this many tokens over what the context holds."""
+
+
+class CachingLlama(Llama):
+    def __init__(self, *args: Any, prompt_cache: PromptCache, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.prompt_cache = prompt_cache
+        self.prompt_cache_hits = 0
+        self.reused_prompt_tokens = 0
+        """Prompt tokens the last generation did not process again (their keys and values were held)."""
+
+    def generate(self, tokens: Sequence[int], *args: Any, **kwargs: Any) -> Generator[int, Sequence[int] | None, None]:
+        self._restore_longest_prefix(tokens)
+        held = common_prefix(self.input_ids[: self.n_tokens].tolist(), tokens)
+        # llama-cpp-python processes the last prompt token again for its logits, unless the context holds
+        # exactly the prompt and those logits are still current
+        exact = held == self.n_tokens == len(tokens) and not self._requires_eval
+        self.reused_prompt_tokens = held if exact else min(held, len(tokens) - 1)
+        return super().generate(tokens, *args, **kwargs)
+
+    def remember(self) -> None:
+        """Snapshot the tokens the context holds now (call after a generation)."""
+        if self.n_tokens == 0:
+            return
+        size = llama_cpp.llama_state_seq_get_size(self._ctx.ctx, SEQUENCE)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self._ctx.ctx, buffer, size, SEQUENCE)
+        if written:
+            self.prompt_cache.put(self.input_ids[: self.n_tokens].tolist(), ctypes.string_at(buffer, written))
+
+    def _restore_longest_prefix(self, tokens: Sequence[int]) -> None:
+        found = self.prompt_cache.best(tokens)
+        held = common_prefix(self.input_ids[: self.n_tokens].tolist(), tokens)
+        if found is None or found[1] < held + MIN_GAIN:
+            return
+        snapshot = found[0]
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx.ctx), True)
+        self.n_tokens = 0
+        state = (ctypes.c_uint8 * len(snapshot.state)).from_buffer_copy(snapshot.state)
+        if llama_cpp.llama_state_seq_set_data(self._ctx.ctx, state, len(snapshot.state), SEQUENCE) == 0:
+            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx.ctx), True)
+            return
+        self.input_ids[: len(snapshot.tokens)] = snapshot.tokens
+        self.n_tokens = len(snapshot.tokens)
+        self._requires_eval = True  # the state holds keys and values, not the last logits
+        self.prompt_cache_hits += 1
