@@ -100,7 +100,8 @@ def measure(urls: dict[str, str], model: str, requests: int) -> dict[str, dict[s
     texts: dict[str, set[str]] = {name: set() for name in urls}
     with httpx.Client(timeout=300) as client:
         for url in urls.values():
-            post(client, url, {**body, "max_tokens": 8})  # warm up
+            # warm up on another prompt: the first repeated request below is processed from scratch
+            post(client, url, {**body, "prompt": f"Warm up. {PROMPT}", "max_tokens": 8})
         for index in range(requests):
             order = list(urls) if index % 2 == 0 else list(reversed(urls))
             for name in order:
