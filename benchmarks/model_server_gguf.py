@@ -10,7 +10,9 @@ ratio compares them under the same machine conditions.
 - tokens per second: ``/v1/completions`` of 64 tokens at temperature 0, completion tokens over the
   time the client waited for them, prompt processing included. Twice: with the same prompt every time
   (the headline figure; both servers keep prompt states, so mostly the generation is timed), and with a
-  prompt that starts differently every time (``fresh_prompt``: all of the prompt is processed again);
+  prompt that starts differently every time (``fresh_prompt``: all of the prompt is processed again),
+  with p50/p99 latency; then 4 clients at once with fresh prompts (``concurrency_4``: both servers
+  generate for one request at a time, the others queue);
 - time to first token: the latency of a 1-token completion of a prompt that starts differently each
   time (so neither server reuses a cached prompt): prompt processing plus the first token, measured by
   the client.
@@ -30,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,7 @@ PROMPT = "The quick brown fox jumps over the lazy dog. In a few sentences, the s
 THREADS = 2
 CONTEXT = 2048
 REST = 0.2
+CONCURRENCY = 4
 """Seconds between requests, outside the timing."""
 
 
@@ -89,6 +93,12 @@ def post(client: httpx.Client, url: str, body: dict[str, Any]) -> tuple[int, flo
     return int(answer.json()["usage"]["completion_tokens"]), elapsed, answer.json()["choices"][0]["text"]
 
 
+def percentile(values: list[float], q: int) -> float:
+    """The q-th percentile in milliseconds (nearest rank)."""
+    ranked = sorted(values)
+    return round(1000 * ranked[min(len(ranked) - 1, max(0, -(-q * len(ranked) // 100) - 1))], 1)
+
+
 def measure(urls: dict[str, str], model: str, requests: int) -> dict[str, dict[str, Any]]:
     """Both servers side by side: their requests alternate (the order flips every round), so drift in the
     machine's speed touches both alike. A short rest before each request lets the idle server's threads
@@ -98,6 +108,10 @@ def measure(urls: dict[str, str], model: str, requests: int) -> dict[str, dict[s
     tokens = {(name, kind): 0 for name in urls for kind in ("repeated", "fresh")}
     busy = {(name, kind): 0.0 for name in urls for kind in ("repeated", "fresh")}
     texts: dict[str, set[str]] = {name: set() for name in urls}
+    latency: dict[str, list[float]] = {name: [] for name in urls}
+    together_tokens = dict.fromkeys(urls, 0)
+    together_wall = dict.fromkeys(urls, 0.0)
+    together_latency: dict[str, list[float]] = {name: [] for name in urls}
     with httpx.Client(timeout=300) as client:
         for url in urls.values():
             # warm up on another prompt: the first repeated request below is processed from scratch
@@ -115,14 +129,35 @@ def measure(urls: dict[str, str], model: str, requests: int) -> dict[str, dict[s
                     generated, elapsed, text = post(client, urls[name], {**body, "prompt": prompt})
                     if kind == "repeated":
                         texts[name].add(text)
+                        latency[name].append(elapsed)
                     tokens[name, kind] += generated
                     busy[name, kind] += elapsed
+        # then CONCURRENCY clients at once, each with a fresh prompt; both servers run one generation at
+        # a time (llama-server with one slot), so the others wait their turn
+        with ThreadPoolExecutor(CONCURRENCY) as pool:
+            for index in range(max(1, requests // CONCURRENCY)):
+                for name in list(urls) if index % 2 == 0 else list(reversed(urls)):
+                    time.sleep(REST)
+                    bodies = [{**body, "prompt": f"<{index}.{i}> {PROMPT}"} for i in range(CONCURRENCY)]
+                    begun = time.perf_counter()
+                    answers = list(pool.map(lambda b, url=urls[name]: post(client, url, b), bodies))
+                    together_wall[name] += time.perf_counter() - begun
+                    together_tokens[name] += sum(generated for generated, _, _ in answers)
+                    together_latency[name] += [elapsed for _, elapsed, _ in answers]
     return {
         name: {
             "tokens_per_s": round(tokens[name, "repeated"] / busy[name, "repeated"], 2),
             "tokens_per_s_fresh_prompt": round(tokens[name, "fresh"] / busy[name, "fresh"], 2),
             "completion_tokens": tokens[name, "repeated"] + tokens[name, "fresh"],
             "ttft_p50_ms": round(1000 * statistics.median(first_token[name]), 2),
+            "latency_ms": {"p50": percentile(latency[name], 50), "p99": percentile(latency[name], 99)},
+            f"concurrency_{CONCURRENCY}": {
+                "tokens_per_s": round(together_tokens[name] / together_wall[name], 2),
+                "latency_ms": {
+                    "p50": percentile(together_latency[name], 50),
+                    "p99": percentile(together_latency[name], 99),
+                },
+            },
             # greedy decoding: a restored prompt state must give the same answer as processing the prompt
             "repeated_prompt_answers_identical": len(texts[name]) == 1,
         }
@@ -189,6 +224,9 @@ def main(argv: list[str] | None = None) -> None:
         "tokens_per_s_ratio_vs_llama_server": round(ours["tokens_per_s"] / theirs["tokens_per_s"], 3),
         "fresh_prompt_tokens_per_s_ratio_vs_llama_server": round(
             ours["tokens_per_s_fresh_prompt"] / theirs["tokens_per_s_fresh_prompt"], 3
+        ),
+        f"concurrency_{CONCURRENCY}_tokens_per_s_ratio_vs_llama_server": round(
+            ours[f"concurrency_{CONCURRENCY}"]["tokens_per_s"] / theirs[f"concurrency_{CONCURRENCY}"]["tokens_per_s"], 3
         ),
         "ttft_p50_ms": {"ours": ours["ttft_p50_ms"], "llama_server": theirs["ttft_p50_ms"]},
         "goals": {"tokens_per_s_ratio_vs_llama_server": ">= 0.95"},
