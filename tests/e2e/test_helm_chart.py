@@ -65,6 +65,13 @@ def test_api_server_accepts_everything_the_chart_renders(helm: str, kubeconfig: 
     assert len(applied.stdout.split()) == len(documents(rendered))
 
 
+def test_the_sample_rollout_is_valid(kubeconfig: Path) -> None:
+    kubectl.install_crd(kubeconfig)
+    sample = CHART.parents[1] / "crds" / "samples" / "digits.yaml"
+    applied = kubectl.run("apply", "--dry-run=server", "-f", str(sample), "-n", "default", kubeconfig=kubeconfig)
+    assert "modelrollout.modelrollout.dev/digits" in applied.stdout
+
+
 def token_kubeconfig(admin: Path, token: str, destination: Path) -> Path:
     """The admin kubeconfig's cluster, with a bearer token instead of the admin's certificate."""
     config = yaml.safe_load(admin.read_text())
