@@ -97,6 +97,7 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
             command = _command(body)
         except (ValidationError, ValueError) as error:
             decision = machine.reject(status, f"the spec cannot be rolled out: {_problem(error)}", now)
+            await asyncio.to_thread(factory.all_to_blue_without_spec, ref)
             _apply(body, patch, ref, decision, begun)
             return
         decision = await _decide(spec, status, ref, body, command, now)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelrollout.devcluster import kubectl, process
+from modelrollout.devcluster import binaries, kubectl, process
 from modelrollout.devcluster.stage import Load, Stage, rollout_manifest
 
 pytestmark = pytest.mark.e2e
@@ -199,3 +199,35 @@ def test_manual_pause_promote_and_abort(stage: Stage, stream: dict[str, np.ndarr
         load.stop()
     assert body["status"]["weights"] == {"blue": 100, "green": 0}
     assert "Aborted" in reasons(body)
+
+
+def test_a_spec_broken_mid_rollout_sends_gateway_api_traffic_back_to_blue(stage: Stage, kubeconfig: Path) -> None:
+    kubectl.install_crd(kubeconfig, binaries.gateway_api_crds() / "gateway.networking.k8s.io_httproutes.yaml")
+    name = "broken"
+    manifest = rollout_manifest(
+        name,
+        models=stage.models,
+        green_model="digits-int8.onnx",
+        green_version="v2",
+        prometheus_url=stage.prometheus.url,
+        steps=[{"weight": 30, "pause": "10m"}, {"weight": 100}],
+        analysis={"interval": "10m"},  # no analysis in this test: only the broken spec moves the weights
+    )
+    manifest["spec"]["traffic"].update(provider="gateway-api", gatewayApi={"parentRefs": [{"name": "public"}]})
+    stage.apply(manifest)
+
+    def green_weight() -> int | None:
+        found = kubectl.run("get", "httproute", name, "-o", "json", kubeconfig=kubeconfig, check=False)
+        if found.returncode != 0:
+            return None
+        return {ref["name"]: ref["weight"] for ref in json.loads(found.stdout)["spec"]["rules"][0]["backendRefs"]}.get(
+            f"{name}-green"
+        )
+
+    process.wait_until(lambda: green_weight() == 30, timeout=60, what="the HTTPRoute at 30% green")
+    # passes the CRD schema, but the operator cannot roll it out (model URIs must be file://)
+    broken = json.dumps({"spec": {"green": {"model": {"uri": "https://models.example/digits.onnx"}}}})
+    kubectl.run("patch", "mro", name, "--type=merge", "-p", broken, kubeconfig=kubeconfig)
+    body = stage.wait_for_phase(name, {"Failed"}, timeout=30)
+    assert "file://" in body["status"]["message"]
+    process.wait_until(lambda: green_weight() == 0, timeout=10, what="the HTTPRoute back at 0% green")

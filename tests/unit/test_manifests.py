@@ -107,3 +107,18 @@ def test_nginx_sticky_header_keys_the_split() -> None:
 def test_nginx_mirrors_only_when_asked() -> None:
     assert "mirror /_mirror;" not in nginx()
     assert "mirror /_mirror;" in nginx(mirror_percent=10)
+
+
+def test_an_http_route_goes_back_to_blue_without_its_spec() -> None:
+    from modelrollout.routing.base import RolloutRef
+    from modelrollout.routing.gateway_api import blue_only_rules, build_route, green_weight_of
+
+    rollout = RolloutRef(namespace="default", name="digits", uid="u", body={})
+    route = build_route(rollout, SPEC, green=40)
+    other = {"name": "static-site", "port": 80, "weight": 5}
+    route["spec"]["rules"].append({"matches": [{"path": {"value": "/docs"}}], "backendRefs": [other]})
+    assert green_weight_of(route, rollout) == 40
+    rules = blue_only_rules(route, rollout)
+    assert green_weight_of({"spec": {"rules": rules}}, rollout) == 0
+    assert rules[0]["backendRefs"][0] == {"name": "digits-blue", "port": 8080, "weight": 100}
+    assert rules[1] == route["spec"]["rules"][1]  # what is not ours is left alone

@@ -75,5 +75,17 @@ def create_custom(group: str, version: str, plural: str, namespace: str, body: d
     custom().create_namespaced_custom_object(group, version, namespace, plural, body)
 
 
+def list_custom(group: str, version: str, plural: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    """Objects matching ``label_selector``; none when the resource type is not installed."""
+    try:
+        found = custom().list_namespaced_custom_object(group, version, namespace, plural, label_selector=label_selector)
+    except ApiException as error:
+        if error.status == 404:
+            return []
+        raise
+    items: list[dict[str, Any]] = found.get("items", [])
+    return items
+
+
 def patch_custom(group: str, version: str, plural: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
     custom().patch_namespaced_custom_object(group, version, namespace, plural, name, patch)

@@ -14,10 +14,16 @@ from modelrollout.k8s import api
 from modelrollout.routing.base import RolloutRef
 
 GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
+ROLLOUT_LABEL = "modelrollout.dev/rollout"
 
 
 def route_name(rollout: RolloutRef, spec: ModelRolloutSpec) -> str:
     return spec.traffic.gateway_api.route_name or rollout.name
+
+
+def route_labels(rollout: RolloutRef) -> dict[str, str]:
+    """On every route the provider writes, adopted ones included: how it finds them without a spec."""
+    return {"app.kubernetes.io/managed-by": "modelrollout", ROLLOUT_LABEL: rollout.name}
 
 
 def build_route(rollout: RolloutRef, spec: ModelRolloutSpec, *, green: int) -> dict[str, Any]:
@@ -29,7 +35,7 @@ def build_route(rollout: RolloutRef, spec: ModelRolloutSpec, *, green: int) -> d
         "metadata": {
             "name": route_name(rollout, spec),
             "namespace": rollout.namespace,
-            "labels": {"app.kubernetes.io/managed-by": "modelrollout", "modelrollout.dev/rollout": rollout.name},
+            "labels": route_labels(rollout),
             "ownerReferences": [api.owner_reference(rollout)],
         },
         "spec": {
@@ -60,6 +66,32 @@ def green_weight_of(route: dict[str, Any], rollout: RolloutRef) -> int | None:
     return round(100 * green / total) if total else None
 
 
+def blue_only_rules(route: dict[str, Any], rollout: RolloutRef) -> list[dict[str, Any]]:
+    """The route's rules with this rollout's blue backend at 100 and green at 0, all else kept."""
+    weights = {f"{rollout.name}-blue": 100, f"{rollout.name}-green": 0}
+    return [
+        {
+            **rule,
+            "backendRefs": [
+                {**ref, "weight": weights[ref["name"]]} if ref.get("name") in weights else ref
+                for ref in rule.get("backendRefs", [])
+            ],
+        }
+        for rule in route.get("spec", {}).get("rules", [])
+    ]
+
+
+def all_to_blue(rollout: RolloutRef) -> None:
+    """Every route of this rollout to 100% blue, found by label: for a spec that no longer parses (so its
+    route name and port are unknown)."""
+    for route in api.list_custom(GROUP, VERSION, PLURAL, rollout.namespace, f"{ROLLOUT_LABEL}={rollout.name}"):
+        if green_weight_of(route, rollout) != 0:
+            rules = blue_only_rules(route, rollout)
+            api.patch_custom(
+                GROUP, VERSION, PLURAL, rollout.namespace, route["metadata"]["name"], {"spec": {"rules": rules}}
+            )
+
+
 class GatewayApiRouter:
     def reconcile(self, rollout: RolloutRef, spec: ModelRolloutSpec) -> None:
         existing = api.get_custom(GROUP, VERSION, PLURAL, rollout.namespace, route_name(rollout, spec))
@@ -74,7 +106,10 @@ class GatewayApiRouter:
             return
         if green_weight_of(existing, rollout) == green:
             return
-        patch: dict[str, Any] = {"spec": {"rules": wanted["spec"]["rules"]}}
+        patch: dict[str, Any] = {
+            "metadata": {"labels": route_labels(rollout)},
+            "spec": {"rules": wanted["spec"]["rules"]},
+        }
         if wanted["spec"]["parentRefs"]:
             patch["spec"]["parentRefs"] = wanted["spec"]["parentRefs"]
         api.patch_custom(GROUP, VERSION, PLURAL, rollout.namespace, route_name(rollout, spec), patch)
