@@ -34,6 +34,7 @@ _ensured: dict[str, tuple[str, float]] = {}
 first reconcile applies them again, which is idempotent)."""
 ENSURE_EVERY_SECONDS = 60.0
 """Owned objects are re-applied at least this often, to repair drift, and at once when the spec changes."""
+SETTLED = {Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.FAILED}
 WARNING_REASONS = {
     "AnalysisFailed",
     "MetricsUnavailable",
@@ -100,6 +101,8 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
             await asyncio.to_thread(factory.all_to_blue_without_spec, ref)
             _apply(body, patch, ref, decision, begun)
             return
+        if _resting(body, spec, status, command):
+            return
         decision = await _decide(spec, status, ref, body, command, now)
         router = factory.router_for(spec.traffic.provider)
         await asyncio.to_thread(router.set_weights, ref, spec, green=decision.green_weight)
@@ -119,12 +122,9 @@ async def _decide(
     command: commands.Command | None,
     now: datetime.datetime,
 ) -> machine.Decision:
-    keep_green = status.phase not in (Phase.ROLLED_BACK, Phase.ABORTED) or spec.rollback.green == "keep"
-    green_replicas = spec.server.replicas if keep_green else 0
-    fingerprint = f"{body['metadata'].get('generation')}/{green_replicas}"
+    green_replicas, fingerprint = _owned(body, spec, status)
     key = f"{ref.namespace}/{ref.name}"
-    last = _ensured.get(key)
-    if last is None or last[0] != fingerprint or time.monotonic() - last[1] > ENSURE_EVERY_SECONDS:
+    if not _ensured_lately(key, fingerprint):
         await asyncio.to_thread(resources.ensure, ref, spec, green_replicas=green_replicas)
         _ensured[key] = (fingerprint, time.monotonic())
     ready = all(
@@ -153,8 +153,36 @@ async def _decide(
     return machine.decide(spec, status, observations, now)
 
 
+def _owned(body: kopf.Body, spec: ModelRolloutSpec, status: ModelRolloutStatus) -> tuple[int, str]:
+    """Green's replica count, and the fingerprint of the owned objects as they should be now."""
+    keep_green = status.phase not in (Phase.ROLLED_BACK, Phase.ABORTED) or spec.rollback.green == "keep"
+    green_replicas = spec.server.replicas if keep_green else 0
+    return green_replicas, f"{body['metadata'].get('generation')}/{green_replicas}"
+
+
+def _ensured_lately(key: str, fingerprint: str) -> bool:
+    last = _ensured.get(key)
+    return last is not None and last[0] == fingerprint and time.monotonic() - last[1] <= ENSURE_EVERY_SECONDS
+
+
+def _resting(
+    body: kopf.Body, spec: ModelRolloutSpec, status: ModelRolloutStatus, command: commands.Command | None
+) -> bool:
+    """A settled rollout whose spec has not changed since it was reconciled, with no command waiting and its
+    owned objects as they should be: no work (no reads, no writes) until those are due to be re-applied."""
+    if status.phase not in SETTLED or command is not None:
+        return False
+    if status.observed_generation != body["metadata"].get("generation"):
+        return False
+    key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+    return _ensured_lately(key, _owned(body, spec, status)[1])
+
+
 def _apply(body: kopf.Body, patch: kopf.Patch, ref: RolloutRef, decision: machine.Decision, begun: float) -> None:
-    patch["status"] = decision.status.to_api()
+    decision.status.observed_generation = body["metadata"].get("generation") or 0
+    wanted = decision.status.to_api()
+    if wanted != dict(body.get("status") or {}):  # an unchanged status is not written again
+        patch["status"] = wanted
     metrics.track_phase(f"{ref.namespace}/{ref.name}", decision.status.phase.value)
     if decision.recorded:
         kind = "Warning" if decision.reason in WARNING_REASONS else "Normal"

@@ -78,6 +78,12 @@ def test_good_candidate_is_promoted(stage: Stage, stream: dict[str, np.ndarray])
     assert body["status"]["phase"] == "Promoted", body["status"]["message"]
     assert body["status"]["weights"] == {"blue": 0, "green": 100}
     assert body["metadata"]["annotations"]["modelrollout.dev/router-applied-green-weight"] == "100"
+    assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
+    # settled: the operator does not rewrite the object on every tick
+    time.sleep(1.5)
+    version = stage.get("good")["metadata"]["resourceVersion"]
+    time.sleep(3)
+    assert stage.get("good")["metadata"]["resourceVersion"] == version
     steps_advanced = [h["stepIndex"] for h in body["status"]["history"] if h["reason"] == "StepAdvanced"]
     assert steps_advanced == [1, 2]  # every step once, none skipped or repeated
     assert {c["type"]: c["status"] for c in body["status"]["conditions"]}["Ready"] == "True"
