@@ -54,3 +54,11 @@ def test_too_large_or_empty_snapshots_are_not_kept() -> None:
     off = PromptCache(0)
     off.put([1], b"x")
     assert len(off) == 0
+
+
+def test_the_number_of_snapshots_is_bounded_too() -> None:
+    cache = PromptCache(10**9, max_entries=3)
+    for first in range(5):
+        cache.put([first, 1, 2], b"x")
+    assert len(cache) == 3
+    assert cache.best([0, 1, 2]) is None and cache.best([4, 1, 2]) is not None
