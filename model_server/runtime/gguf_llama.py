@@ -25,13 +25,12 @@ class CachingLlama(Llama):
     def __init__(self, *args: Any, prompt_cache: PromptCache, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.prompt_cache = prompt_cache
-        self.prompt_cache_hits = 0
         self.reused_prompt_tokens = 0
         """Prompt tokens the last generation did not process again (their keys and values were held)."""
 
     def generate(self, tokens: Sequence[int], *args: Any, **kwargs: Any) -> Generator[int, Sequence[int] | None, None]:
         self._restore_longest_prefix(tokens)
-        held = common_prefix(self.input_ids[: self.n_tokens].tolist(), tokens)
+        held = common_prefix(self.input_ids[: self.n_tokens], tokens)
         # llama-cpp-python processes the last prompt token again for its logits, unless the context holds
         # exactly the prompt and those logits are still current
         exact = held == self.n_tokens == len(tokens) and not self._requires_eval
@@ -50,7 +49,7 @@ class CachingLlama(Llama):
 
     def _restore_longest_prefix(self, tokens: Sequence[int]) -> None:
         found = self.prompt_cache.best(tokens)
-        held = common_prefix(self.input_ids[: self.n_tokens].tolist(), tokens)
+        held = common_prefix(self.input_ids[: self.n_tokens], tokens)
         if found is None or found[1] < held + MIN_GAIN:
             return
         snapshot = found[0]
@@ -63,4 +62,3 @@ class CachingLlama(Llama):
         self.input_ids[: len(snapshot.tokens)] = snapshot.tokens
         self.n_tokens = len(snapshot.tokens)
         self._requires_eval = True  # the state holds keys and values, not the last logits
-        self.prompt_cache_hits += 1

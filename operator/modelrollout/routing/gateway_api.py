@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelrollout.api import constants
 from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.k8s import api
 from modelrollout.routing.base import RolloutRef
 
 GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
-ROLLOUT_LABEL = "modelrollout.dev/rollout"
 
 
 def route_name(rollout: RolloutRef, spec: ModelRolloutSpec) -> str:
@@ -23,7 +23,7 @@ def route_name(rollout: RolloutRef, spec: ModelRolloutSpec) -> str:
 
 def route_labels(rollout: RolloutRef) -> dict[str, str]:
     """On every route the provider writes, adopted ones included: how it finds them without a spec."""
-    return {"app.kubernetes.io/managed-by": "modelrollout", ROLLOUT_LABEL: rollout.name}
+    return {"app.kubernetes.io/managed-by": "modelrollout", constants.LABEL_ROLLOUT: rollout.name}
 
 
 def build_route(rollout: RolloutRef, spec: ModelRolloutSpec, *, green: int) -> dict[str, Any]:
@@ -84,7 +84,9 @@ def blue_only_rules(route: dict[str, Any], rollout: RolloutRef) -> list[dict[str
 def all_to_blue(rollout: RolloutRef) -> None:
     """Every route of this rollout to 100% blue, found by label: for a spec that no longer parses (so its
     route name and port are unknown)."""
-    for route in api.list_custom(GROUP, VERSION, PLURAL, rollout.namespace, f"{ROLLOUT_LABEL}={rollout.name}"):
+    for route in api.list_custom(
+        GROUP, VERSION, PLURAL, rollout.namespace, f"{constants.LABEL_ROLLOUT}={rollout.name}"
+    ):
         if green_weight_of(route, rollout) != 0:
             rules = blue_only_rules(route, rollout)
             api.patch_custom(
