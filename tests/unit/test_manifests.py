@@ -43,7 +43,13 @@ def env(deployment: dict[str, object]) -> dict[str, str]:
 
 def test_green_deployment_runs_the_green_model_with_the_metric_labels() -> None:
     deployment = manifests.model_deployment(
-        rollout="digits", namespace="ml", colour="green", spec=SPEC, owner=OWNER, replicas=2
+        rollout="digits",
+        namespace="ml",
+        colour="green",
+        model=SPEC.green.model,
+        server=SPEC.server,
+        owner=OWNER,
+        replicas=2,
     )
     assert deployment["metadata"]["name"] == "digits-green"
     assert deployment["metadata"]["ownerReferences"] == [OWNER]

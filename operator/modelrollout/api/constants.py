@@ -23,5 +23,9 @@ ANNOTATION_COMMAND = f"{GROUP}/command"
 ANNOTATION_COMMAND_ID = f"{GROUP}/command-id"
 """Optional unique id of a command, so that the same command can be given twice."""
 
-ANNOTATION_APPLIED_WEIGHT = f"{GROUP}/router-applied-green-weight"
-"""Written by the builtin router: the green weight it applies, read back by the operator to verify."""
+ANNOTATION_ROUTER_APPLIED = f"{GROUP}/router-applied"
+"""Written by the builtin router once its data plane serves the weights: ``"<revision>/<green>"``, where
+revision is the ``status.weights.revision`` that asked for them. The operator counts a weight as applied
+only when both match what it asked for (see routing.base.AppliedWeights)."""
+ANNOTATION_WEIGHTS_REVISION = f"{GROUP}/weights-revision"
+"""On an HTTPRoute the gateway-api provider writes: the ``status.weights.revision`` its weights are for."""

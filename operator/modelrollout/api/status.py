@@ -12,6 +12,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from modelrollout.api.spec import ModelRef, ServerSpec
+
 HISTORY_LIMIT = 20
 
 
@@ -21,7 +23,10 @@ class Phase(StrEnum):
     PROGRESSING = "Progressing"
     PAUSED = "Paused"
     PROMOTING = "Promoting"
-    """All traffic is moving to green; waiting for the router to confirm."""
+    """All traffic is moving to green; once the router confirms, green's model becomes the stable one and
+    blue is redeployed with it."""
+    FINALIZING = "Finalizing"
+    """Blue runs the promoted model: traffic moves back to blue, green is scaled down once confirmed."""
     PROMOTED = "Promoted"
     ROLLING_BACK = "RollingBack"
     """All traffic is moving back to blue; waiting for the router to confirm."""
@@ -41,6 +46,21 @@ class StatusModel(BaseModel):
 class Weights(StatusModel):
     blue: int = 100
     green: int = 0
+    revision: int = 0
+    """Raised by one each time the wanted weights change; the router reports it back with what it applied,
+    so only a report for this revision confirms these weights."""
+
+
+class StableStatus(StatusModel):
+    """The model blue serves: spec.blue until a promotion, then the promoted green. Traffic never goes to
+    a model older than this one."""
+
+    model: ModelRef
+    server: ServerSpec
+    """The server settings it runs with (replicas always follow spec.server.replicas)."""
+    revision: str
+    """The green revision it was promoted as ("" while it is the initial spec.blue)."""
+    promoted_at: datetime.datetime | None = None
 
 
 class CheckStatus(StatusModel):
@@ -50,7 +70,7 @@ class CheckStatus(StatusModel):
     value: float | None = None
     threshold: float | None = None
     failures: int = 0
-    """Consecutive Failed verdicts of this check."""
+    """Failed verdicts of this check at the current step (a Passed one in between does not reset it)."""
 
 
 class AnalysisStatus(StatusModel):
@@ -83,8 +103,17 @@ class ModelRolloutStatus(StatusModel):
     step_index: int = 0
     weights: Weights = Field(default_factory=Weights)
     """The weights the operator wants the router to apply."""
+    weights_changed_at: datetime.datetime | None = None
+    """When the current weights revision was asked for."""
     applied_green_weight: int | None = None
     """The green weight the router reports as applied (None: not known)."""
+    applied_revision: int | None = None
+    """The weights revision the router reports as applied (None: no usable report)."""
+    weights_confirmed_at: datetime.datetime | None = None
+    """When the router first reported the current weights revision applied (None: not yet)."""
+    router_stalled: bool = False
+    """The router has not confirmed the current weights within spec.traffic.confirmDeadline."""
+    stable: StableStatus | None = None
     started_at: datetime.datetime | None = None
     """When the canary of the current green revision started (analysis windows count from here)."""
     step_started_at: datetime.datetime | None = None
@@ -93,6 +122,9 @@ class ModelRolloutStatus(StatusModel):
     observed_generation: int = 0
     analysis: AnalysisStatus | None = None
     consecutive_errors: int = 0
+    """Consecutive reconciles or analyses that failed for lack of an answer (metrics provider, API server,
+    router): at spec.analysis.consecutiveErrorLimit a canary in flight rolls back to the stable model."""
+    last_error: str = ""
     last_command_id: str = ""
     rollback_reason: str = ""
     history: list[DecisionRecord] = Field(default_factory=list)
@@ -100,4 +132,6 @@ class ModelRolloutStatus(StatusModel):
     message: str = ""
 
     def to_api(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, mode="json", exclude_none=True)
+        """The camelCase dict to write. Fields that are None are written as null, so that a merge patch
+        clears them instead of keeping their old value."""
+        return self.model_dump(by_alias=True, mode="json")

@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from modelrollout.api import constants
-from modelrollout.api.spec import ModelRef, ModelRolloutSpec
+from modelrollout.api.spec import ModelRef, ModelRolloutSpec, ServerSpec
 
 SERVER_PORT = 8080
 
@@ -37,21 +37,28 @@ def _metadata(name: str, namespace: str, owner: dict[str, Any], object_labels: d
 
 
 def model_deployment(
-    *, rollout: str, namespace: str, colour: str, spec: ModelRolloutSpec, owner: dict[str, Any], replicas: int
+    *,
+    rollout: str,
+    namespace: str,
+    colour: str,
+    model: ModelRef,
+    server: ServerSpec,
+    owner: dict[str, Any],
+    replicas: int,
 ) -> dict[str, Any]:
-    model = (spec.blue if colour == constants.BLUE else spec.green).model
+    """One colour's model server: blue runs the stable model (status.stable), green the candidate."""
     selector = {constants.LABEL_ROLLOUT: rollout, constants.LABEL_COLOUR: colour}
     env = {
         "MODELSERVER_MODEL_PATH": model_path(model.uri),
         "MODELSERVER_MODEL_NAME": rollout,
         "MODELSERVER_MODEL_VERSION": model.version,
-        "MODELSERVER_RUNTIME": spec.server.runtime,
+        "MODELSERVER_RUNTIME": server.runtime,
         "MODELSERVER_ROLLOUT": rollout,
         "MODELSERVER_COLOUR": colour,
         "MODELSERVER_HOST": "0.0.0.0",  # noqa: S104
         "MODELSERVER_PORT": str(SERVER_PORT),
         "MODELSERVER_LOG_FORMAT": "json",
-        **spec.server.settings,
+        **server.settings,
     }
     if model.sha256:
         env["MODELSERVER_MODEL_SHA256"] = model.sha256
@@ -59,15 +66,15 @@ def model_deployment(
         env["MODELSERVER_GOLDEN_SET"] = model_path(model.golden_set)
     container: dict[str, Any] = {
         "name": "model-server",
-        "image": spec.server.image,
+        "image": server.image,
         "args": ["python", "-m", "model_server"],
         "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
         "ports": [{"name": "http", "containerPort": SERVER_PORT}],
         "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 2},
         "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 10},
     }
-    if spec.server.resources:
-        container["resources"] = spec.server.resources
+    if server.resources:
+        container["resources"] = server.resources
     pod_labels = labels(rollout, colour, model)
     return {
         "apiVersion": "apps/v1",

@@ -7,7 +7,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout.api import constants
-from modelrollout.api.spec import ModelRolloutSpec
+from modelrollout.api.spec import ModelRef, ModelRolloutSpec, ServerSpec
 from modelrollout.k8s import api, manifests
 from modelrollout.routing.base import RolloutRef
 
@@ -51,17 +51,23 @@ def _apply(kind: str, body: dict[str, Any]) -> None:
     patch(name, namespace, update)
 
 
-def ensure(rollout: RolloutRef, spec: ModelRolloutSpec, *, green_replicas: int) -> None:
-    """Every owned object as the spec wants it (idempotent)."""
+def ensure(
+    rollout: RolloutRef, spec: ModelRolloutSpec, *, stable: ModelRef, stable_server: ServerSpec, green_replicas: int
+) -> None:
+    """Every owned object as it should be (idempotent): blue serves ``stable``, green spec.green."""
     owner = api.owner_reference(rollout)
-    for colour, replicas in ((constants.BLUE, spec.server.replicas), (constants.GREEN, green_replicas)):
+    for colour, model, server, replicas in (
+        (constants.BLUE, stable, stable_server, spec.server.replicas),
+        (constants.GREEN, spec.green.model, spec.server, green_replicas),
+    ):
         _apply(
             "Deployment",
             manifests.model_deployment(
                 rollout=rollout.name,
                 namespace=rollout.namespace,
                 colour=colour,
-                spec=spec,
+                model=model,
+                server=server,
                 owner=owner,
                 replicas=replicas,
             ),

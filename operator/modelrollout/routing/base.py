@@ -1,8 +1,9 @@
 """The TrafficRouter interface: one implementation per routing technology, chosen by spec.traffic.provider.
 
 Like Flagger's router interface: reconcile the routing objects, set and read the weights, finalize.
-Reading returns None where a provider cannot tell what is applied ("unknown", as in Argo Rollouts);
-the state machine then does not wait for a confirmation it can never get.
+Weights are asked for with a revision (``status.weights.revision``, raised whenever the wanted weights
+change) and count as applied only when the provider reports that same revision and weight back from
+the data plane, so a stale or half-done report can never confirm a step, a promotion or a rollback.
 """
 
 from __future__ import annotations
@@ -22,19 +23,56 @@ class RolloutRef:
     """The ModelRollout as last read (metadata, spec, status)."""
 
 
+@dataclass(frozen=True)
+class AppliedWeights:
+    """What the data plane reports it serves: the revision of the weights and green's percent.
+
+    ``revision`` None means nothing usable was reported (no report yet, a report of another format, a
+    route whose Gateway has not accepted it): never a confirmation.
+    """
+
+    revision: int | None
+    green: int | None
+    note: str = ""
+    """How the report was obtained, for status messages (e.g. "the Gateway sets no route status")."""
+
+    def confirms(self, *, revision: int, green: int) -> bool:
+        return self.revision == revision and self.green == green
+
+
+NOT_REPORTED = AppliedWeights(revision=None, green=None, note="no report from the router")
+
+
+def parse_report(text: str | None) -> AppliedWeights:
+    """``"<revision>/<green>"`` (the builtin router's annotation) -> AppliedWeights; anything else is
+    NOT_REPORTED."""
+    if not text:
+        return NOT_REPORTED
+    revision, _, green = text.partition("/")
+    try:
+        return AppliedWeights(revision=int(revision), green=int(green))
+    except ValueError:
+        return AppliedWeights(revision=None, green=None, note=f"unreadable router report {text!r}")
+
+
+def format_report(*, revision: int, green: int) -> str:
+    return f"{revision}/{green}"
+
+
 class TrafficRouter(Protocol):
     def reconcile(self, rollout: RolloutRef, spec: ModelRolloutSpec) -> None:
         """Create or adopt whatever routes traffic for this rollout (idempotent)."""
         ...
 
-    def set_weights(self, rollout: RolloutRef, spec: ModelRolloutSpec, *, green: int) -> None:
-        """Ask for ``green`` percent of traffic on green, the rest on blue (idempotent)."""
+    def set_weights(self, rollout: RolloutRef, spec: ModelRolloutSpec, *, green: int, revision: int) -> None:
+        """Ask for ``green`` percent of traffic on green, the rest on blue, as weights revision
+        ``revision`` (idempotent)."""
         ...
 
-    def applied_green_weight(self, rollout: RolloutRef, spec: ModelRolloutSpec) -> int | None:
-        """The green weight in effect, or None when this provider cannot tell."""
+    def applied(self, rollout: RolloutRef, spec: ModelRolloutSpec) -> AppliedWeights:
+        """What the data plane reports it serves (NOT_REPORTED when it reports nothing usable)."""
         ...
 
     def finalize(self, rollout: RolloutRef, spec: ModelRolloutSpec) -> None:
-        """Leave traffic on blue and release what reconcile created (owner references do the rest)."""
+        """Leave traffic on the stable model and release or restore what reconcile created or adopted."""
         ...
