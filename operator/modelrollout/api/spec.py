@@ -85,13 +85,37 @@ def _sha256(value: str | None) -> str | None:
     return value
 
 
+SERVED_URI = re.compile(r"^(file://)?/")
+"""Model URIs the server can load today: ``file:///path`` or ``/path`` inside the image."""
+LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+"""A Kubernetes label value: versions become the ``modelrollout.dev/version`` label."""
+
+
+def _served_uri(value: str) -> str:
+    if not SERVED_URI.match(value):
+        raise ValueError(f"{value!r} cannot be served: use file:///path/in/image or /path/in/image")
+    return value
+
+
+def _label_safe(value: str) -> str:
+    if not LABEL_VALUE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid label value: at most 63 characters, letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit (write 1.2.0-cu121 rather than 1.2.0+cu121)"
+        )
+    return value
+
+
 class ModelRef(ApiModel):
-    uri: str = Field(min_length=1)
-    """Where the model file is: file://, http(s):// or a path inside the image."""
-    version: str = Field(min_length=1, max_length=63)
+    uri: Annotated[str, AfterValidator(_served_uri)] = Field(min_length=1)
+    """Where the model file is: ``file:///path`` or ``/path`` inside the image."""
+    version: Annotated[str, AfterValidator(_label_safe)] = Field(min_length=1, max_length=63)
+    """The model's version, shown in status and used as the ``modelrollout.dev/version`` label."""
     sha256: Annotated[str | None, AfterValidator(_sha256)] = None
-    golden_set: str | None = None
-    """A labelled evaluation file shipped beside the model, scored at start and periodically."""
+    """Expected SHA-256 of the model file (64 lowercase hex digits); the server refuses a file that differs."""
+    golden_set: Annotated[str | None, AfterValidator(lambda v: v if v is None else _served_uri(v))] = None
+    """A labelled evaluation file shipped beside the model, scored at start and periodically; compared
+    between colours by the ``golden`` check."""
 
 
 class ColourSpec(ApiModel):
@@ -136,6 +160,9 @@ class TrafficSpec(ApiModel):
     """Requests with the same value of this header go to the same colour."""
     mirror: MirrorSpec = Field(default_factory=MirrorSpec)
     gateway_api: GatewayApiSpec = Field(default_factory=GatewayApiSpec)
+    confirm_deadline: Duration = 60.0
+    """Longest the router may take to confirm new weights. Past it the rollout is Degraded; a canary in
+    flight or a promotion rolls back to the stable model."""
 
     @model_validator(mode="after")
     def _weights_strictly_increase(self) -> TrafficSpec:
@@ -194,6 +221,21 @@ class AccuracyCheck(ApiModel):
     failure_limit: int | None = Field(default=None, ge=1)
 
 
+class HealthCheck(ApiModel):
+    enabled: bool = True
+    max_restarts: int = Field(default=0, ge=0)
+    """Restarts of green's model servers allowed during the canary (crashes, OOM kills, failed liveness)."""
+    failure_limit: int | None = Field(default=None, ge=1)
+
+
+class GoldenCheck(ApiModel):
+    enabled: bool = True
+    """Compares the colours' accuracy on their golden sets; applies only when green has one."""
+    tolerance: float = Field(default=0.01, ge=0, le=1)
+    """Green's golden-set accuracy may be at most this much below blue's."""
+    failure_limit: int | None = Field(default=None, ge=1)
+
+
 class CustomCheck(ApiModel):
     name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     query: str = Field(min_length=1)
@@ -213,6 +255,8 @@ class Checks(ApiModel):
     latency: LatencyCheck = Field(default_factory=LatencyCheck)
     errors: ErrorCheck = Field(default_factory=ErrorCheck)
     accuracy: AccuracyCheck = Field(default_factory=AccuracyCheck)
+    health: HealthCheck = Field(default_factory=HealthCheck)
+    golden: GoldenCheck = Field(default_factory=GoldenCheck)
     custom: list[CustomCheck] = Field(default_factory=list)
 
 
@@ -223,11 +267,14 @@ class AnalysisSpec(ApiModel):
     """Range of the rate() queries for latency and errors."""
     checks: Checks = Field(default_factory=Checks)
     failure_limit: int = Field(default=2, ge=1)
-    """Consecutive Failed analyses of one check that roll back (a check may set its own)."""
+    """Failed analyses of one check at one step that roll back, counted over the step: a Passed analysis
+    in between does not reset the count (a check may set its own limit)."""
     consecutive_error_limit: int = Field(default=3, ge=1)
-    """Consecutive analyses where Prometheus could not answer that roll back: blind is not safe."""
+    """Consecutive analyses or reconciles that could not get an answer (Prometheus, the API server, the
+    router) that roll a canary in flight back: blind is not safe."""
     progress_deadline: Duration = 600.0
-    """Longest a step may hold (inconclusive analysis, resources not ready) before ``on_deadline``."""
+    """Longest a step may hold after its pause (inconclusive analysis, resources not ready) before
+    ``on_deadline``; a step's pause does not count against it."""
     on_deadline: Literal["rollback", "pause"] = "rollback"
 
 
@@ -239,10 +286,16 @@ class RollbackSpec(ApiModel):
 class ModelRolloutSpec(ApiModel):
     server: ServerSpec = Field(default_factory=ServerSpec)
     blue: ColourSpec
+    """The stable model before the first promotion; after one, blue serves the promoted model (status.stable)."""
     green: ColourSpec
+    """The candidate: a change starts a canary against the stable model."""
     traffic: TrafficSpec = Field(default_factory=TrafficSpec)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     rollback: RollbackSpec = Field(default_factory=RollbackSpec)
+    deletion_policy: Literal["keepStable", "deleteAll"] = "keepStable"
+    """What deleting the ModelRollout does: ``keepStable`` leaves the stable model (blue Deployment and
+    Service, and the builtin router at 100% blue) serving and restores adopted routes; ``deleteAll``
+    removes everything the rollout created."""
 
     def to_api(self) -> dict[str, Any]:
         """The camelCase dict the API server stores."""
