@@ -70,9 +70,67 @@ def test_bad_durations_are_rejected(bad: str) -> None:
         ({"green": {"model": {"uri": "", "version": "v2"}}}, "uri"),
         ({"green": {"model": {"uri": "file:///m.onnx", "version": "v2", "sha256": "abc"}}}, "sha256"),
         ({"analysis": {"checks": {"custom": [{"name": "q", "query": "up"}]}}}, "custom[q]"),
+        ({"green": {"model": {"uri": "https://models.example/m.onnx", "version": "v2"}}}, "green.model.uri"),
+        ({"green": {"model": {"uri": "s3://bucket/m.onnx", "version": "v2"}}}, "green.model.uri"),
+        ({"green": {"model": {"uri": "models/m.onnx", "version": "v2"}}}, "green.model.uri"),
+        (
+            {"green": {"model": {"uri": "/m.onnx", "version": "v2", "goldenSet": "http://x/golden.jsonl"}}},
+            "green.model.goldenSet",
+        ),
+        ({"green": {"model": {"uri": "/m.onnx", "version": "1.2.0+cu121"}}}, "green.model.version"),
+        ({"blue": {"model": {"uri": "/m.onnx", "version": "-v1"}}}, "blue.model.version"),
+        ({"blue": {"model": {"uri": "/m.onnx", "version": "v1."}}}, "blue.model.version"),
+        ({"green": {"model": {"uri": "/m.onnx", "version": "v" * 64}}}, "green.model.version"),
+        ({"deletionPolicy": "orphan"}, "deletionPolicy"),
+        ({"analysis": {"checks": {"health": {"maxRestarts": -1}}}}, "checks.health.maxRestarts"),
+        ({"analysis": {"checks": {"golden": {"tolerance": 1.5}}}}, "checks.golden.tolerance"),
+        ({"traffic": {"confirmDeadline": "soon"}}, "traffic.confirmDeadline"),
     ],
 )
 def test_invalid_specs_name_the_field(overrides: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError) as error:
         spec(**overrides)
     assert field in str(error.value)
+
+
+def test_served_uris_and_label_safe_versions_are_accepted() -> None:
+    parsed = spec(
+        green={
+            "model": {"uri": "/models/digits-int8.onnx", "version": "1.2.0-cu121_b.7", "goldenSet": "file:///g.jsonl"}
+        }
+    )
+    assert parsed.green.model.uri == "/models/digits-int8.onnx"
+    assert parsed.green.model.version == "1.2.0-cu121_b.7"
+
+
+def test_refused_values_are_explained() -> None:
+    with pytest.raises(ValidationError) as uri_error:
+        spec(green={"model": {"uri": "https://models.example/m.onnx", "version": "v2"}})
+    assert "https://models.example/m.onnx" in str(uri_error.value)
+    assert "file:///path/in/image" in str(uri_error.value)
+    with pytest.raises(ValidationError) as version_error:
+        spec(green={"model": {"uri": "/m.onnx", "version": "1.2.0+cu121"}})
+    assert "1.2.0-cu121 rather than 1.2.0+cu121" in str(version_error.value)
+
+
+def test_newer_fields_default_and_round_trip() -> None:
+    defaults = spec()
+    assert defaults.traffic.confirm_deadline == 60.0
+    assert defaults.analysis.checks.health.enabled and defaults.analysis.checks.health.max_restarts == 0
+    assert defaults.analysis.checks.golden.enabled and defaults.analysis.checks.golden.tolerance == 0.01
+    assert defaults.deletion_policy == "keepStable"
+    custom = spec(
+        traffic={"confirmDeadline": "90s"},
+        analysis={
+            "checks": {
+                "health": {"enabled": True, "maxRestarts": 2, "failureLimit": 1},
+                "golden": {"enabled": False, "tolerance": 0.02, "failureLimit": 3},
+            }
+        },
+        deletionPolicy="deleteAll",
+    )
+    api = custom.to_api()
+    assert api["traffic"]["confirmDeadline"] == "1m30s"
+    assert api["analysis"]["checks"]["health"] == {"enabled": True, "maxRestarts": 2, "failureLimit": 1}
+    assert api["deletionPolicy"] == "deleteAll"
+    assert ModelRolloutSpec.model_validate(api) == custom
