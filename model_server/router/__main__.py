@@ -3,12 +3,17 @@
 In a cluster the backends are the Services ``<rollout>-blue`` and ``<rollout>-green`` and the weights come
 from the ModelRollout; locally, give explicit URLs, and a kubeconfig to follow a rollout, or a fixed
 ``--weight``. Every option is also a MODELROUTER_* environment variable.
+
+Following a rollout, the router reports ``"<revision>/<green>"`` in the ModelRollout's annotation
+``modelrollout.dev/router-applied`` only after its data plane serves those weights (see router.watch);
+``--nginx-binary`` names the nginx to drive (tests point it at a wrapper that fails reloads on demand).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import os
 import socket
 import sys
@@ -21,7 +26,7 @@ from model_server.router.metrics import RouterMetrics
 from model_server.router.nginx import NginxDataPlane
 from model_server.router.proxy import Router, RouterState
 from model_server.router.upstream import Upstream
-from model_server.router.watch import RolloutWatcher
+from model_server.router.watch import RolloutWatcher, Wanted
 
 log = structlog.get_logger("model_router")
 
@@ -48,6 +53,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         choices=["python", "nginx"],
         default=_env("DATA_PLANE", "python"),
         help="who forwards requests: this process, or nginx driven by it (faster)",
+    )
+    parser.add_argument(
+        "--nginx-binary",
+        default=_env("NGINX_BINARY"),
+        help="the nginx to run with --data-plane nginx (default: nginx from the PATH, or /usr/sbin/nginx)",
     )
     parser.add_argument("--host", default=_env("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(_env("PORT", "8080") or 8080))
@@ -83,12 +93,39 @@ def main(argv: list[str] | None = None) -> int:
             control=f"127.0.0.1:{listen_port}",
             sticky_header=args.sticky_header,
             metrics=metrics,
+            binary=args.nginx_binary,
         )
+
+    def apply(wanted: Wanted) -> None:
+        """Called from the watcher's thread: returns once the data plane serves ``wanted``, raises if it
+        does not. The state (what /router/state and the metrics show) changes only after that."""
+        if plane is not None:
+            if not loop_holder:
+                raise RuntimeError("the nginx data plane has not started yet")
+            future = asyncio.run_coroutine_threadsafe(plane.apply(wanted.green, wanted.mirror), loop_holder[0])
+            try:
+                future.result(timeout=15)
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                raise
+        state.apply(wanted.green, mirror_percent=wanted.mirror, revision=wanted.revision)
+
+    watcher = None
+    if args.rollout and (args.kubeconfig or args.in_cluster) and args.weight is None:
+        watcher = RolloutWatcher(namespace=args.namespace, name=args.rollout, kubeconfig=args.kubeconfig, apply=apply)
 
     async def startup() -> None:
         loop_holder.append(asyncio.get_running_loop())
         if plane is not None:
             await plane.start(state.green_weight, state.mirror_percent)
+        if watcher is not None:
+            watcher.start()  # after the data plane runs, so that the first weights go straight to it
+
+    def shutdown() -> None:
+        if watcher is not None:
+            watcher.stop()
+        if plane is not None:
+            plane.stop()
 
     router = Router(
         state=state,
@@ -96,26 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         green=green,
         sticky_header=args.sticky_header,
         on_startup=startup,
-        on_shutdown=plane.stop if plane is not None else None,
+        on_shutdown=shutdown,
     )
 
-    def apply(green_weight: int, mirror: int) -> None:
-        """Called from the watcher's thread; returns once the data plane applies the weights."""
-        if not state.apply(green_weight, mirror_percent=mirror):
-            return
-        if plane is not None and loop_holder:
-            future = asyncio.run_coroutine_threadsafe(
-                plane.apply(state.green_weight, state.mirror_percent), loop_holder[0]
-            )
-            future.result(timeout=15)
-        log.info("weights applied", green=green_weight, mirror=mirror, data_plane=args.data_plane)
-
-    watcher = None
-    if args.rollout and (args.kubeconfig or args.in_cluster) and args.weight is None:
-        watcher = RolloutWatcher(
-            namespace=args.namespace, name=args.rollout, kubeconfig=args.kubeconfig, on_weights=apply
-        )
-        watcher.start()
     log.info(
         "routing",
         blue=args.blue_url,
@@ -135,8 +155,6 @@ def main(argv: list[str] | None = None) -> int:
         loop="uvloop",
         lifespan="on",
     )
-    if watcher:
-        watcher.stop()
     return 0
 
 

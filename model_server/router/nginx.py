@@ -6,6 +6,14 @@ it renders the config and reloads nginx on a weight change (confirmed through a 
 takes feedback calls (routed to the colour that knows the id), compares mirrored requests, and counts
 requests, upstream errors and added latency from nginx's access log, which nginx sends over a local
 syslog socket.
+
+A weight change counts as applied only when all of it worked: the new config written, accepted by
+``nginx -t``, nginx sent SIGHUP, and nginx's own ``/router/config-version`` location answering the new
+config's version. Any failure raises, and the router reports nothing for it (see router.watch).
+
+The nginx binary is ``nginx`` from the PATH (or /usr/sbin/nginx); ``--nginx-binary`` /
+``MODELROUTER_NGINX_BINARY`` names another one. Tests use that to inject reload failures: a wrapper script
+that fails ``-t`` while a marker file exists and otherwise execs the real nginx (see tests/e2e/test_routing.py).
 """
 
 from __future__ import annotations
@@ -111,7 +119,10 @@ http {{
 """
 
 
-def nginx_binary() -> str | None:
+def nginx_binary(configured: str | None = None) -> str | None:
+    """The nginx to run: ``configured`` when given, else nginx from the PATH or /usr/sbin/nginx."""
+    if configured:
+        return configured
     return shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 
 
@@ -145,9 +156,17 @@ class NginxDataPlane:
     """One nginx (master and one worker) whose config follows the router's weights."""
 
     def __init__(
-        self, *, listen: str, blue: str, green: str, control: str, sticky_header: str | None, metrics: RouterMetrics
+        self,
+        *,
+        listen: str,
+        blue: str,
+        green: str,
+        control: str,
+        sticky_header: str | None,
+        metrics: RouterMetrics,
+        binary: str | None = None,
     ) -> None:
-        binary = nginx_binary()
+        binary = nginx_binary(binary)
         if binary is None:
             raise RuntimeError("the nginx data plane needs nginx: install Debian's nginx package")
         self.binary = binary
@@ -156,11 +175,13 @@ class NginxDataPlane:
         self.sticky_header = sticky_header
         self.metrics = metrics
         self.version = 0
+        """The version of the config in nginx.conf (the one the next reload loads)."""
         self._process: subprocess.Popen[bytes] | None = None
         self._transport: asyncio.DatagramTransport | None = None
 
     def _write(self, green_weight: int, mirror_percent: int) -> None:
-        self.version += 1
+        """Render, check with ``nginx -t``, and only then replace nginx.conf (raises when rejected)."""
+        version = self.version + 1
         conf = render(
             NginxConfig(
                 listen=self.listen,
@@ -170,7 +191,7 @@ class NginxDataPlane:
                 green_weight=green_weight,
                 mirror_percent=mirror_percent,
                 sticky_header=self.sticky_header,
-                version=self.version,
+                version=version,
                 directory=self.directory,
             )
         )
@@ -185,6 +206,7 @@ class NginxDataPlane:
         if check.returncode != 0:
             raise RuntimeError(f"nginx rejected the config: {check.stderr.strip()}")
         partial.replace(self.directory / "nginx.conf")
+        self.version = version
 
     async def start(self, green_weight: int, mirror_percent: int) -> None:
         loop = asyncio.get_running_loop()
@@ -207,9 +229,11 @@ class NginxDataPlane:
         await self._confirm()
 
     async def apply(self, green_weight: int, mirror_percent: int) -> None:
-        """New weights: a new config, a graceful reload, and a wait until the new config answers."""
+        """New weights: a new config, a graceful reload, and a wait until the new config answers.
+        Returns only once nginx serves them; raises otherwise (nginx keeps serving what it served)."""
+        if self._process is None or self._process.poll() is not None:
+            raise RuntimeError("nginx is not running")
         await asyncio.to_thread(self._write, green_weight, mirror_percent)
-        assert self._process is not None
         os.kill(self._process.pid, signal.SIGHUP)
         await self._confirm()
 

@@ -41,27 +41,30 @@ def predictions(body: bytes) -> list[Any] | None:
 
 
 class RouterState:
-    """The weights in force; the only state the data plane reads. Starts at 100% blue."""
+    """The weights in force; the only state the data plane reads. Starts at 100% blue.
+
+    With the nginx data plane it mirrors what nginx serves: it is changed only after nginx confirmed the
+    new config, so /router/state and ``modelrouter_applied_weight`` never run ahead of the data plane.
+    """
 
     def __init__(self, metrics: RouterMetrics, *, green_weight: int = 0, mirror_percent: int = 0) -> None:
         self.metrics = metrics
         self.green_weight = green_weight
         self.mirror_percent = mirror_percent
+        self.revision: int | None = None
+        """The ``status.weights.revision`` these weights are for (None: not from a ModelRollout)."""
         self.known = False
         """True once weights came from the ModelRollout (or were given on the command line)."""
         metrics.set_weight(green_weight)
 
-    def apply(self, green_weight: int, *, mirror_percent: int | None = None) -> bool:
-        """Set new weights; True when they changed."""
-        changed = green_weight != self.green_weight or (
-            mirror_percent is not None and mirror_percent != self.mirror_percent
-        )
+    def apply(self, green_weight: int, *, mirror_percent: int | None = None, revision: int | None = None) -> None:
+        """Set the weights in force (call it once the data plane serves them)."""
         self.green_weight = max(0, min(100, green_weight))
         if mirror_percent is not None:
             self.mirror_percent = max(0, min(100, mirror_percent))
+        self.revision = revision
         self.known = True
         self.metrics.set_weight(self.green_weight)
-        return changed
 
 
 class Router:
@@ -107,6 +110,7 @@ class Router:
                     {
                         "greenWeight": self.state.green_weight,
                         "mirrorPercent": self.state.mirror_percent,
+                        "revision": self.state.revision,
                         "known": self.state.known,
                     }
                 ),

@@ -1,60 +1,228 @@
-"""Follow one ModelRollout through the Kubernetes API and apply its weights to the router.
+"""Follow one ModelRollout through the Kubernetes API, apply its weights, and report them once applied.
 
-The operator publishes the weights it wants in ``status.weights``; the router applies them as soon as the
-watch event arrives and writes back what it applied (an annotation on the ModelRollout, read by the
-operator's verification). When the API server is unreachable the router keeps the last weights it knew.
+The operator publishes the weights it wants in ``status.weights`` (``blue``, ``green`` and ``revision``,
+raised each time the wanted weights change). The router applies them to its data plane as soon as the
+watch event arrives, and only once the data plane confirms them does it write back
+``"<revision>/<green>"`` (routing.base.format_report) in the annotation ``modelrollout.dev/router-applied``,
+where revision is the one that asked for that weight: the operator counts a weight as applied only when
+both match what it asked for. So:
+
+- a failed apply (nginx rejecting the config, a reload that never answers) reports nothing, is logged,
+  and is retried with a short backoff until it succeeds, not only when the next watch event comes;
+- after a failed apply the data plane's weights count as unknown, so the next attempt applies again even
+  when the wanted weights went back to what was served before;
+- a report is sent again whenever the annotation's revision differs from the wanted one, also when the
+  weight is the same;
+- the router starts at 100% blue and reports only after it applied what the status asks (an object
+  without ``status.weights.revision``, written by an older operator, counts as revision 0).
+
+When the API server is unreachable the router keeps the last weights it applied.
 """
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from kubernetes import client, config, watch
 
 from modelrollout.api import constants
+from modelrollout.routing.base import NOT_REPORTED, AppliedWeights, format_report, parse_report
 
 log = structlog.get_logger(__name__)
 
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 2.0
 
-def desired(obj: dict[str, Any]) -> tuple[int | None, int]:
-    """(green weight wanted by the operator or None, mirror percent) from a ModelRollout."""
+
+@dataclass(frozen=True)
+class Wanted:
+    """What the ModelRollout asks the router to serve."""
+
+    revision: int
+    green: int
+    mirror: int
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What the data plane confirmed it serves."""
+
+    green: int
+    mirror: int
+
+
+def wanted_of(obj: dict[str, Any]) -> Wanted | None:
+    """The weights a ModelRollout asks for; None while the operator has published none."""
     weights = (obj.get("status") or {}).get("weights") or {}
     green = weights.get("green")
+    if not isinstance(green, int) or isinstance(green, bool):
+        return None
+    revision = weights.get("revision")
     mirror = (((obj.get("spec") or {}).get("traffic") or {}).get("mirror") or {}).get("percent", 0)
-    return (int(green) if isinstance(green, int) else None), int(mirror or 0)
+    return Wanted(
+        revision=revision if isinstance(revision, int) and not isinstance(revision, bool) else 0,
+        green=max(0, min(100, green)),
+        mirror=max(0, min(100, int(mirror or 0))),
+    )
+
+
+def reported_of(obj: dict[str, Any]) -> AppliedWeights:
+    """What the router last reported on this object (NOT_REPORTED without the annotation)."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return parse_report(annotations.get(constants.ANNOTATION_ROUTER_APPLIED))
+
+
+class Action(enum.Enum):
+    NOTHING = "nothing"
+    APPLY = "apply"
+    REPORT = "report"
+
+
+def next_action(wanted: Wanted | None, serving: Serving | None, reported: AppliedWeights) -> Action:
+    """What to do next (a pure function): apply until the data plane serves the wanted weights, then
+    report them with the revision that asked for them."""
+    if wanted is None:
+        return Action.NOTHING
+    if serving != Serving(green=wanted.green, mirror=wanted.mirror):
+        return Action.APPLY
+    if not reported.confirms(revision=wanted.revision, green=wanted.green):
+        return Action.REPORT
+    return Action.NOTHING
+
+
+class WeightsFollower:
+    """The bookkeeping between the watch (what is wanted, what the annotation says), the data plane (what
+    it serves) and the report. ``observe`` is called from the watch; ``run`` (its own thread) applies,
+    reports, and retries with a backoff until both succeeded.
+
+    ``apply(wanted)`` returns once the data plane serves ``wanted`` and raises when it does not;
+    ``report(wanted)`` writes the annotation.
+    """
+
+    def __init__(self, *, apply: Callable[[Wanted], None], report: Callable[[Wanted], None]) -> None:
+        self._apply = apply
+        self._report = report
+        self._changed = threading.Condition()
+        self._generation = 0
+        self.wanted: Wanted | None = None
+        self.reported: AppliedWeights = NOT_REPORTED
+        self.serving: Serving | None = None
+        """None until the first apply succeeds, and again after a failed one: unknown, so apply again."""
+        self.failures = 0
+        """Consecutive failed attempts (apply or report)."""
+
+    def observe(self, obj: dict[str, Any]) -> None:
+        with self._changed:
+            self.wanted = wanted_of(obj)
+            self.reported = reported_of(obj)
+            self._generation += 1
+            self._changed.notify_all()
+
+    def step(self) -> bool:
+        """Apply and report what is wanted now; True when settled, False when something failed."""
+        while True:
+            with self._changed:
+                wanted, reported = self.wanted, self.reported
+            action = next_action(wanted, self.serving, reported)
+            if action is Action.NOTHING or wanted is None:
+                self.failures = 0
+                return True
+            try:
+                if action is Action.APPLY:
+                    begun = time.monotonic()
+                    self.serving = None
+                    self._apply(wanted)
+                    self.serving = Serving(green=wanted.green, mirror=wanted.mirror)
+                    log.info(
+                        "weights applied",
+                        revision=wanted.revision,
+                        green=wanted.green,
+                        mirror=wanted.mirror,
+                        seconds=round(time.monotonic() - begun, 3),
+                    )
+                else:
+                    begun = time.monotonic()
+                    self._report(wanted)
+                    with self._changed:
+                        if self.reported is reported:  # no newer object seen meanwhile
+                            self.reported = AppliedWeights(revision=wanted.revision, green=wanted.green)
+                    log.info(
+                        "applied weights reported",
+                        revision=wanted.revision,
+                        green=wanted.green,
+                        seconds=round(time.monotonic() - begun, 3),
+                    )
+            except Exception as error:  # noqa: BLE001 - any failure: report nothing, retry
+                self.failures += 1
+                log.warning(
+                    f"weights not {'applied' if action is Action.APPLY else 'reported'}; retrying",
+                    revision=wanted.revision,
+                    green=wanted.green,
+                    failures=self.failures,
+                    error=f"{type(error).__name__}: {error}",
+                )
+                return False
+
+    def run(self, stop: threading.Event) -> None:
+        """Until ``stop``: settle, wait for a change; after a failure retry within RETRY_MAX_SECONDS."""
+        backoff = RETRY_FIRST_SECONDS
+        while not stop.is_set():
+            with self._changed:
+                seen = self._generation
+            if self.step():
+                backoff = RETRY_FIRST_SECONDS
+                self._wait_for_change(seen, stop)
+            else:
+                stop.wait(backoff)
+                backoff = min(backoff * 2, RETRY_MAX_SECONDS)
+
+    def _wait_for_change(self, seen: int, stop: threading.Event) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._generation != seen or stop.is_set(), timeout=5)
+
+    def wake(self) -> None:
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
 
 
 class RolloutWatcher:
+    """Watches the ModelRollout (one thread) and drives a WeightsFollower (another thread)."""
+
     def __init__(
         self,
         *,
         namespace: str,
         name: str,
         kubeconfig: str | None,
-        on_weights: Callable[[int, int], None],
-        report: bool = True,
+        apply: Callable[[Wanted], None],
     ) -> None:
         self.namespace = namespace
         self.name = name
-        self.on_weights = on_weights
-        self.report = report
         self._api_client = config.new_client_from_config(kubeconfig) if kubeconfig else _in_cluster_client()
         self._api = client.CustomObjectsApi(self._api_client)
+        self.follower = WeightsFollower(apply=apply, report=self._report)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rollout-watch", daemon=True)
-        self.last_reported: int | None = None
+        self._threads = [
+            threading.Thread(target=self._watch, name="rollout-watch", daemon=True),
+            threading.Thread(target=self.follower.run, args=(self._stop,), name="rollout-apply", daemon=True),
+        ]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.follower.wake()
 
-    def _run(self) -> None:
+    def _watch(self) -> None:
         backoff = 0.5
         while not self._stop.is_set():
             try:
@@ -69,7 +237,7 @@ class RolloutWatcher:
         current = self._api.get_namespaced_custom_object(
             constants.GROUP, constants.VERSION, self.namespace, constants.PLURAL, self.name
         )
-        self._deliver(current)
+        self.follower.observe(current)
         stream = watch.Watch()
         for event in stream.stream(
             self._api.list_namespaced_custom_object,
@@ -86,25 +254,14 @@ class RolloutWatcher:
                 stream.stop()
                 return
             if event["type"] in ("ADDED", "MODIFIED"):
-                self._deliver(event["object"])
+                self.follower.observe(event["object"])
 
-    def _deliver(self, obj: dict[str, Any]) -> None:
-        green, mirror = desired(obj)
-        if green is None:
-            return
-        self.on_weights(green, mirror)
-        applied = (obj.get("metadata", {}).get("annotations") or {}).get(constants.ANNOTATION_APPLIED_WEIGHT)
-        if self.report and applied != str(green):
-            self._report(green)
-
-    def _report(self, green: int) -> None:
-        begun = time.monotonic()
-        patch = {"metadata": {"annotations": {constants.ANNOTATION_APPLIED_WEIGHT: str(green)}}}
+    def _report(self, wanted: Wanted) -> None:
+        report = format_report(revision=wanted.revision, green=wanted.green)
+        patch = {"metadata": {"annotations": {constants.ANNOTATION_ROUTER_APPLIED: report}}}
         self._api.patch_namespaced_custom_object(
-            constants.GROUP, constants.VERSION, self.namespace, constants.PLURAL, self.name, patch
+            constants.GROUP, constants.VERSION, self.namespace, constants.PLURAL, self.name, patch, _request_timeout=10
         )
-        self.last_reported = green
-        log.info("applied weight reported", green=green, seconds=round(time.monotonic() - begun, 3))
 
 
 def _in_cluster_client() -> client.ApiClient:

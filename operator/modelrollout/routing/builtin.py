@@ -1,27 +1,27 @@
-"""The builtin router provider: the operator publishes weights in ``status.weights`` (written with the
-rest of the status), the router applies them and reports back in an annotation on the ModelRollout."""
+"""The builtin router provider: the operator publishes weights in ``status.weights`` (``blue``, ``green`` and
+``revision``, written with the rest of the status); the router applies them and, once its data plane serves
+them, reports ``"<revision>/<green>"`` in the annotation ``modelrollout.dev/router-applied`` on the
+ModelRollout (see model_server.router.watch)."""
 
 from __future__ import annotations
 
 from modelrollout.api import constants
 from modelrollout.api.spec import ModelRolloutSpec
-from modelrollout.routing.base import RolloutRef
+from modelrollout.routing.base import AppliedWeights, RolloutRef, parse_report
 
 
 class BuiltinRouter:
     def reconcile(self, rollout: RolloutRef, spec: ModelRolloutSpec) -> None:
         """The router Deployment and Service are built with the model servers (k8s.manifests)."""
 
-    def set_weights(self, rollout: RolloutRef, spec: ModelRolloutSpec, *, green: int) -> None:
-        """Nothing to write here: status.weights, patched by the handler, is what the router watches."""
+    def set_weights(self, rollout: RolloutRef, spec: ModelRolloutSpec, *, green: int, revision: int) -> None:
+        """Nothing to write here: status.weights (green and revision), patched by the handler, is what the
+        router watches."""
 
-    def applied_green_weight(self, rollout: RolloutRef, spec: ModelRolloutSpec) -> int | None:
+    def applied(self, rollout: RolloutRef, spec: ModelRolloutSpec) -> AppliedWeights:
+        """The router's report from the ModelRollout as last read; without one, NOT_REPORTED."""
         annotations = rollout.body.get("metadata", {}).get("annotations") or {}
-        reported = annotations.get(constants.ANNOTATION_APPLIED_WEIGHT)
-        try:
-            return int(reported) if reported is not None else None
-        except ValueError:
-            return None
+        return parse_report(annotations.get(constants.ANNOTATION_ROUTER_APPLIED))
 
     def finalize(self, rollout: RolloutRef, spec: ModelRolloutSpec) -> None:
         """The router is owned by the ModelRollout and goes with it."""

@@ -1,20 +1,37 @@
 """The gateway-api provider: an HTTPRoute whose backendRefs weight the blue and green Services.
 
 Works with any Gateway API implementation (Envoy Gateway, Istio, Cilium, NGINX Gateway Fabric...).
-The route is created (owned by the ModelRollout) or, when one of that name exists, adopted: its rules
-are replaced by one rule with the two weighted backends.
+The route is created (owned by the ModelRollout) or, when one of that name exists, adopted: its original
+``spec`` is saved as JSON in the annotation ``modelrollout.dev/adopted-spec``, then its rules are replaced
+by one rule with the two weighted backends. ``finalize`` puts an adopted route back as it was, and leaves a
+route it created at 100% blue (it goes with the ModelRollout).
+
+Confirmation. ``set_weights`` writes the weights and, in the annotation ``modelrollout.dev/weights-revision``,
+the ``status.weights.revision`` they are for. ``applied`` reads the route back (``applied_of``, a pure
+function): when a Gateway controller reports on the route (``status.parents``), the weights count only once
+every parent has Accepted=True and ResolvedRefs=True with ``observedGeneration`` at the route's current
+``metadata.generation``. When no controller sets any route status, the write is all there is to confirm:
+``applied`` returns the written revision and weight with the note "the Gateway reports no route status".
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from modelrollout.api import constants
 from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.k8s import api
-from modelrollout.routing.base import RolloutRef
+from modelrollout.routing.base import AppliedWeights, RolloutRef
 
 GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
+
+ANNOTATION_ADOPTED_SPEC = f"{constants.GROUP}/adopted-spec"
+"""On a route the provider adopted (did not create): the route's ``spec`` before it was adopted, as JSON."""
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "modelrollout"
+REQUIRED_CONDITIONS = ("Accepted", "ResolvedRefs")
+NO_ROUTE_STATUS = "the Gateway reports no route status"
 
 
 def route_name(rollout: RolloutRef, spec: ModelRolloutSpec) -> str:
@@ -23,31 +40,41 @@ def route_name(rollout: RolloutRef, spec: ModelRolloutSpec) -> str:
 
 def route_labels(rollout: RolloutRef) -> dict[str, str]:
     """On every route the provider writes, adopted ones included: how it finds them without a spec."""
-    return {"app.kubernetes.io/managed-by": "modelrollout", constants.LABEL_ROLLOUT: rollout.name}
+    return {LABEL_MANAGED_BY: MANAGED_BY, constants.LABEL_ROLLOUT: rollout.name}
 
 
-def build_route(rollout: RolloutRef, spec: ModelRolloutSpec, *, green: int) -> dict[str, Any]:
-    """The HTTPRoute for ``green`` percent on green (a pure function)."""
+def weighted_rules(rollout: RolloutRef, spec: ModelRolloutSpec, *, green: int) -> list[dict[str, Any]]:
     port = spec.traffic.gateway_api.port
+    return [
+        {
+            "backendRefs": [
+                {"name": f"{rollout.name}-blue", "port": port, "weight": 100 - green},
+                {"name": f"{rollout.name}-green", "port": port, "weight": green},
+            ]
+        }
+    ]
+
+
+def build_route(
+    rollout: RolloutRef, spec: ModelRolloutSpec, *, green: int, revision: int | None = None
+) -> dict[str, Any]:
+    """The HTTPRoute for ``green`` percent on green, asked for by weights revision ``revision`` (a pure
+    function; without a revision the route claims none)."""
+    metadata: dict[str, Any] = {
+        "name": route_name(rollout, spec),
+        "namespace": rollout.namespace,
+        "labels": route_labels(rollout),
+        "ownerReferences": [api.owner_reference(rollout)],
+    }
+    if revision is not None:
+        metadata["annotations"] = {constants.ANNOTATION_WEIGHTS_REVISION: str(revision)}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "HTTPRoute",
-        "metadata": {
-            "name": route_name(rollout, spec),
-            "namespace": rollout.namespace,
-            "labels": route_labels(rollout),
-            "ownerReferences": [api.owner_reference(rollout)],
-        },
+        "metadata": metadata,
         "spec": {
             "parentRefs": spec.traffic.gateway_api.parent_refs,
-            "rules": [
-                {
-                    "backendRefs": [
-                        {"name": f"{rollout.name}-blue", "port": port, "weight": 100 - green},
-                        {"name": f"{rollout.name}-green", "port": port, "weight": green},
-                    ]
-                }
-            ],
+            "rules": weighted_rules(rollout, spec, green=green),
         },
     }
 
@@ -66,6 +93,73 @@ def green_weight_of(route: dict[str, Any], rollout: RolloutRef) -> int | None:
     return round(100 * green / total) if total else None
 
 
+def revision_of(route: dict[str, Any]) -> int | None:
+    """The weights revision written on the route (None when missing or unreadable)."""
+    text = (route.get("metadata", {}).get("annotations") or {}).get(constants.ANNOTATION_WEIGHTS_REVISION)
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def created_by(route: dict[str, Any], rollout: RolloutRef) -> bool:
+    """True for a route this rollout created (it owns it); False for one it adopted or has not touched."""
+    return any(
+        owner.get("kind") == constants.KIND and owner.get("name") == rollout.name
+        for owner in route.get("metadata", {}).get("ownerReferences") or []
+    )
+
+
+def _parent_name(parent: dict[str, Any]) -> str:
+    ref = parent.get("parentRef") or {}
+    name = ref.get("name", "?")
+    return f"{ref['namespace']}/{name}" if ref.get("namespace") else str(name)
+
+
+def _parent_gaps(parent: dict[str, Any], generation: int | None) -> list[str]:
+    """What keeps one parent's status from confirming the route at ``generation`` (empty: nothing)."""
+    conditions = {c.get("type"): c for c in parent.get("conditions") or []}
+    gaps = []
+    for kind in REQUIRED_CONDITIONS:
+        condition = conditions.get(kind)
+        if condition is None:
+            gaps.append(f"no {kind} condition")
+        elif condition.get("status") != "True":
+            reason = ": ".join(str(part) for part in (condition.get("reason"), condition.get("message")) if part)
+            gaps.append(f"{kind}={condition.get('status')}" + (f" ({reason})" if reason else ""))
+        else:
+            observed = condition.get("observedGeneration")
+            if generation is None or not isinstance(observed, int) or observed < generation:
+                gaps.append(f"{kind} is for generation {observed}, the route is at generation {generation}")
+    return gaps
+
+
+def applied_of(route: dict[str, Any] | None, rollout: RolloutRef) -> AppliedWeights:
+    """What an HTTPRoute confirms (a pure function of the route as read); see the module docstring."""
+    if route is None:
+        return AppliedWeights(revision=None, green=None, note="the HTTPRoute does not exist")
+    green = green_weight_of(route, rollout)
+    if green is None:
+        return AppliedWeights(
+            revision=None, green=None, note=f"the HTTPRoute has no backendRefs {rollout.name}-blue and -green"
+        )
+    revision = revision_of(route)
+    if revision is None:
+        return AppliedWeights(
+            revision=None, green=None, note=f"the HTTPRoute has no {constants.ANNOTATION_WEIGHTS_REVISION} annotation"
+        )
+    parents = (route.get("status") or {}).get("parents") or []
+    if not parents:
+        return AppliedWeights(revision=revision, green=green, note=NO_ROUTE_STATUS)
+    generation = route.get("metadata", {}).get("generation")
+    gaps = [f"parent {_parent_name(parent)}: {gap}" for parent in parents for gap in _parent_gaps(parent, generation)]
+    if gaps:
+        return AppliedWeights(
+            revision=None, green=None, note="the Gateway has not accepted the route: " + "; ".join(gaps)
+        )
+    return AppliedWeights(revision=revision, green=green, note=f"accepted by {len(parents)} Gateway parent(s)")
+
+
 def blue_only_rules(route: dict[str, Any], rollout: RolloutRef) -> list[dict[str, Any]]:
     """The route's rules with this rollout's blue backend at 100 and green at 0, all else kept."""
     weights = {f"{rollout.name}-blue": 100, f"{rollout.name}-green": 0}
@@ -81,44 +175,127 @@ def blue_only_rules(route: dict[str, Any], rollout: RolloutRef) -> list[dict[str
     ]
 
 
-def all_to_blue(rollout: RolloutRef) -> None:
+def all_to_blue(rollout: RolloutRef, *, revision: int | None = None) -> None:
     """Every route of this rollout to 100% blue, found by label: for a spec that no longer parses (so its
-    route name and port are unknown)."""
+    route name and port are unknown). With ``revision`` the routes say which weights revision asked for
+    it; without, a route whose weights change claims no revision any more (its old one was for other
+    weights)."""
     for route in api.list_custom(
         GROUP, VERSION, PLURAL, rollout.namespace, f"{constants.LABEL_ROLLOUT}={rollout.name}"
     ):
-        if green_weight_of(route, rollout) != 0:
-            rules = blue_only_rules(route, rollout)
-            api.patch_custom(
-                GROUP, VERSION, PLURAL, rollout.namespace, route["metadata"]["name"], {"spec": {"rules": rules}}
-            )
+        if green_weight_of(route, rollout) == 0 and (revision is None or revision_of(route) == revision):
+            continue
+        patch = {
+            "metadata": {
+                "annotations": {constants.ANNOTATION_WEIGHTS_REVISION: None if revision is None else str(revision)}
+            },
+            "spec": {"rules": blue_only_rules(route, rollout)},
+        }
+        api.patch_custom(GROUP, VERSION, PLURAL, rollout.namespace, route["metadata"]["name"], patch)
+
+
+def weights_patch(
+    route: dict[str, Any], rollout: RolloutRef, spec: ModelRolloutSpec, *, green: int, revision: int
+) -> dict[str, Any] | None:
+    """The merge patch that gives an existing route these weights and this revision (a pure function;
+    None when it already has them). A route this rollout did not create is adopted: its spec is saved
+    first, and an existing managed-by label is kept (finalize restores the rest)."""
+    labels = route.get("metadata", {}).get("labels") or {}
+    annotations = route.get("metadata", {}).get("annotations") or {}
+    adopting = not created_by(route, rollout) and ANNOTATION_ADOPTED_SPEC not in annotations
+    wanted_labels = {
+        key: value for key, value in route_labels(rollout).items() if key != LABEL_MANAGED_BY or key not in labels
+    }
+    rules = weighted_rules(rollout, spec, green=green)
+    if (
+        not adopting
+        and green_weight_of(route, rollout) == green
+        and revision_of(route) == revision
+        and all(labels.get(key) == value for key, value in wanted_labels.items())
+    ):
+        return None
+    metadata: dict[str, Any] = {
+        "labels": wanted_labels,
+        "annotations": {constants.ANNOTATION_WEIGHTS_REVISION: str(revision)},
+    }
+    if adopting:
+        metadata["annotations"][ANNOTATION_ADOPTED_SPEC] = json.dumps(route.get("spec") or {}, sort_keys=True)
+    patch: dict[str, Any] = {"metadata": metadata}
+    if green_weight_of(route, rollout) != green or adopting:
+        patch["spec"] = {"rules": rules}
+        if spec.traffic.gateway_api.parent_refs:
+            patch["spec"]["parentRefs"] = spec.traffic.gateway_api.parent_refs
+    return patch
+
+
+def restore_patch(route: dict[str, Any], rollout: RolloutRef) -> list[dict[str, Any]]:
+    """The JSON patch that puts an adopted route back: its saved spec, its labels and annotations without
+    ours; guarded by the route's resourceVersion (a pure function)."""
+    metadata = route.get("metadata", {})
+    original = json.loads(metadata["annotations"][ANNOTATION_ADOPTED_SPEC])
+    ours = {ANNOTATION_ADOPTED_SPEC, constants.ANNOTATION_WEIGHTS_REVISION}
+    annotations = {key: value for key, value in (metadata.get("annotations") or {}).items() if key not in ours}
+    labels = {
+        key: value
+        for key, value in (metadata.get("labels") or {}).items()
+        if key != constants.LABEL_ROLLOUT and not (key == LABEL_MANAGED_BY and value == MANAGED_BY)
+    }
+    return [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": metadata["resourceVersion"]},
+        {"op": "add", "path": "/metadata/labels", "value": labels},
+        {"op": "add", "path": "/metadata/annotations", "value": annotations},
+        {"op": "add", "path": "/spec", "value": original},
+    ]
 
 
 class GatewayApiRouter:
     def reconcile(self, rollout: RolloutRef, spec: ModelRolloutSpec) -> None:
+        """Create the route at 100% blue when there is none (it claims no weights revision until
+        set_weights writes one); an existing route is adopted by set_weights."""
         existing = api.get_custom(GROUP, VERSION, PLURAL, rollout.namespace, route_name(rollout, spec))
         if existing is None:
-            api.create_custom(GROUP, VERSION, PLURAL, rollout.namespace, build_route(rollout, spec, green=0))
+            route = build_route(rollout, spec, green=0, revision=None)
+            api.create_custom(GROUP, VERSION, PLURAL, rollout.namespace, route)
 
-    def set_weights(self, rollout: RolloutRef, spec: ModelRolloutSpec, *, green: int) -> None:
-        wanted = build_route(rollout, spec, green=green)
-        existing = api.get_custom(GROUP, VERSION, PLURAL, rollout.namespace, route_name(rollout, spec))
+    def set_weights(self, rollout: RolloutRef, spec: ModelRolloutSpec, *, green: int, revision: int) -> None:
+        name = route_name(rollout, spec)
+        existing = api.get_custom(GROUP, VERSION, PLURAL, rollout.namespace, name)
         if existing is None:
-            api.create_custom(GROUP, VERSION, PLURAL, rollout.namespace, wanted)
+            route = build_route(rollout, spec, green=green, revision=revision)
+            api.create_custom(GROUP, VERSION, PLURAL, rollout.namespace, route)
             return
-        if green_weight_of(existing, rollout) == green:
-            return
-        patch: dict[str, Any] = {
-            "metadata": {"labels": route_labels(rollout)},
-            "spec": {"rules": wanted["spec"]["rules"]},
-        }
-        if wanted["spec"]["parentRefs"]:
-            patch["spec"]["parentRefs"] = wanted["spec"]["parentRefs"]
-        api.patch_custom(GROUP, VERSION, PLURAL, rollout.namespace, route_name(rollout, spec), patch)
+        patch = weights_patch(existing, rollout, spec, green=green, revision=revision)
+        if patch is not None:
+            api.patch_custom(GROUP, VERSION, PLURAL, rollout.namespace, name, patch)
 
-    def applied_green_weight(self, rollout: RolloutRef, spec: ModelRolloutSpec) -> int | None:
-        existing = api.get_custom(GROUP, VERSION, PLURAL, rollout.namespace, route_name(rollout, spec))
-        return None if existing is None else green_weight_of(existing, rollout)
+    def applied(self, rollout: RolloutRef, spec: ModelRolloutSpec) -> AppliedWeights:
+        route = api.get_custom(GROUP, VERSION, PLURAL, rollout.namespace, route_name(rollout, spec))
+        return applied_of(route, rollout)
 
     def finalize(self, rollout: RolloutRef, spec: ModelRolloutSpec) -> None:
-        self.set_weights(rollout, spec, green=0)
+        """An adopted route gets its original spec back, without our labels and annotations; a route this
+        rollout created is left at 100% blue (it is deleted with the ModelRollout). A route changed
+        meanwhile makes the restore fail with 409/422 (raised: retry)."""
+        name = route_name(rollout, spec)
+        route = api.get_custom(GROUP, VERSION, PLURAL, rollout.namespace, name)
+        if route is None:
+            return
+        if ANNOTATION_ADOPTED_SPEC in (route.get("metadata", {}).get("annotations") or {}):
+            api.custom().patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                rollout.namespace,
+                PLURAL,
+                name,
+                restore_patch(route, rollout),
+                _content_type="application/json-patch+json",
+            )
+            return
+        if not created_by(route, rollout):
+            return  # never adopted (no weights were set): nothing of ours on it
+        if green_weight_of(route, rollout) != 0:
+            patch = {
+                "metadata": {"annotations": {constants.ANNOTATION_WEIGHTS_REVISION: None}},
+                "spec": {"rules": blue_only_rules(route, rollout)},
+            }
+            api.patch_custom(GROUP, VERSION, PLURAL, rollout.namespace, name, patch)
