@@ -18,7 +18,7 @@ from prometheus_client import start_http_server
 
 from modelrollout import controller
 from modelrollout.api import constants
-from modelrollout.k8s import api
+from modelrollout.k8s import api, deletion
 
 TICK_SECONDS = float(os.environ.get("MODELROLLOUT_TICK_SECONDS", "1.0"))
 
@@ -41,6 +41,13 @@ async def tick(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     await controller.reconcile(body, patch)
 
 
-@kopf.on.delete(constants.GROUP, constants.VERSION, constants.PLURAL, optional=True)
+@kopf.on.delete(constants.GROUP, constants.VERSION, constants.PLURAL)
 def deleted(body: kopf.Body, **_: Any) -> None:
+    """The finalizer: the object goes once spec.deletionPolicy is carried out (k8s.deletion); kopf calls
+    again while it raises kopf.TemporaryError (waiting for the router to confirm 100% blue)."""
+
+    def post(kind: str, reason: str, message: str) -> None:
+        kopf.event(body, type=kind, reason=reason, message=message[:1000])
+
+    deletion.finalize(body, post=post)
     controller.forget(body)

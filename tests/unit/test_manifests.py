@@ -1,15 +1,20 @@
-"""Pure builders: the objects a ModelRollout owns, and the nginx config the router renders."""
+"""Pure builders: the objects a ModelRollout owns, and the nginx config the router renders; the pure
+decisions about owned objects: whether a colour is rolled out, its pods' health, handing fields over to
+server-side apply, and what deleting a ModelRollout keeps."""
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from model_server.router.nginx import NginxConfig, render
 from modelrollout.api import constants
 from modelrollout.api.spec import ModelRolloutSpec
-from modelrollout.k8s import manifests
+from modelrollout.k8s import api, deletion, manifests, resources
+from modelrollout.routing.base import parse_report
 
 SPEC = ModelRolloutSpec.model_validate(
     {
@@ -62,6 +67,38 @@ def test_green_deployment_runs_the_green_model_with_the_metric_labels() -> None:
     assert values["MODELSERVER_MODEL_SHA256"] == "a" * 64
     assert values["MODELSERVER_GOLDEN_SET"] == "/models/digits-int8.golden.npz"
     assert values["MODELSERVER_MAX_BATCH_SIZE"] == "8"
+
+
+def test_model_servers_get_minutes_to_load_before_liveness_counts() -> None:
+    deployment = manifests.model_deployment(
+        rollout="digits",
+        namespace="ml",
+        colour="blue",
+        model=SPEC.blue.model,
+        server=SPEC.server,
+        owner=OWNER,
+        replicas=1,
+    )
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    startup = container["startupProbe"]
+    assert startup["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert startup["periodSeconds"] * startup["failureThreshold"] == 300  # five minutes to load a model
+    # liveness alone would restart a loading server after 3 x 10 s
+    assert startup["periodSeconds"] * startup["failureThreshold"] > 10 * container["livenessProbe"]["periodSeconds"]
+
+
+def test_a_setting_left_out_of_the_spec_is_left_out_of_the_manifest() -> None:
+    """With server-side apply, the manifest is the whole truth: what it lacks is removed from the object."""
+    plain = SPEC.green.model.model_copy(update={"sha256": None})
+    faulty = SPEC.server.model_copy(update={"settings": {"MODELSERVER_FAULT_ERROR_RATE": "0.2"}})
+    before = manifests.model_deployment(
+        rollout="digits", namespace="ml", colour="green", model=SPEC.green.model, server=faulty, owner=OWNER, replicas=1
+    )
+    after = manifests.model_deployment(
+        rollout="digits", namespace="ml", colour="green", model=plain, server=SPEC.server, owner=OWNER, replicas=1
+    )
+    assert {"MODELSERVER_MODEL_SHA256", "MODELSERVER_FAULT_ERROR_RATE"} <= env(before).keys()
+    assert not {"MODELSERVER_MODEL_SHA256", "MODELSERVER_FAULT_ERROR_RATE"} & env(after).keys()
 
 
 def test_services_select_their_colour() -> None:
@@ -128,3 +165,204 @@ def test_an_http_route_goes_back_to_blue_without_its_spec() -> None:
     assert green_weight_of({"spec": {"rules": rules}}, rollout) == 0
     assert rules[0]["backendRefs"][0] == {"name": "digits-blue", "port": 8080, "weight": 100}
     assert rules[1] == route["spec"]["rules"][1]  # what is not ours is left alone
+
+
+# --- is a colour rolled out, and how healthy are its pods -------------------------------------------------
+
+
+def deployment(*, version: str = "v2", replicas: int = 2, available: int = 2, updated: int = 2) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "digits-green", "generation": 3},
+        "spec": {"replicas": replicas, "template": {"metadata": {"labels": {constants.LABEL_VERSION: version}}}},
+        "status": {"observedGeneration": 3, "updatedReplicas": updated, "availableReplicas": available},
+    }
+
+
+def pod(
+    version: str = "v2",
+    *,
+    ready: bool = True,
+    terminating: bool = False,
+    phase: str = "Running",
+    restarts: tuple[int, ...] = (0,),
+    init_restarts: tuple[int, ...] = (),
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"labels": {constants.LABEL_VERSION: version}}
+    if terminating:
+        metadata["deletionTimestamp"] = "2026-11-23T04:00:00Z"
+    return {
+        "metadata": metadata,
+        "status": {
+            "phase": phase,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            "containerStatuses": [{"restartCount": count} for count in restarts],
+            "initContainerStatuses": [{"restartCount": count} for count in init_restarts],
+        },
+    }
+
+
+def test_a_colour_is_rolled_out_when_its_deployment_and_all_its_pods_run_the_version() -> None:
+    assert resources.rolled_out(deployment(), [pod(), pod()], version="v2")
+
+
+@pytest.mark.parametrize(
+    ("why", "found", "pods"),
+    [
+        ("no Deployment", None, [pod(), pod()]),
+        ("template runs another version", deployment(version="v1"), [pod(), pod()]),
+        ("replicas not yet available", deployment(available=1), [pod(), pod(ready=False)]),
+        ("replicas not yet updated", deployment(updated=1), [pod(), pod()]),
+        ("an old pod still serves", deployment(), [pod(), pod(), pod("v1")]),
+        ("an old pod is terminating", deployment(), [pod(), pod(), pod("v1", terminating=True)]),
+        ("a pod of the version is terminating", deployment(), [pod(), pod(), pod(terminating=True)]),
+        ("a pod lost its readiness", deployment(), [pod(), pod(ready=False)]),
+    ],
+)
+def test_a_colour_is_not_rolled_out(why: str, found: dict[str, Any] | None, pods: list[dict[str, Any]]) -> None:
+    assert not resources.rolled_out(found, pods, version="v2"), why
+
+
+def test_a_finished_pod_of_an_old_version_does_not_hold_a_colour_back() -> None:
+    evicted = pod("v1", ready=False, phase="Failed")
+    assert resources.rolled_out(deployment(), [pod(), pod(), evicted], version="v2")
+
+
+def test_a_deployment_observed_at_an_older_generation_is_not_rolled_out() -> None:
+    stale = deployment()
+    stale["status"]["observedGeneration"] = 2
+    assert not resources.rolled_out(stale, [pod(), pod()], version="v2")
+
+
+def test_pod_health_counts_pods_readiness_and_restarts_of_the_version_only() -> None:
+    pods = [
+        pod(restarts=(2, 1), init_restarts=(1,)),
+        pod(ready=False, restarts=(3,)),
+        pod(terminating=True, restarts=(1,)),  # not counted as a pod, its restarts are
+        pod(phase="Failed", ready=False, restarts=(4,)),  # a crash before an eviction counts too
+        pod("v1", restarts=(50,)),  # another version's restarts are not green's
+    ]
+    assert resources.health_of(pods, version="v2") == resources.PodHealth(pods=2, ready=1, restarts=12)
+    assert resources.health_of([], version="v2") == resources.PodHealth(pods=0, ready=0, restarts=0)
+
+
+def test_the_colour_selector_matches_what_the_deployment_selects() -> None:
+    selected = manifests.model_deployment(
+        rollout="digits",
+        namespace="ml",
+        colour="green",
+        model=SPEC.green.model,
+        server=SPEC.server,
+        owner=OWNER,
+        replicas=1,
+    )["spec"]["selector"]["matchLabels"]
+    assert resources.selector("digits", "green") == ",".join(f"{k}={v}" for k, v in selected.items())
+
+
+# --- fields written by earlier operator versions are handed over to server-side apply ---------------------
+
+
+def managed(manager: str, operation: str, fields: dict[str, Any], subresource: str = "") -> dict[str, Any]:
+    entry = {"manager": manager, "operation": operation, "apiVersion": "apps/v1", "fieldsType": "FieldsV1"}
+    entry["fieldsV1"] = fields
+    if subresource:
+        entry["subresource"] = subresource
+    return entry
+
+
+def test_fields_of_the_earlier_operator_become_ours_so_that_apply_can_remove_them() -> None:
+    legacy = managed("OpenAPI-Generator", "Update", {"f:spec": {"f:template": {"f:env": {'k:{"name":"OLD"}': {}}}}})
+    ours = managed(api.FIELD_MANAGER, "Apply", {"f:spec": {"f:replicas": {}}})
+    controller = managed("kube-controller-manager", "Update", {"f:status": {}}, subresource="status")
+    result = resources.handed_over([legacy, ours, controller])
+    assert result is not None
+    assert controller in result and not [e for e in result if e["manager"] == "OpenAPI-Generator"]
+    (merged,) = [e for e in result if e["manager"] == api.FIELD_MANAGER]
+    assert merged["operation"] == "Apply"
+    assert merged["fieldsV1"] == {
+        "f:spec": {"f:replicas": {}, "f:template": {"f:env": {'k:{"name":"OLD"}': {}}}},
+    }
+
+
+def test_nothing_is_handed_over_once_done_or_from_other_managers() -> None:
+    ours = managed(api.FIELD_MANAGER, "Apply", {"f:spec": {}})
+    assert resources.handed_over([ours]) is None
+    assert resources.handed_over([ours, managed("kubectl-edit", "Update", {"f:spec": {}})]) is None
+    assert resources.handed_over([managed("OpenAPI-Generator", "Update", {"f:status": {}}, "status")]) is None
+
+
+def test_without_an_apply_entry_the_legacy_fields_start_one() -> None:
+    result = resources.handed_over([managed("OpenAPI-Generator", "Update", {"f:spec": {"f:replicas": {}}})])
+    assert result == [
+        {
+            "manager": api.FIELD_MANAGER,
+            "operation": "Apply",
+            "apiVersion": "apps/v1",
+            "fieldsType": "FieldsV1",
+            "time": None,
+            "fieldsV1": {"f:spec": {"f:replicas": {}}},
+        }
+    ]
+
+
+# --- deleting a ModelRollout --------------------------------------------------------------------------------
+
+
+def confirmation(report: str | None, *, blue_serving: bool = True, elapsed: float = 5) -> deletion.Confirmation:
+    return deletion.confirmation(
+        report=parse_report(report), revision=8, blue_serving=blue_serving, elapsed=elapsed, deadline=60
+    )
+
+
+def test_deletion_goes_on_once_the_router_confirms_all_traffic_on_blue() -> None:
+    assert confirmation("8/0") is deletion.Confirmation.CONFIRMED
+    assert confirmation("8/0", blue_serving=False, elapsed=100) is deletion.Confirmation.CONFIRMED
+
+
+@pytest.mark.parametrize("report", [None, "7/0", "8/25", "9/0", "garbage"])
+def test_deletion_waits_for_the_router_to_confirm_this_revision(report: str | None) -> None:
+    assert confirmation(report) is deletion.Confirmation.WAIT
+
+
+def test_deletion_stops_waiting_at_the_confirm_deadline_or_when_blue_serves_nothing() -> None:
+    assert confirmation("7/0", elapsed=60) is deletion.Confirmation.EXPIRED
+    assert confirmation(None, blue_serving=False) is deletion.Confirmation.BLUE_NOT_SERVING
+
+
+def test_the_deadline_counts_from_the_deletion_timestamp() -> None:
+    now = datetime.datetime(2026, 11, 23, 4, 1, 0, tzinfo=datetime.UTC)
+    assert deletion.since_deletion({"metadata": {"deletionTimestamp": "2026-11-23T04:00:30Z"}}, now) == 30
+    assert deletion.since_deletion({"metadata": {}}, now) == 0
+
+
+def test_the_policy_is_keep_stable_by_default_and_when_the_spec_no_longer_parses() -> None:
+    body = {"spec": SPEC.to_api()}
+    assert deletion.policy_of(deletion.spec_of(body)) == deletion.KEEP_STABLE
+    body["spec"]["deletionPolicy"] = "deleteAll"
+    assert deletion.policy_of(deletion.spec_of(body)) == deletion.DELETE_ALL
+    broken = {"spec": {**body["spec"], "traffic": {"steps": []}}}
+    assert deletion.spec_of(broken) is None
+    assert deletion.policy_of(None) == deletion.KEEP_STABLE
+
+
+def test_keep_stable_keeps_blue_and_the_router_only() -> None:
+    kept = deletion.stable_objects("digits")
+    assert ("Deployment", "digits-blue") in kept and ("Service", "digits-blue") in kept
+    assert {name for _, name in kept} == {"digits-blue", "digits-router"}
+    assert {kind for kind, name in kept if name == "digits-router"} == {
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "RoleBinding",
+    }
+
+
+def test_releasing_drops_only_our_owner_reference_and_labels_the_object() -> None:
+    other = {"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "u9"}
+    live = {"metadata": {"resourceVersion": "41", "ownerReferences": [OWNER, other], "labels": {"a": "b"}}}
+    assert deletion.released(live, "u1") == {
+        "metadata": {"resourceVersion": "41", "ownerReferences": [other], "labels": {manifests.LABEL_ORPHANED: "true"}}
+    }
+    alone = {"metadata": {"resourceVersion": "41", "ownerReferences": [OWNER]}}
+    assert deletion.released(alone, "u1")["metadata"]["ownerReferences"] is None  # type: ignore[index]
+    done = {"metadata": {"resourceVersion": "42", "labels": {manifests.LABEL_ORPHANED: "true"}}}
+    assert deletion.released(done, "u1") is None

@@ -1,6 +1,9 @@
 """Calls to the Kubernetes API server: the only module of the operator that makes them.
 
 A module-level client, configured once (``configure``), from a kubeconfig or in-cluster settings.
+Owned objects are written with server-side apply under one field manager (``FIELD_MANAGER``): a field
+that our manifests stop setting is removed from the live object, which a strategic-merge patch could not
+do (an env var such as an old model checksum or a fault injection setting would survive it).
 """
 
 from __future__ import annotations
@@ -13,6 +16,15 @@ from kubernetes.client.exceptions import ApiException
 from modelrollout.api import constants
 
 _api_client: Any = None
+
+FIELD_MANAGER = "modelrollout-operator"
+"""The server-side apply field manager of every owned object."""
+LEGACY_FIELD_MANAGERS = frozenset({"OpenAPI-Generator"})
+"""Update managers whose fields are ours: earlier operator versions created and strategic-merge patched
+owned objects with the Python client's default field manager (named after its User-Agent)."""
+APPLY_PATCH = "application/apply-patch+yaml"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 
 
 def configure(kubeconfig: str | None = None) -> None:
@@ -89,3 +101,108 @@ def list_custom(group: str, version: str, plural: str, namespace: str, label_sel
 
 def patch_custom(group: str, version: str, plural: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
     custom().patch_namespaced_custom_object(group, version, namespace, plural, name, patch)
+
+
+def patch_custom_status(
+    group: str, version: str, plural: str, namespace: str, name: str, patch: dict[str, Any]
+) -> dict[str, Any]:
+    """A JSON merge patch of the status subresource; returns the object as stored."""
+    stored: dict[str, Any] = custom().patch_namespaced_custom_object_status(
+        group, version, namespace, plural, name, patch, _content_type=MERGE_PATCH
+    )
+    return stored
+
+
+OWNED_KINDS = ("Deployment", "Service", "ServiceAccount", "RoleBinding")
+
+
+def _calls(kind: str) -> tuple[Any, Any, Any]:
+    """(read, patch, delete) of the API for one owned kind."""
+    if kind == "Deployment":
+        apps_api = apps()
+        return (
+            apps_api.read_namespaced_deployment,
+            apps_api.patch_namespaced_deployment,
+            apps_api.delete_namespaced_deployment,
+        )
+    if kind == "Service":
+        core_api = core()
+        return core_api.read_namespaced_service, core_api.patch_namespaced_service, core_api.delete_namespaced_service
+    if kind == "ServiceAccount":
+        core_api = core()
+        return (
+            core_api.read_namespaced_service_account,
+            core_api.patch_namespaced_service_account,
+            core_api.delete_namespaced_service_account,
+        )
+    if kind == "RoleBinding":
+        rbac_api = rbac()
+        return (
+            rbac_api.read_namespaced_role_binding,
+            rbac_api.patch_namespaced_role_binding,
+            rbac_api.delete_namespaced_role_binding,
+        )
+    raise ValueError(f"kind {kind!r} is not one the operator owns; valid: {OWNED_KINDS}")
+
+
+def _as_dict(found: Any) -> dict[str, Any]:
+    """An API model object as the camelCase dict the API server speaks."""
+    result: dict[str, Any] = _client().sanitize_for_serialization(found)
+    return result
+
+
+def apply(body: dict[str, Any]) -> dict[str, Any]:
+    """Server-side apply of an owned object (created when missing), taking over fields other managers
+    set (force): fields we applied before and ``body`` no longer has are removed. Returns the live object."""
+    _, patch_call, _ = _calls(body["kind"])
+    applied = patch_call(
+        body["metadata"]["name"],
+        body["metadata"]["namespace"],
+        body,
+        field_manager=FIELD_MANAGER,
+        force=True,
+        _content_type=APPLY_PATCH,
+    )
+    return _as_dict(applied)
+
+
+def read(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """The live object, or None when there is none."""
+    read_call, _, _ = _calls(kind)
+    try:
+        return _as_dict(read_call(name, namespace))
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def patch(kind: str, namespace: str, name: str, body: dict[str, Any] | list[dict[str, Any]]) -> dict[str, Any]:
+    """A JSON merge patch (a dict) or a JSON patch (a list of operations) as an update, not an apply."""
+    _, patch_call, _ = _calls(kind)
+    patched = patch_call(
+        name,
+        namespace,
+        body,
+        field_manager=FIELD_MANAGER,
+        _content_type=JSON_PATCH if isinstance(body, list) else MERGE_PATCH,
+    )
+    return _as_dict(patched)
+
+
+def delete(kind: str, namespace: str, name: str) -> bool:
+    """Deletes the object (its dependents in the background); False when there was none."""
+    _, _, delete_call = _calls(kind)
+    try:
+        delete_call(name, namespace, propagation_policy="Background")
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+
+
+def list_pods(namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    found = core().list_namespaced_pod(namespace, label_selector=label_selector)
+    pods: list[dict[str, Any]] = _as_dict(found).get("items") or []
+    return pods

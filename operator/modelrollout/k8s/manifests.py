@@ -10,6 +10,16 @@ from modelrollout.api import constants
 from modelrollout.api.spec import ModelRef, ModelRolloutSpec, ServerSpec
 
 SERVER_PORT = 8080
+ROUTER = "router"
+"""The colour label of the builtin router's objects (``<rollout>-router``)."""
+LABEL_ORPHANED = f"{constants.GROUP}/orphaned"
+"""``"true"`` on objects a deleted ModelRollout left serving (deletionPolicy keepStable); an apply by a
+rollout of the same name adopts them again and removes it."""
+
+STARTUP_PERIOD_SECONDS = 5
+STARTUP_FAILURE_THRESHOLD = 60
+"""The model server's startup probe allows 5 s x 60 = 5 minutes to load (and verify) its model before
+the kubelet restarts it; liveness only counts once it has started, so a slow load never crash-loops."""
 
 
 def model_path(uri: str) -> str:
@@ -70,6 +80,11 @@ def model_deployment(
         "args": ["python", "-m", "model_server"],
         "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
         "ports": [{"name": "http", "containerPort": SERVER_PORT}],
+        "startupProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+            "periodSeconds": STARTUP_PERIOD_SECONDS,
+            "failureThreshold": STARTUP_FAILURE_THRESHOLD,
+        },
         "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 2},
         "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 10},
     }
@@ -119,7 +134,7 @@ def router_service_account(*, rollout: str, namespace: str, owner: dict[str, Any
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": _metadata(f"{rollout}-router", namespace, owner, labels(rollout, "router")),
+        "metadata": _metadata(f"{rollout}-router", namespace, owner, labels(rollout, ROUTER)),
     }
 
 
@@ -128,7 +143,7 @@ def router_role_binding(*, rollout: str, namespace: str, owner: dict[str, Any]) 
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": _metadata(f"{rollout}-router", namespace, owner, labels(rollout, "router")),
+        "metadata": _metadata(f"{rollout}-router", namespace, owner, labels(rollout, ROUTER)),
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ROUTER_CLUSTER_ROLE},
         "subjects": [{"kind": "ServiceAccount", "name": f"{rollout}-router", "namespace": namespace}],
     }
@@ -147,17 +162,17 @@ def router_deployment(*, rollout: str, namespace: str, spec: ModelRolloutSpec, o
     }
     if spec.traffic.sticky_header:
         env["MODELROUTER_STICKY_HEADER"] = spec.traffic.sticky_header
-    selector = {constants.LABEL_ROLLOUT: rollout, constants.LABEL_COLOUR: "router"}
+    selector = {constants.LABEL_ROLLOUT: rollout, constants.LABEL_COLOUR: ROUTER}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(f"{rollout}-router", namespace, owner, labels(rollout, "router")),
+        "metadata": _metadata(f"{rollout}-router", namespace, owner, labels(rollout, ROUTER)),
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {
-                    "labels": labels(rollout, "router"),
+                    "labels": labels(rollout, ROUTER),
                     "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(SERVER_PORT)},
                 },
                 "spec": {

@@ -1,10 +1,15 @@
-"""Create, update and read the objects a ModelRollout owns (built by ``manifests``)."""
+"""Create, update and read the objects a ModelRollout owns (built by ``manifests``).
+
+Every owned object is server-side applied (``api.apply``): what our manifests stop setting disappears from
+the live object. Objects written by an earlier operator version (create + strategic-merge patch) have
+their fields handed over to the apply field manager the first time, so stale fields go from them too.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
-
-from kubernetes.client.exceptions import ApiException
 
 from modelrollout.api import constants
 from modelrollout.api.spec import ModelRef, ModelRolloutSpec, ServerSpec
@@ -12,43 +17,74 @@ from modelrollout.k8s import api, manifests
 from modelrollout.routing.base import RolloutRef
 
 
-def _calls(kind: str) -> tuple[Any, Any, Any]:
-    """(read, create, patch) of the API for one kind."""
-    if kind == "Deployment":
-        apps = api.apps()
-        return apps.read_namespaced_deployment, apps.create_namespaced_deployment, apps.patch_namespaced_deployment
-    if kind == "Service":
-        core = api.core()
-        return core.read_namespaced_service, core.create_namespaced_service, core.patch_namespaced_service
-    if kind == "ServiceAccount":
-        core = api.core()
-        return (
-            core.read_namespaced_service_account,
-            core.create_namespaced_service_account,
-            core.patch_namespaced_service_account,
+def _union(left: Mapping[str, Any], right: Mapping[str, Any]) -> dict[str, Any]:
+    """The union of two managedFields field sets (FieldsV1: nested dicts, leaves are empty dicts)."""
+    merged = dict(left)
+    for key, value in right.items():
+        merged[key] = _union(merged[key], value) if key in merged else value
+    return merged
+
+
+def _is_legacy(entry: Mapping[str, Any]) -> bool:
+    return (
+        entry.get("manager") in api.LEGACY_FIELD_MANAGERS
+        and entry.get("operation") == "Update"
+        and not entry.get("subresource")
+    )
+
+
+def handed_over(managed_fields: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]] | None:
+    """``metadata.managedFields`` with the fields of the earlier operator's Update entries owned by our
+    apply entry instead (as kubectl does when it upgrades client-side apply), or None when there is
+    nothing to hand over. Once ours, fields the manifest no longer sets are removed by the next apply."""
+    entries = [dict(entry) for entry in managed_fields]
+    legacy = [entry for entry in entries if _is_legacy(entry)]
+    if not legacy:
+        return None
+    fields: dict[str, Any] = {}
+    for entry in legacy:
+        fields = _union(fields, entry.get("fieldsV1") or {})
+    ours = next(
+        (e for e in entries if e.get("manager") == api.FIELD_MANAGER and e.get("operation") == "Apply"),
+        None,
+    )
+    result = [entry for entry in entries if not _is_legacy(entry) and entry is not ours]
+    base = ours or {
+        "manager": api.FIELD_MANAGER,
+        "operation": "Apply",
+        "apiVersion": legacy[0].get("apiVersion"),
+        "fieldsType": "FieldsV1",
+        "time": legacy[0].get("time"),
+    }
+    result.append({**base, "fieldsV1": _union(base.get("fieldsV1") or {}, fields)})
+    return result
+
+
+def _json_pointer(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _apply(body: dict[str, Any]) -> dict[str, Any]:
+    """Server-side apply; returns the live object."""
+    kind, namespace, name = body["kind"], body["metadata"]["namespace"], body["metadata"]["name"]
+    live = api.apply(body)
+    migrated = handed_over(live["metadata"].get("managedFields") or [])
+    if migrated is not None:
+        api.patch(
+            kind,
+            namespace,
+            name,
+            [
+                {"op": "test", "path": "/metadata/resourceVersion", "value": live["metadata"]["resourceVersion"]},
+                {"op": "replace", "path": "/metadata/managedFields", "value": migrated},
+            ],
         )
-    rbac = api.rbac()
-    return rbac.read_namespaced_role_binding, rbac.create_namespaced_role_binding, rbac.patch_namespaced_role_binding
-
-
-def _apply(kind: str, body: dict[str, Any]) -> None:
-    """Create, or replace the parts we own (labels, spec, subjects) of an existing object."""
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    read, create, patch = _calls(kind)
-    try:
-        read(name, namespace)
-    except ApiException as error:
-        if error.status != 404:
-            raise
-        try:
-            create(namespace, body)
-            return
-        except ApiException as conflict:
-            if conflict.status != 409:  # created meanwhile: fall through to the patch
-                raise
-    update: dict[str, Any] = {"metadata": {"labels": body["metadata"]["labels"]}}
-    update.update({key: body[key] for key in ("spec", "subjects") if key in body})  # a roleRef cannot change
-    patch(name, namespace, update)
+        live = api.apply(body)
+    if manifests.LABEL_ORPHANED in (live["metadata"].get("labels") or {}):
+        # kept by an earlier rollout of this name and adopted again: no longer orphaned
+        path = f"/metadata/labels/{_json_pointer(manifests.LABEL_ORPHANED)}"
+        live = api.patch(kind, namespace, name, [{"op": "remove", "path": path}])
+    return live
 
 
 def ensure(
@@ -56,53 +92,116 @@ def ensure(
 ) -> None:
     """Every owned object as it should be (idempotent): blue serves ``stable``, green spec.green."""
     owner = api.owner_reference(rollout)
+    name, namespace = rollout.name, rollout.namespace
     for colour, model, server, replicas in (
         (constants.BLUE, stable, stable_server, spec.server.replicas),
         (constants.GREEN, spec.green.model, spec.server, green_replicas),
     ):
         _apply(
-            "Deployment",
             manifests.model_deployment(
-                rollout=rollout.name,
-                namespace=rollout.namespace,
+                rollout=name,
+                namespace=namespace,
                 colour=colour,
                 model=model,
                 server=server,
                 owner=owner,
                 replicas=replicas,
-            ),
+            )
         )
-        _apply(
-            "Service", manifests.service(rollout=rollout.name, namespace=rollout.namespace, colour=colour, owner=owner)
-        )
+        _apply(manifests.service(rollout=name, namespace=namespace, colour=colour, owner=owner))
     if spec.traffic.provider == "builtin":
-        name, namespace = rollout.name, rollout.namespace
-        _apply("ServiceAccount", manifests.router_service_account(rollout=name, namespace=namespace, owner=owner))
-        _apply("RoleBinding", manifests.router_role_binding(rollout=name, namespace=namespace, owner=owner))
-        _apply(
-            "Deployment",
-            manifests.router_deployment(rollout=rollout.name, namespace=rollout.namespace, spec=spec, owner=owner),
-        )
-        _apply(
-            "Service",
-            manifests.service(rollout=rollout.name, namespace=rollout.namespace, colour="router", owner=owner),
-        )
+        _apply(manifests.router_service_account(rollout=name, namespace=namespace, owner=owner))
+        _apply(manifests.router_role_binding(rollout=name, namespace=namespace, owner=owner))
+        _apply(manifests.router_deployment(rollout=name, namespace=namespace, spec=spec, owner=owner))
+        _apply(manifests.service(rollout=name, namespace=namespace, colour=manifests.ROUTER, owner=owner))
+
+
+def selector(rollout: str, colour: str) -> str:
+    """The label selector of a colour's pods (as its Deployment and Service select them)."""
+    return f"{constants.LABEL_ROLLOUT}={rollout},{constants.LABEL_COLOUR}={colour}"
+
+
+def _labels(pod: Mapping[str, Any]) -> Mapping[str, str]:
+    labels: Mapping[str, str] = (pod.get("metadata") or {}).get("labels") or {}
+    return labels
+
+
+def _terminating(pod: Mapping[str, Any]) -> bool:
+    return bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def _finished(pod: Mapping[str, Any]) -> bool:
+    """Succeeded or Failed (an evicted pod stays listed like this): it serves nothing and never will."""
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def _ready(pod: Mapping[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _restarts(pod: Mapping[str, Any]) -> int:
+    status = pod.get("status") or {}
+    containers = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+    return sum(int(container.get("restartCount") or 0) for container in containers)
+
+
+def rolled_out(deployment: Mapping[str, Any] | None, pods: Iterable[Mapping[str, Any]], *, version: str) -> bool:
+    """Whether a colour serves ``version`` and nothing else (a pure function of the colour's Deployment
+    and its pods): the Deployment's template runs ``version`` and all its replicas are updated and
+    available, and every pod of the colour that is not finished carries ``version``, is Ready and is not
+    terminating, so no pod of an older version can still answer."""
+    if deployment is None:
+        return False
+    spec, status, metadata = deployment.get("spec") or {}, deployment.get("status") or {}, deployment["metadata"]
+    wanted = spec.get("replicas")
+    wanted = 1 if wanted is None else wanted
+    template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    deployment_ready = bool(
+        template_labels.get(constants.LABEL_VERSION) == version
+        and (status.get("observedGeneration") or 0) >= (metadata.get("generation") or 0)
+        and (status.get("updatedReplicas") or 0) >= wanted
+        and (status.get("availableReplicas") or 0) >= wanted
+    )
+    return deployment_ready and all(
+        _labels(pod).get(constants.LABEL_VERSION) == version and _ready(pod) and not _terminating(pod)
+        for pod in pods
+        if not _finished(pod)
+    )
 
 
 def available(rollout: RolloutRef, colour: str, *, version: str) -> bool:
-    """The colour's Deployment runs ``version`` and all its replicas are updated and available."""
-    try:
-        deployment = api.apps().read_namespaced_deployment(f"{rollout.name}-{colour}", rollout.namespace)
-    except ApiException as error:
-        if error.status == 404:
-            return False
-        raise
-    wanted = deployment.spec.replicas or 0
-    status = deployment.status
-    template_version = (deployment.spec.template.metadata.labels or {}).get(constants.LABEL_VERSION)
-    return bool(
-        template_version == version
-        and (status.observed_generation or 0) >= (deployment.metadata.generation or 0)
-        and (status.updated_replicas or 0) >= wanted
-        and (status.available_replicas or 0) >= wanted
+    """The colour serves ``version`` only, on all its replicas (see ``rolled_out``)."""
+    deployment = api.read("Deployment", rollout.namespace, f"{rollout.name}-{colour}")
+    if deployment is None:
+        return False
+    return rolled_out(deployment, api.list_pods(rollout.namespace, selector(rollout.name, colour)), version=version)
+
+
+@dataclass(frozen=True)
+class PodHealth:
+    """How the pods of one colour and version fare: evidence for the health check."""
+
+    pods: int
+    """Pods of the version that are neither terminating nor finished."""
+    ready: int
+    """Of those, the Ready ones."""
+    restarts: int
+    """Container restarts (init and sidecar containers included) summed over every pod of the version,
+    terminating and finished ones included: a crash counts until its pod is gone."""
+
+
+def health_of(pods: Iterable[Mapping[str, Any]], *, version: str) -> PodHealth:
+    """PodHealth of the pods that carry ``version`` (a pure function of the colour's pod list)."""
+    own = [pod for pod in pods if _labels(pod).get(constants.LABEL_VERSION) == version]
+    live = [pod for pod in own if not _terminating(pod) and not _finished(pod)]
+    return PodHealth(
+        pods=len(live),
+        ready=sum(1 for pod in live if _ready(pod)),
+        restarts=sum(_restarts(pod) for pod in own),
     )
+
+
+def pod_health(rollout: RolloutRef, colour: str, *, version: str) -> PodHealth:
+    """PodHealth of the colour's pods of ``version`` (one list call)."""
+    return health_of(api.list_pods(rollout.namespace, selector(rollout.name, colour)), version=version)
