@@ -106,6 +106,12 @@ class ServerMetrics:
             "modelserver_golden_accuracy_ratio", "Accuracy on the golden set, last scored.", base, registry=r
         )
         self.ready = Gauge("modelserver_ready", "1 when the model is loaded and serving.", base, registry=r)
+        self.start_time = Gauge(
+            "modelserver_start_time_seconds",
+            "When this server process started (Unix time): a change is a restart, which counts against green.",
+            base,
+            registry=r,
+        )
         self.ttft = Histogram(
             "modelserver_time_to_first_token_seconds",
             "GGUF: time to the first token.",
@@ -122,6 +128,7 @@ class ServerMetrics:
         )
         self._children: dict[tuple[object, ...], Any] = {}
         self._base = {"rollout": self.rollout, "colour": self.colour, "model": self.model, "version": self.version}
+        self.start_time.labels(**self._base).set(time.time())
         # Export every series the analysis reads from the start: rate() needs a sample before the first request.
         for endpoint in ("infer",):
             self.duration.labels(**self._base, endpoint=endpoint)

@@ -7,7 +7,10 @@ All state lives in the object's status, so a restarted operator picks up exactly
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import datetime
+import hashlib
 import time
 
 import kopf
@@ -20,15 +23,20 @@ from modelrollout.analysis.prometheus import PrometheusProvider
 from modelrollout.analysis.provider import SharedQueries
 from modelrollout.api import constants
 from modelrollout.api.spec import ModelRolloutSpec
-from modelrollout.api.status import ModelRolloutStatus, Phase
-from modelrollout.k8s import manifests, resources
+from modelrollout.api.status import ModelRolloutStatus, Phase, StableStatus, without_nulls
+from modelrollout.k8s import api, manifests, resources
 from modelrollout.rollout import commands, machine, steps
 from modelrollout.routing import factory
-from modelrollout.routing.base import RolloutRef
+from modelrollout.routing.base import NOT_REPORTED, AppliedWeights, RolloutRef, parse_report
 
 log = structlog.get_logger("modelrollout")
 
-_providers: dict[str, SharedQueries] = {}
+_providers: dict[tuple[str, str, float, bool], SharedQueries] = {}
+_tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
+TOKEN_TTL_SECONDS = 60.0
+"""A bearer token read from a Secret is read again after this long (a rotated token is picked up)."""
+_failures: dict[str, str] = {}
+"""Per rollout: what failed after the last decision (writing weights), counted by the next reconcile."""
 _ensured: dict[str, tuple[str, float]] = {}
 """Per rollout: the fingerprint of the owned objects last applied, and when (in-memory: after a restart the
 first reconcile applies them again, which is idempotent)."""
@@ -43,18 +51,46 @@ WARNING_REASONS = {
     "InvalidSpec",
     "AnalysisFailing",
     "MetricsError",
+    "UnknownCommand",
+    "RouterNotConfirming",
+    "ReconcileError",
+    "ReconcileFailed",
+    "WaitingForRouter",
 }
 
 
-def provider_for(spec: ModelRolloutSpec) -> SharedQueries:
-    """One shared, caching provider per Prometheus address: rollouts share their queries."""
-    key = spec.analysis.prometheus.url
+def _bearer_token(spec: ModelRolloutSpec, namespace: str) -> str:
+    """The token in ``analysis.prometheus.bearerTokenSecret`` (read from the rollout's namespace), or ""."""
+    ref = spec.analysis.prometheus.bearer_token_secret
+    if ref is None:
+        return ""
+    key = (namespace, ref.name, ref.key)
+    cached = _tokens.get(key)
+    if cached is not None and time.monotonic() - cached[1] < TOKEN_TTL_SECONDS:
+        return cached[0]
+    secret = api.core().read_namespaced_secret(ref.name, namespace)
+    data = (secret.data or {}).get(ref.key)
+    if data is None:
+        raise ValueError(f"spec.analysis.prometheus.bearerTokenSecret: Secret {ref.name} has no key {ref.key!r}")
+    token = base64.b64decode(data).decode().strip()
+    _tokens[key] = (token, time.monotonic())
+    return token
+
+
+def provider_for(spec: ModelRolloutSpec, namespace: str = "") -> SharedQueries:
+    """One shared, caching provider per Prometheus address and credentials: rollouts that reach the same
+    Prometheus the same way share their queries."""
+    prometheus = spec.analysis.prometheus
+    token = _bearer_token(spec, namespace)
+    fingerprint = hashlib.sha256(token.encode()).hexdigest() if token else ""
+    key = (prometheus.url, fingerprint, prometheus.timeout, prometheus.insecure_skip_verify)
     if key not in _providers:
         _providers[key] = SharedQueries(
             PrometheusProvider(
-                key,
-                timeout=spec.analysis.prometheus.timeout,
-                verify_tls=not spec.analysis.prometheus.insecure_skip_verify,
+                prometheus.url,
+                timeout=prometheus.timeout,
+                bearer_token=token or None,
+                verify_tls=not prometheus.insecure_skip_verify,
             )
         )
     return _providers[key]
@@ -85,79 +121,148 @@ def _command(body: kopf.Body) -> commands.Command | None:
 
 
 async def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
+    """One tick. Whatever fails is recorded in status and as an Event and retried on the next tick (a
+    second later): a failure is a state of the rollout, never a freeze."""
     begun = time.monotonic()
     ref = _ref(body)
+    key = f"{ref.namespace}/{ref.name}"
     now = datetime.datetime.now(datetime.UTC)
     status = ModelRolloutStatus.model_validate(dict(body.get("status") or {}))
-    structlog.contextvars.bind_contextvars(
-        rollout=f"{ref.namespace}/{ref.name}", step=status.step_index, phase=status.phase.value
-    )
+    structlog.contextvars.bind_contextvars(rollout=key, step=status.step_index, phase=status.phase.value)
     try:
         try:
             spec = _parse(body)
-            command = _command(body)
         except (ValidationError, ValueError) as error:
-            decision = machine.reject(status, f"the spec cannot be rolled out: {_problem(error)}", now)
-            await asyncio.to_thread(factory.all_to_blue_without_spec, ref)
-            _apply(body, patch, ref, decision, begun)
+            await _reject(body, patch, ref, status, _problem(error), now, begun)
             return
+        command = _command(body)
         if _resting(body, spec, status, command):
             return
-        decision = await _decide(spec, status, ref, body, command, now)
-        router = factory.router_for(spec.traffic.provider)
-        await asyncio.to_thread(router.set_weights, ref, spec, green=decision.green_weight)
-        if command is not None:
-            patch.setdefault("metadata", {}).setdefault("annotations", {})[constants.ANNOTATION_COMMAND] = None
-            patch["metadata"]["annotations"][constants.ANNOTATION_COMMAND_ID] = None
+        try:
+            observations = await _gather(spec, status, ref, body, command, now)
+        except Exception as error:  # noqa: BLE001 - any failure to gather is counted, not a freeze
+            observations = machine.Observations(command=command, error=_describe(error))
+        earlier = _failures.pop(key, None)
+        if earlier and observations.error is None:
+            observations = dataclasses.replace(observations, error=earlier)
+        decision = machine.decide(spec, status, observations, now)
+        try:
+            router = factory.router_for(spec.traffic.provider)
+            await asyncio.to_thread(
+                router.set_weights, ref, spec, green=decision.green_weight, revision=decision.weights_revision
+            )
+        except Exception as error:  # noqa: BLE001 - counted by the next reconcile
+            _failures[key] = f"setting weights: {_describe(error)}"
+            kopf.event(body, type="Warning", reason="ReconcileError", message=_failures[key][:1000])
+            log.warning("weights not written", error=_failures[key])
+        if command is not None and decision.status.last_command_id == command.id:
+            annotations = patch.setdefault("metadata", {}).setdefault("annotations", {})
+            annotations[constants.ANNOTATION_COMMAND] = None
+            annotations[constants.ANNOTATION_COMMAND_ID] = None
         _apply(body, patch, ref, decision, begun)
     finally:
         structlog.contextvars.unbind_contextvars("rollout", "step", "phase")
 
 
-async def _decide(
+async def _reject(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    ref: RolloutRef,
+    status: ModelRolloutStatus,
+    problem: str,
+    now: datetime.datetime,
+    begun: float,
+) -> None:
+    """A spec the operator cannot serve: reported; a canary in flight rolls back to the stable model."""
+    report = _report_without_spec(body)
+    decision = machine.reject(status, problem, machine.Observations(router=report), now)
+    if decision.green_weight == 0 and status.weights.green > 0:
+        await asyncio.to_thread(factory.all_to_blue_without_spec, ref)
+    _apply(body, patch, ref, decision, begun)
+
+
+def _report_without_spec(body: kopf.Body) -> AppliedWeights:
+    """The builtin router's report can be read without a spec; other providers' cannot."""
+    provider = ((body.get("spec") or {}).get("traffic") or {}).get("provider", "builtin")
+    if provider != "builtin":
+        return NOT_REPORTED
+    annotations = body.get("metadata", {}).get("annotations") or {}
+    return parse_report(annotations.get(constants.ANNOTATION_ROUTER_APPLIED))
+
+
+def stable_of(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> StableStatus:
+    """What blue serves: the promoted model, or spec.blue before any promotion."""
+    if status.stable is not None and status.stable.promoted_at is not None:
+        return status.stable
+    return StableStatus(model=spec.blue.model, server=spec.server, revision="")
+
+
+async def _gather(
     spec: ModelRolloutSpec,
     status: ModelRolloutStatus,
     ref: RolloutRef,
     body: kopf.Body,
     command: commands.Command | None,
     now: datetime.datetime,
-) -> machine.Decision:
+) -> machine.Observations:
+    stable = stable_of(spec, status)
     green_replicas, fingerprint = _owned(body, spec, status)
     key = f"{ref.namespace}/{ref.name}"
-    if not _ensured_lately(key, fingerprint):
-        await asyncio.to_thread(resources.ensure, ref, spec, green_replicas=green_replicas)
-        _ensured[key] = (fingerprint, time.monotonic())
-    ready = all(
-        await asyncio.gather(
-            asyncio.to_thread(resources.available, ref, constants.BLUE, version=spec.blue.model.version),
-            asyncio.to_thread(resources.available, ref, constants.GREEN, version=spec.green.model.version),
+    if not _ensured_lately(key, fingerprint) and not _green_has_traffic_to_lose(spec, status):
+        await asyncio.to_thread(
+            resources.ensure,
+            ref,
+            spec,
+            stable=stable.model,
+            stable_server=stable.server,
+            green_replicas=green_replicas,
         )
+        _ensured[key] = (fingerprint, time.monotonic())
+    blue_ready, green_ready = await asyncio.gather(
+        asyncio.to_thread(resources.available, ref, constants.BLUE, version=stable.model.version),
+        asyncio.to_thread(resources.available, ref, constants.GREEN, version=spec.green.model.version),
     )
     analysis = None
-    if steps.analysis_due(spec, status, now) and status.green_revision == steps.green_revision(spec):
+    if steps.analysis_due(spec, status, now):
         started = time.monotonic()
         analysis = await run.analyse(
-            provider_for(spec),
+            provider_for(spec, ref.namespace),
             spec,
             namespace=ref.namespace,
             rollout=ref.name,
             now=now,
             canary_age_seconds=steps.seconds_since(status.started_at, now),
+            blue_has_traffic=status.weights.blue > 0,
+            stable_version=stable.model.version,
         )
         metrics.ANALYSIS_DURATION.observe(time.monotonic() - started)
     router = factory.router_for(spec.traffic.provider)
-    applied = await asyncio.to_thread(router.applied_green_weight, ref, spec)
-    observations = machine.Observations(
-        resources_ready=ready, analysis=analysis, router_green_weight=applied, command=command
+    report = await asyncio.to_thread(router.applied, ref, spec)
+    return machine.Observations(
+        resources_ready=blue_ready and green_ready,
+        blue_ready=blue_ready,
+        analysis=analysis,
+        router=report,
+        command=command,
     )
-    return machine.decide(spec, status, observations, now)
+
+
+def _green_has_traffic_to_lose(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
+    """A new green must not replace the old one while the router may still send it traffic: the owned
+    objects are applied again once the router reports 0% green."""
+    changed = status.green_revision not in ("", steps.green_revision(spec))
+    moving = status.phase is Phase.PENDING and status.weights_confirmed_at is None
+    return (changed or moving) and (status.weights.green > 0 or (status.applied_green_weight or 0) > 0)
 
 
 def _owned(body: kopf.Body, spec: ModelRolloutSpec, status: ModelRolloutStatus) -> tuple[int, str]:
     """Green's replica count, and the fingerprint of the owned objects as they should be now."""
-    keep_green = status.phase not in (Phase.ROLLED_BACK, Phase.ABORTED) or spec.rollback.green == "keep"
-    green_replicas = spec.server.replicas if keep_green else 0
-    return green_replicas, f"{body['metadata'].get('generation')}/{green_replicas}"
+    scaled_down = status.phase is Phase.PROMOTED or (
+        status.phase in (Phase.ROLLED_BACK, Phase.ABORTED) and spec.rollback.green != "keep"
+    )
+    green_replicas = 0 if scaled_down else spec.server.replicas
+    stable = stable_of(spec, status)
+    return green_replicas, f"{body['metadata'].get('generation')}/{green_replicas}/{stable.revision}"
 
 
 def _ensured_lately(key: str, fingerprint: str) -> bool:
@@ -178,10 +283,15 @@ def _resting(
     return _ensured_lately(key, _owned(body, spec, status)[1])
 
 
+def _describe(error: BaseException) -> str:
+    text = str(error).strip().replace("\n", " ")
+    return f"{type(error).__name__}: {text[:500]}"
+
+
 def _apply(body: kopf.Body, patch: kopf.Patch, ref: RolloutRef, decision: machine.Decision, begun: float) -> None:
     decision.status.observed_generation = body["metadata"].get("generation") or 0
     wanted = decision.status.to_api()
-    if wanted != dict(body.get("status") or {}):  # an unchanged status is not written again
+    if without_nulls(wanted) != dict(body.get("status") or {}):  # an unchanged status is not written again
         patch["status"] = wanted
     metrics.track_phase(f"{ref.namespace}/{ref.name}", decision.status.phase.value)
     if decision.recorded:
@@ -210,3 +320,4 @@ def forget(body: kopf.Body) -> None:
     key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
     metrics.track_phase(key, None)
     _ensured.pop(key, None)
+    _failures.pop(key, None)

@@ -18,9 +18,19 @@ P95_LATENCY = (
     "histogram_quantile(0.95, sum by (namespace, rollout, colour, le) "
     '(rate(modelserver_request_duration_seconds_bucket{endpoint!="feedback"}[{window}])))'
 )
+UPSTREAM_ERRORS = "sum by (namespace, rollout, colour) (increase(modelrouter_upstream_errors_total[{window}]))"
+"""Requests the router could not get answered (connection refused or reset, 502/504): a dead or crashing
+colour's failures, which its own counters never see."""
+RESTARTS = "sum by (namespace, rollout, colour) (changes(modelserver_start_time_seconds[{window}]))"
+"""Model-server processes that started again within the window (crashes, OOM kills, failed liveness)."""
 LABELLED_OUTCOMES = (
-    "sum by (namespace, rollout, colour, version, outcome) (increase(modelserver_labelled_outcomes_total[{window}]))"
+    "sum by (namespace, rollout, colour, version, outcome) "
+    '(increase(modelserver_labelled_outcomes_total{source="feedback"}[{window}]))'
 )
+"""Feedback only: each labelled outcome is a new sample. Golden-set outcomes re-score the same items, so
+they are compared by the golden check instead of counted as evidence here."""
+GOLDEN_ACCURACY = "min by (namespace, rollout, colour, version) (modelserver_golden_accuracy_ratio)"
+"""Each colour's accuracy on its golden set (the worst replica): a fixed set, so an exact comparison."""
 
 SHORTEST_ACCURACY_WINDOW = 300.0
 LONGEST_ACCURACY_WINDOW = 7 * 24 * 3600.0

@@ -30,7 +30,13 @@ def _by_colour(samples: Sequence[Sample]) -> dict[str, float]:
 
 
 async def measure(
-    provider: MetricProvider, spec: ModelRolloutSpec, *, namespace: str, rollout: str, canary_age_seconds: float
+    provider: MetricProvider,
+    spec: ModelRolloutSpec,
+    *,
+    namespace: str,
+    rollout: str,
+    canary_age_seconds: float,
+    stable_version: str | None = None,
 ) -> dict[str, checks.ColourMetrics]:
     """Per-colour metrics of one rollout; raises ProviderError when the provider cannot answer."""
     window = spec.analysis.window
@@ -42,22 +48,31 @@ async def measure(
     requests = _by_colour(await per_colour(queries.REQUESTS, window))
     errors = _by_colour(await per_colour(queries.SERVER_ERRORS, window))
     p95 = _by_colour(await per_colour(queries.P95_LATENCY, window))
+    upstream_errors = _by_colour(await per_colour(queries.UPSTREAM_ERRORS, window))
     outcomes = await per_colour(queries.LABELLED_OUTCOMES, queries.accuracy_window(canary_age_seconds))
-    versions = {BLUE: spec.blue.model.version, GREEN: spec.green.model.version}
+    restarts = await per_colour(queries.RESTARTS, window)
+    golden = await per_colour(queries.GOLDEN_ACCURACY, window)
+    versions = {BLUE: stable_version or spec.blue.model.version, GREEN: spec.green.model.version}
     metrics = {}
     for colour in (BLUE, GREEN):
-        mine = [
-            o
-            for o in outcomes
-            if o.labels.get("colour") == colour and o.labels.get("version", versions[colour]) == versions[colour]
-        ]
-        correct = sum(o.value for o in mine if o.labels.get("outcome") == "correct")
+
+        def this_version(samples: Sequence[Sample], colour: str = colour) -> list[Sample]:
+            version = versions[colour]
+            return [
+                o for o in samples if o.labels.get("colour") == colour and o.labels.get("version", version) == version
+            ]
+
+        mine = this_version(outcomes)
+        golden_values = [g.value for g in this_version(golden)]
         metrics[colour] = checks.ColourMetrics(
             requests=requests.get(colour, 0.0),
             server_errors=errors.get(colour, 0.0),
             p95_seconds=p95.get(colour),
-            correct=correct,
+            correct=sum(o.value for o in mine if o.labels.get("outcome") == "correct"),
             labelled=sum(o.value for o in mine),
+            upstream_errors=upstream_errors.get(colour, 0.0),
+            restarts=sum(r.value for r in this_version(restarts)),
+            golden_accuracy=min(golden_values) if golden_values else None,
         )
     return metrics
 
@@ -70,24 +85,43 @@ async def analyse(
     rollout: str,
     now: datetime.datetime,
     canary_age_seconds: float,
+    blue_has_traffic: bool = True,
+    pods: checks.PodHealth | None = None,
+    stable_version: str | None = None,
 ) -> AnalysisOutcome:
     """Every enabled check of ``spec`` for this rollout; provider failures become Error verdicts."""
-    names = [
-        n
-        for n, on in (
-            ("errors", spec.analysis.checks.errors.enabled),
-            ("latency", spec.analysis.checks.latency.enabled),
-            ("accuracy", spec.analysis.checks.accuracy.enabled),
-        )
-        if on
-    ]
+    enabled = spec.analysis.checks
+    golden_set = spec.green.model.golden_set is not None
     try:
         metrics = await measure(
-            provider, spec, namespace=namespace, rollout=rollout, canary_age_seconds=canary_age_seconds
+            provider,
+            spec,
+            namespace=namespace,
+            rollout=rollout,
+            canary_age_seconds=canary_age_seconds,
+            stable_version=stable_version,
         )
     except ProviderError as error:
+        names = [
+            name
+            for name, on in (
+                ("errors", enabled.errors.enabled),
+                ("latency", enabled.latency.enabled),
+                ("accuracy", enabled.accuracy.enabled),
+                ("health", enabled.health.enabled),
+                ("golden", enabled.golden.enabled and golden_set),
+            )
+            if on
+        ]
         return AnalysisOutcome(now, [evaluate.error(name, str(error)) for name in names])
-    results = checks.built_in(spec.analysis.checks, green=metrics[GREEN], blue=metrics[BLUE])
+    results = checks.built_in(
+        enabled,
+        green=metrics[GREEN],
+        blue=metrics[BLUE],
+        blue_has_traffic=blue_has_traffic,
+        pods=pods,
+        golden_set=golden_set,
+    )
     results += [
         await _custom(provider, check, spec=spec, namespace=namespace, rollout=rollout)
         for check in spec.analysis.checks.custom

@@ -114,6 +114,9 @@ class ModelRolloutStatus(StatusModel):
     router_stalled: bool = False
     """The router has not confirmed the current weights within spec.traffic.confirmDeadline."""
     stable: StableStatus | None = None
+    invalid_spec: str = ""
+    """Why the current spec cannot be rolled out ("" when it can): traffic stays where it was, except that a
+    canary in flight rolls back."""
     started_at: datetime.datetime | None = None
     """When the canary of the current green revision started (analysis windows count from here)."""
     step_started_at: datetime.datetime | None = None
@@ -133,5 +136,26 @@ class ModelRolloutStatus(StatusModel):
 
     def to_api(self) -> dict[str, Any]:
         """The camelCase dict to write. Fields that are None are written as null, so that a merge patch
-        clears them instead of keeping their old value."""
-        return self.model_dump(by_alias=True, mode="json")
+        clears them instead of keeping their old value (inside lists, which are replaced whole, they are
+        left out)."""
+        return _with_nulls(self, self.model_dump(by_alias=True, mode="json", exclude_none=True))
+
+
+def without_nulls(value: Any) -> Any:
+    """What the API server keeps of a merge patch: the same dict with null fields removed."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
+def _with_nulls(model: BaseModel, dumped: dict[str, Any]) -> dict[str, Any]:
+    for name, info in type(model).model_fields.items():
+        key = info.alias or name
+        value = getattr(model, name)
+        if value is None:
+            dumped[key] = None
+        elif isinstance(value, BaseModel) and isinstance(dumped.get(key), dict):
+            _with_nulls(value, dumped[key])
+    return dumped

@@ -25,18 +25,24 @@ class CommandName(StrEnum):
 
 @dataclass(frozen=True)
 class Command:
-    name: CommandName
+    name: CommandName | None
+    """None for a command nobody knows (a typo): refused with an Event, and nothing moves."""
     id: str
     """Unique per command given: the status remembers the last id acted on, so a command acts once."""
+    text: str = ""
+
+    @property
+    def problem(self) -> str:
+        valid = ", ".join(c.value for c in CommandName)
+        return f"annotation modelrollout.dev/command: unknown command {self.text!r} refused; valid: {valid}"
 
 
 def parse(text: str | None, command_id: str) -> Command | None:
-    """The command in an annotation, or None; raises ValueError naming the valid commands."""
+    """The command in an annotation (``name`` None when it is not a known one), or None when there is none."""
     if not text:
         return None
     try:
-        name = CommandName(text.strip().lower())
+        name: CommandName | None = CommandName(text.strip().lower())
     except ValueError:
-        valid = ", ".join(c.value for c in CommandName)
-        raise ValueError(f"annotation modelrollout.dev/command: unknown command {text!r}; valid: {valid}") from None
-    return Command(name=name, id=command_id)
+        name = None
+    return Command(name=name, id=command_id, text=text)

@@ -1,18 +1,30 @@
 """The rollout state machine: ``decide(spec, status, observations, now) -> Decision``. No I/O.
 
 Every rule of the canary lives here; handlers gather the observations and apply the decision. Rules:
-- a new or changed green starts the canary from step 0 (Pending until both colours are ready);
-- a step is done when its pause has elapsed and an analysis taken at this step (after it began) Passed;
-  a ``manual`` step then waits for a promote command; after the last step all traffic moves to green;
-- Inconclusive holds the step, never advances; the progress deadline bounds the holding;
-- a check Failed ``failure_limit`` times in a row, or Prometheus unreachable ``consecutive_error_limit``
-  times in a row, rolls back: all traffic to blue, confirmed by the router before RolledBack.
+- blue serves the stable model: spec.blue until the first promotion, then the last promoted green
+  (``status.stable``); traffic never goes to a model older than that. A change of green (its model or
+  server settings; replicas excluded) starts a canary from step 0 (Pending until both colours are
+  ready); a green equal to the stable model needs no canary;
+- weights are asked for with a revision and count as applied only when the router reports that revision
+  back; a step's clock (pause, analysis, deadline) starts when its weights are confirmed;
+- a step is done when its pause has elapsed and an analysis taken after that Passed; a ``manual`` step
+  then waits for a promote command; after the last step all traffic moves to green;
+- Inconclusive holds the step; the progress deadline bounds the holding after the step's pause;
+- a check Failed ``failure_limit`` times during the canary (a Passed analysis in between does not reset
+  the count), or ``consecutive_error_limit`` analyses or reconciles in a row without an answer, rolls
+  back: all traffic to blue, confirmed by the router before RolledBack;
+- promotion: all traffic to green; once confirmed, green's model is the stable one (Finalizing): blue is
+  redeployed with it, traffic returns to blue once blue is ready, and green is scaled down;
+- bad input (an unknown command, a spec the operator cannot serve) never moves traffic by itself, except
+  that a canary in flight rolls back to the stable model;
+- the router must confirm new weights within ``traffic.confirmDeadline``: a canary or a promotion it does
+  not confirm rolls back; a rollback it does not confirm keeps asking, Degraded.
 """
 
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from modelrollout.analysis.evaluate import CheckResult, Verdict, overall
@@ -26,10 +38,12 @@ from modelrollout.api.status import (
     DecisionRecord,
     ModelRolloutStatus,
     Phase,
+    StableStatus,
     Weights,
 )
 from modelrollout.rollout import steps
 from modelrollout.rollout.commands import Command, CommandName
+from modelrollout.routing.base import NOT_REPORTED, AppliedWeights
 
 
 class Action(StrEnum):
@@ -42,6 +56,7 @@ class Action(StrEnum):
     PAUSE = "Pause"
     RESUME = "Resume"
     PROMOTE = "Promote"
+    FINALIZE = "Finalize"
     PROMOTED = "Promoted"
     ROLL_BACK = "RollBack"
     ROLLED_BACK = "RolledBack"
@@ -50,6 +65,12 @@ class Action(StrEnum):
 
 QUIET_ACTIONS = frozenset({Action.WAIT, Action.HOLD})
 """Actions recorded only when their reason changes, so that holding does not flood the history."""
+
+CANARY_PHASES = frozenset({Phase.PENDING, Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING})
+"""A candidate may have traffic and is not yet the stable model: bad input or faults roll these back."""
+
+DEFAULT_CONFIRM_DEADLINE = 60.0
+"""traffic.confirmDeadline when the spec cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -63,12 +84,16 @@ class AnalysisOutcome:
 @dataclass(frozen=True)
 class Observations:
     resources_ready: bool = False
-    """Both colours' model servers are available."""
+    """Blue runs the stable model and green the candidate, every pod of both ready."""
+    blue_ready: bool = False
+    """Blue runs the stable model, every pod ready (what a promotion waits for before handing back)."""
     analysis: AnalysisOutcome | None = None
     """A fresh analysis, when one was due (see steps.analysis_due)."""
-    router_green_weight: int | None = None
-    """The green weight the router reports as applied; None when it cannot tell."""
+    router: AppliedWeights = NOT_REPORTED
+    """What the router reports it serves."""
     command: Command | None = None
+    error: str | None = None
+    """Gathering or applying failed (API server, router, a refused object): counts toward the error limit."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +110,10 @@ class Decision:
     def green_weight(self) -> int:
         return self.status.weights.green
 
+    @property
+    def weights_revision(self) -> int:
+        return self.status.weights.revision
+
 
 @dataclass
 class _Draft:
@@ -94,7 +123,8 @@ class _Draft:
     action: Action = Action.WAIT
     reason: str = "Waiting"
     message: str = ""
-    notes: list[str] = field(default_factory=list)
+    green_target: int | None = None
+    """Set by a rule that chooses the weight itself (Finalizing hands traffic back to blue)."""
 
     def go(self, action: Action, reason: str, message: str, *, phase: Phase | None = None) -> None:
         self.action, self.reason, self.message = action, reason, message
@@ -107,50 +137,125 @@ def decide(
 ) -> Decision:
     """The next status of a rollout, and why. Same inputs, same decision: safe to call again."""
     draft = _Draft(status=status.model_copy(deep=True))
-    revision = steps.green_revision(spec)
-    if draft.status.green_revision != revision:
-        _start_canary(draft, revision, now, restarted=bool(status.green_revision))
-    elif observations.command and observations.command.id != draft.status.last_command_id:
-        draft.status.last_command_id = observations.command.id
-        _apply_command(draft, spec, observations.command, now)
-    else:
-        _PHASE_RULES[draft.status.phase](draft, spec, observations, now)
-
-    _set_weights(draft, spec)
-    draft.status.applied_green_weight = observations.router_green_weight
-    draft.status.message = draft.message
-    recorded = _record(draft, status, now)
-    draft.status.conditions = conditions(draft.status, previous=status.conditions, now=now)
-    return Decision(draft.action, draft.status, draft.reason, draft.message, recorded)
-
-
-def reject(status: ModelRolloutStatus, problem: str, now: datetime.datetime) -> Decision:
-    """The decision for a spec that cannot be rolled out: Failed, all traffic on blue, the problem named."""
-    draft = _Draft(status=status.model_copy(deep=True))
-    draft.go(Action.ROLL_BACK if status.weights.green else Action.WAIT, "InvalidSpec", problem, phase=Phase.FAILED)
-    draft.status.weights = Weights(blue=100, green=0)
-    draft.status.message = problem
-    recorded = _record(draft, status, now)
-    draft.status.conditions = conditions(draft.status, previous=status.conditions, now=now)
-    return Decision(draft.action, draft.status, draft.reason, draft.message, recorded)
-
-
-def _start_canary(draft: _Draft, revision: str, now: datetime.datetime, *, restarted: bool) -> None:
     s = draft.status
-    s.green_revision = revision
-    s.phase, s.step_index, s.started_at, s.step_started_at = Phase.PENDING, 0, now, None
-    s.analysis, s.consecutive_errors, s.rollback_reason = None, 0, ""
-    if restarted:
-        draft.go(Action.RESTART, "GreenChanged", "green changed: the canary starts again from step 0")
+    s.invalid_spec = ""
+    _observe_router(s, observations.router, now)
+    _follow_blue_until_promoted(s, spec)
+    revision = steps.green_revision(spec)
+    command = observations.command
+    if s.green_revision != revision:
+        _start_canary(draft, spec, revision, now)
+    elif observations.error is not None:
+        _count_error(draft, spec, observations.error)
+    elif command is not None and command.id != s.last_command_id:
+        s.last_command_id = command.id
+        _apply_command(draft, spec, command, now)
     else:
-        draft.go(Action.INITIALIZE, "Initialized", "canary created: waiting for the blue and green model servers")
+        _PHASE_RULES[s.phase](draft, spec, observations, now)
+    if observations.error is None and observations.analysis is None and s.phase not in steps.ANALYSED_PHASES:
+        s.consecutive_errors, s.last_error = 0, ""
+    return _finish(draft, status, spec.traffic.confirm_deadline, now, steps_weight=_step_target(s, spec))
+
+
+def reject(status: ModelRolloutStatus, problem: str, observations: Observations, now: datetime.datetime) -> Decision:
+    """The decision for a spec the operator cannot serve. Traffic stays where the last valid spec put it,
+    except that a canary in flight rolls back to the stable model; the problem is reported."""
+    draft = _Draft(status=status.model_copy(deep=True))
+    s = draft.status
+    _observe_router(s, observations.router, now)
+    message = f"the spec cannot be rolled out: {problem}"
+    if not s.green_revision:
+        draft.go(Action.WAIT, "InvalidSpec", message, phase=Phase.FAILED)
+    elif s.phase in CANARY_PHASES:
+        _roll_back(draft, "InvalidSpec", message)
+    elif s.phase is Phase.ROLLING_BACK:
+        _rolling_back(draft, None, observations, now)
+    else:
+        draft.go(Action.HOLD, "InvalidSpec", f"{message}; traffic stays as it is")
+    s.invalid_spec = problem
+    return _finish(draft, status, DEFAULT_CONFIRM_DEADLINE, now, steps_weight=s.weights.green)
+
+
+def _finish(
+    draft: _Draft, before: ModelRolloutStatus, confirm_deadline: float, now: datetime.datetime, *, steps_weight: int
+) -> Decision:
+    s = draft.status
+    _set_weights(draft, now, steps_weight=steps_weight)
+    s.router_stalled = _unconfirmed_for(s, now) > confirm_deadline
+    s.message = draft.message
+    recorded = _record(draft, before, now)
+    s.conditions = conditions(s, previous=before.conditions, now=now)
+    return Decision(draft.action, s, draft.reason, draft.message, recorded)
+
+
+def _observe_router(s: ModelRolloutStatus, report: AppliedWeights, now: datetime.datetime) -> None:
+    s.applied_green_weight, s.applied_revision = report.green, report.revision
+    if s.weights_changed_at is None:
+        s.weights_changed_at = now
+    if s.weights_confirmed_at is None and report.confirms(revision=s.weights.revision, green=s.weights.green):
+        s.weights_confirmed_at = now
+
+
+def _confirmed(s: ModelRolloutStatus) -> bool:
+    return s.weights_confirmed_at is not None
+
+
+def _unconfirmed_for(s: ModelRolloutStatus, now: datetime.datetime) -> float:
+    return 0.0 if _confirmed(s) else steps.seconds_since(s.weights_changed_at, now)
+
+
+def _follow_blue_until_promoted(s: ModelRolloutStatus, spec: ModelRolloutSpec) -> None:
+    """Before any promotion the stable model is spec.blue; after one it is the promoted green, whatever
+    spec.blue says (a user who wants an older model back canaries it as green)."""
+    if s.stable is None or s.stable.promoted_at is None:
+        s.stable = StableStatus(model=spec.blue.model, server=spec.server, revision="")
+
+
+def _start_canary(draft: _Draft, spec: ModelRolloutSpec, revision: str, now: datetime.datetime) -> None:
+    s = draft.status
+    restarted = bool(s.green_revision)
+    s.green_revision = revision
+    s.step_index, s.started_at, s.step_started_at = 0, now, None
+    s.analysis, s.consecutive_errors, s.last_error, s.rollback_reason = None, 0, "", ""
+    if s.stable is not None and s.stable.revision == revision:
+        draft.go(
+            Action.WAIT,
+            "GreenIsStable",
+            f"green {spec.green.model.version} is the stable model: nothing to canary",
+            phase=Phase.PROMOTED,
+        )
+    elif restarted:
+        draft.go(
+            Action.RESTART, "GreenChanged", "green changed: the canary starts again from step 0", phase=Phase.PENDING
+        )
+    else:
+        draft.go(
+            Action.INITIALIZE,
+            "Initialized",
+            "canary created: waiting for the blue and green model servers",
+            phase=Phase.PENDING,
+        )
+
+
+def _count_error(draft: _Draft, spec: ModelRolloutSpec, error: str) -> None:
+    """A reconcile that could not gather or apply: recorded, retried next tick, and counted."""
+    s = draft.status
+    s.consecutive_errors += 1
+    s.last_error = error
+    limit = spec.analysis.consecutive_error_limit
+    if s.phase in CANARY_PHASES and s.consecutive_errors >= limit:
+        failed = f"{s.consecutive_errors} reconciles in a row failed (limit {limit}): {error}"
+        _roll_back(draft, "ReconcileFailed", failed)
+    else:
+        draft.go(Action.HOLD, "ReconcileError", f"reconcile failed ({s.consecutive_errors}x, retrying): {error}")
 
 
 def _apply_command(draft: _Draft, spec: ModelRolloutSpec, command: Command, now: datetime.datetime) -> None:
     s = draft.status
-    active = s.phase in (Phase.PENDING, Phase.PROGRESSING, Phase.PAUSED)
     name = command.name
-    if name is CommandName.ABORT and s.phase not in TERMINAL_PHASES | {Phase.ROLLING_BACK}:
+    if name is None:
+        draft.go(Action.IGNORE_COMMAND, "UnknownCommand", command.problem)
+    elif name is CommandName.ABORT and s.phase in CANARY_PHASES:
         _roll_back(draft, "Aborted", "aborted by a user command")
     elif name is CommandName.PAUSE and s.phase is Phase.PROGRESSING:
         draft.go(Action.PAUSE, "PausedByUser", f"paused by a user command at step {s.step_index}", phase=Phase.PAUSED)
@@ -160,10 +265,11 @@ def _apply_command(draft: _Draft, spec: ModelRolloutSpec, command: Command, now:
     elif name is CommandName.PROMOTE and s.phase in (Phase.PROGRESSING, Phase.PAUSED):
         s.phase = Phase.PROGRESSING
         _advance(draft, spec, now, why="promoted one step by a user command")
-    elif name is CommandName.PROMOTE_FULL and active:
+    elif name is CommandName.PROMOTE_FULL and s.phase in (Phase.PROGRESSING, Phase.PAUSED):
         _promote(draft, "PromotedByUser", "fully promoted by a user command")
     elif name is CommandName.RETRY and s.phase in (Phase.ROLLED_BACK, Phase.ABORTED):
-        _start_canary(draft, s.green_revision, now, restarted=True)
+        s.green_revision = ""
+        _start_canary(draft, spec, steps.green_revision(spec), now)
         draft.go(Action.RESTART, "Retried", "retried by a user command: the canary starts again from step 0")
     else:
         draft.go(Action.IGNORE_COMMAND, "CommandIgnored", f"command {name.value} does not apply in phase {s.phase}")
@@ -183,6 +289,7 @@ def _pending(draft: _Draft, spec: ModelRolloutSpec, observations: Observations, 
 
 def _analysed(draft: _Draft, spec: ModelRolloutSpec, observations: Observations, now: datetime.datetime) -> None:
     s = draft.status
+    s.step_index = steps.step_index(spec.traffic.steps, s.step_index)
     if observations.analysis is not None:
         _take_analysis(draft, spec, observations.analysis)
     if s.consecutive_errors >= spec.analysis.consecutive_error_limit:
@@ -195,29 +302,37 @@ def _analysed(draft: _Draft, spec: ModelRolloutSpec, observations: Observations,
         return
     exhausted = [c for c in (s.analysis.checks if s.analysis else []) if c.failures >= _failure_limit(spec, c.name)]
     if exhausted:
-        details = "; ".join(f"{c.name}: {c.message} (failed {c.failures}x)" for c in exhausted)
+        details = "; ".join(f"{c.name}: {c.message} (failed {c.failures}x this canary)" for c in exhausted)
         _roll_back(draft, "AnalysisFailed", details)
+        return
+    if not _confirmed(s):
+        waited = _unconfirmed_for(s, now)
+        if waited > spec.traffic.confirm_deadline:
+            _roll_back(draft, "RouterNotConfirming", _router_message(s, waited))
+        else:
+            draft.go(Action.HOLD, "WaitingForRouter", _router_message(s, waited))
         return
     if s.phase is Phase.PAUSED:
         draft.go(Action.HOLD, "Paused", f"paused at step {s.step_index}; resume or promote to continue")
         return
 
     step = spec.traffic.steps[s.step_index]
-    elapsed = steps.seconds_since(s.step_started_at, now)
+    live_since = max(t for t in (s.step_started_at, s.weights_confirmed_at) if t is not None)
+    elapsed = steps.seconds_since(live_since, now)
     analysis = s.analysis
-    fresh = (
-        analysis is not None
-        and analysis.step_index == s.step_index
-        and (s.step_started_at is None or analysis.time >= s.step_started_at)
-    )
+    fresh = analysis is not None and analysis.step_index == s.step_index and analysis.time >= live_since
     if fresh and analysis is not None and analysis.verdict == Verdict.PASSED and elapsed >= step.pause_seconds:
         if step.manual:
             draft.go(Action.HOLD, "WaitingForPromote", f"step {s.step_index} passed; waiting for a promote command")
         else:
             _advance(draft, spec, now, why=f"step {s.step_index} passed analysis: {_summary(s, Verdict.PASSED)}")
         return
-    if elapsed > spec.analysis.progress_deadline:
-        why = f"step {s.step_index} undecided for {elapsed:.0f}s (deadline {spec.analysis.progress_deadline:.0f}s)"
+    held = elapsed - step.pause_seconds
+    if held > spec.analysis.progress_deadline:
+        why = (
+            f"step {s.step_index} undecided for {held:.0f}s after its pause "
+            f"(deadline {spec.analysis.progress_deadline:.0f}s)"
+        )
         if spec.analysis.on_deadline == "pause":
             draft.go(Action.PAUSE, "ProgressDeadlineExceeded", f"{why}: paused", phase=Phase.PAUSED)
         else:
@@ -232,53 +347,68 @@ def _analysed(draft: _Draft, spec: ModelRolloutSpec, observations: Observations,
     elif analysis.verdict == Verdict.INCONCLUSIVE:
         draft.go(Action.HOLD, "AnalysisInconclusive", f"step {s.step_index}: {_summary(s, Verdict.INCONCLUSIVE)}")
     else:
-        remaining = step.pause_seconds - elapsed
-        draft.go(Action.HOLD, "Pausing", f"step {s.step_index}: analysis passed, {remaining:.0f}s of pause left")
+        draft.go(Action.HOLD, "Pausing", f"step {s.step_index}: analysis passed; pausing {step.pause_seconds:.0f}s")
 
 
 def _promoting(draft: _Draft, spec: ModelRolloutSpec, observations: Observations, now: datetime.datetime) -> None:
-    _confirm(
-        draft,
-        observations,
-        target=100,
-        done=Phase.PROMOTED,
-        action=Action.PROMOTED,
-        message="all traffic on green: promoted",
-    )
-
-
-def _rolling_back(draft: _Draft, spec: ModelRolloutSpec, observations: Observations, now: datetime.datetime) -> None:
-    aborted = draft.status.rollback_reason == "Aborted"
-    _confirm(
-        draft,
-        observations,
-        target=0,
-        done=Phase.ABORTED if aborted else Phase.ROLLED_BACK,
-        action=Action.ROLLED_BACK,
-        message=f"all traffic on blue: rolled back ({draft.status.rollback_reason})",
-    )
-
-
-def _confirm(
-    draft: _Draft, observations: Observations, *, target: int, done: Phase, action: Action, message: str
-) -> None:
-    applied = observations.router_green_weight
-    if applied is None or applied == target:
-        draft.go(action, done.value, message + ("" if applied is not None else " (router cannot confirm)"), phase=done)
-    else:
+    """All traffic on green, confirmed: green's model becomes the stable one."""
+    s = draft.status
+    if _confirmed(s):
+        s.stable = StableStatus(model=spec.green.model, server=spec.server, revision=s.green_revision, promoted_at=now)
         draft.go(
-            Action.WAIT, "WaitingForRouter", f"waiting for the router to apply {target}% green (it reports {applied}%)"
+            Action.FINALIZE,
+            "GreenIsStable",
+            f"all traffic on green {spec.green.model.version}: it is the stable model now; blue is redeployed with it",
+            phase=Phase.FINALIZING,
         )
+        return
+    waited = _unconfirmed_for(s, now)
+    if waited > spec.traffic.confirm_deadline:
+        _roll_back(draft, "RouterNotConfirming", _router_message(s, waited))
+    else:
+        draft.go(Action.WAIT, "WaitingForRouter", _router_message(s, waited))
+
+
+def _finalizing(draft: _Draft, spec: ModelRolloutSpec, observations: Observations, now: datetime.datetime) -> None:
+    """Blue gets the promoted model; traffic goes back to blue once blue is ready, then green scales down.
+    Never back to blue before it serves the promoted model: that would be the old one."""
+    s = draft.status
+    version = s.stable.model.version if s.stable else "?"
+    if s.weights.green == 0 and _confirmed(s):
+        message = f"promoted: blue serves {version}, the stable model"
+        draft.go(Action.PROMOTED, "Promoted", message, phase=Phase.PROMOTED)
+    elif s.weights.green > 0 and observations.blue_ready:
+        draft.green_target = 0
+        draft.go(Action.FINALIZE, "BlueServesStable", f"blue serves {version}: traffic moves back to blue")
+    elif s.weights.green > 0:
+        draft.go(Action.WAIT, "WaitingForBlue", f"blue is being redeployed with {version}; green keeps all traffic")
+    else:
+        draft.go(Action.WAIT, "WaitingForRouter", _router_message(s, _unconfirmed_for(s, now)))
+
+
+def _rolling_back(
+    draft: _Draft, spec: ModelRolloutSpec | None, observations: Observations, now: datetime.datetime
+) -> None:
+    s = draft.status
+    if _confirmed(s):
+        done = Phase.ABORTED if s.rollback_reason == "Aborted" else Phase.ROLLED_BACK
+        draft.go(Action.ROLLED_BACK, done.value, f"all traffic on blue: rolled back ({s.rollback_reason})", phase=done)
+    else:
+        draft.go(Action.WAIT, "WaitingForRouter", _router_message(s, _unconfirmed_for(s, now)))
 
 
 def _failed(draft: _Draft, spec: ModelRolloutSpec, observations: Observations, now: datetime.datetime) -> None:
     """The spec parses again (decide() only sees valid specs): start the canary afresh."""
-    _start_canary(draft, steps.green_revision(spec), now, restarted=True)
+    draft.status.green_revision = ""
+    _start_canary(draft, spec, steps.green_revision(spec), now)
     draft.go(Action.RESTART, "SpecFixed", "the spec is valid again: the canary starts from step 0")
 
 
 def _settled(draft: _Draft, spec: ModelRolloutSpec, observations: Observations, now: datetime.datetime) -> None:
     s = draft.status
+    if s.phase is Phase.ROLLED_BACK and s.rollback_reason == "InvalidSpec":
+        _failed(draft, spec, observations, now)
+        return
     draft.go(Action.WAIT, s.phase.value, s.message or f"{s.phase.value}")
 
 
@@ -287,6 +417,7 @@ _PHASE_RULES = {
     Phase.PROGRESSING: _analysed,
     Phase.PAUSED: _analysed,
     Phase.PROMOTING: _promoting,
+    Phase.FINALIZING: _finalizing,
     Phase.ROLLING_BACK: _rolling_back,
     Phase.PROMOTED: _settled,
     Phase.ROLLED_BACK: _settled,
@@ -315,15 +446,37 @@ def _roll_back(draft: _Draft, reason: str, message: str) -> None:
     draft.go(Action.ROLL_BACK, reason, f"rolling back: {message}", phase=Phase.ROLLING_BACK)
 
 
-def _set_weights(draft: _Draft, spec: ModelRolloutSpec) -> None:
+def _step_target(s: ModelRolloutStatus, spec: ModelRolloutSpec) -> int:
+    return steps.step_weight(spec.traffic.steps, steps.step_index(spec.traffic.steps, s.step_index))
+
+
+def _set_weights(draft: _Draft, now: datetime.datetime, *, steps_weight: int) -> None:
+    """The weights each phase asks for; a change raises the revision, and only a report of the new
+    revision confirms it."""
     s = draft.status
     if s.phase in (Phase.PROGRESSING, Phase.PAUSED):
-        green = steps.step_weight(spec.traffic.steps, s.step_index)
-    elif s.phase in (Phase.PROMOTING, Phase.PROMOTED):
+        green = steps_weight
+    elif s.phase is Phase.PROMOTING:
         green = 100
+    elif s.phase is Phase.FINALIZING:
+        green = s.weights.green if draft.green_target is None else draft.green_target
     else:
         green = 0
-    s.weights = Weights(blue=100 - green, green=green)
+    if green != s.weights.green:
+        s.weights = Weights(blue=100 - green, green=green, revision=s.weights.revision + 1)
+        s.weights_changed_at, s.weights_confirmed_at = now, None
+
+
+def _router_message(s: ModelRolloutStatus, waited: float) -> str:
+    reported = (
+        "nothing usable"
+        if s.applied_revision is None
+        else f"revision {s.applied_revision} at {s.applied_green_weight}% green"
+    )
+    return (
+        f"waiting {waited:.0f}s for the router to confirm revision {s.weights.revision} at {s.weights.green}% green "
+        f"(it reports {reported})"
+    )
 
 
 def _failure_limit(spec: ModelRolloutSpec, check_name: str) -> int:
@@ -333,6 +486,8 @@ def _failure_limit(spec: ModelRolloutSpec, check_name: str) -> int:
         "latency-vs-blue": checks.latency.failure_limit,
         "errors": checks.errors.failure_limit,
         "accuracy": checks.accuracy.failure_limit,
+        "health": checks.health.failure_limit,
+        "golden": checks.golden.failure_limit,
     }.get(check_name)
     for custom in checks.custom:
         if custom.name == check_name:
@@ -341,10 +496,10 @@ def _failure_limit(spec: ModelRolloutSpec, check_name: str) -> int:
 
 
 def _take_analysis(draft: _Draft, spec: ModelRolloutSpec, outcome: AnalysisOutcome) -> None:
-    """Store a fresh analysis, counting consecutive failures per check and consecutive provider errors."""
+    """Store a fresh analysis, counting each check's failures over the canary and consecutive provider
+    errors. A check that could not be measured keeps its count."""
     s = draft.status
-    same_step = s.analysis is not None and s.analysis.step_index == s.step_index
-    previous = {c.name: c.failures for c in s.analysis.checks} if s.analysis and same_step else {}
+    previous = {c.name: c.failures for c in s.analysis.checks} if s.analysis else {}
     checks = [
         CheckStatus(
             name=r.name,
@@ -352,12 +507,21 @@ def _take_analysis(draft: _Draft, spec: ModelRolloutSpec, outcome: AnalysisOutco
             message=r.message,
             value=r.value,
             threshold=r.threshold,
-            failures=previous.get(r.name, 0) + 1 if r.verdict is Verdict.FAILED else 0,
+            failures=previous.get(r.name, 0) + (1 if r.verdict is Verdict.FAILED else 0),
         )
         for r in outcome.results
     ]
+    measured = {c.name for c in checks}
+    checks += [
+        CheckStatus(name=name, verdict=Verdict.INCONCLUSIVE.value, message="not measured this time", failures=count)
+        for name, count in previous.items()
+        if name not in measured and count
+    ]
     verdict = overall(outcome.results)
-    s.consecutive_errors = s.consecutive_errors + 1 if verdict is Verdict.ERROR else 0
+    if verdict is Verdict.ERROR:
+        s.consecutive_errors += 1
+    else:
+        s.consecutive_errors, s.last_error = 0, ""
     s.analysis = AnalysisStatus(time=outcome.time, verdict=verdict.value, step_index=s.step_index, checks=checks)
 
 
@@ -379,7 +543,12 @@ def _record(draft: _Draft, before: ModelRolloutStatus, now: datetime.datetime) -
         and (last.step_index == s.step_index)
     ):
         return False
-    if draft.action in QUIET_ACTIONS and before.phase in TERMINAL_PHASES and before.phase == s.phase:
+    if (
+        draft.action in QUIET_ACTIONS
+        and before.phase in TERMINAL_PHASES
+        and before.phase == s.phase
+        and draft.reason == before.phase.value
+    ):
         return False
     s.history = [
         *s.history,
@@ -400,14 +569,30 @@ def conditions(status: ModelRolloutStatus, *, previous: list[Condition], now: da
     """Ready, Progressing and Degraded, per the Kubernetes API conventions (transition time kept when the
     status of a condition does not change)."""
     phase = status.phase
+    degraded_by = (
+        "InvalidSpec"
+        if status.invalid_spec
+        else "RouterNotConfirming"
+        if status.router_stalled
+        else "ReconcileError"
+        if status.last_error
+        else phase.value
+    )
     wanted = {
-        "Ready": phase is Phase.PROMOTED,
-        "Progressing": phase in (Phase.PENDING, Phase.PROGRESSING, Phase.PROMOTING, Phase.ROLLING_BACK),
-        "Degraded": phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK, Phase.ABORTED, Phase.FAILED),
+        "Ready": (phase is Phase.PROMOTED, phase.value),
+        "Progressing": (
+            phase in (Phase.PENDING, Phase.PROGRESSING, Phase.PROMOTING, Phase.FINALIZING, Phase.ROLLING_BACK),
+            phase.value,
+        ),
+        "Degraded": (
+            phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK, Phase.ABORTED, Phase.FAILED)
+            or bool(status.invalid_spec or status.router_stalled or status.last_error),
+            degraded_by,
+        ),
     }
     old = {c.type: c for c in previous}
     result = []
-    for kind, true in wanted.items():
+    for kind, (true, reason) in wanted.items():
         value = "True" if true else "False"
         earlier = old.get(kind)
         changed = earlier is None or earlier.status != value
@@ -415,7 +600,7 @@ def conditions(status: ModelRolloutStatus, *, previous: list[Condition], now: da
             Condition(
                 type=kind,
                 status=value,
-                reason=phase.value,
+                reason=reason,
                 message=status.message,
                 last_transition_time=now if changed or earlier is None else earlier.last_transition_time,
             )

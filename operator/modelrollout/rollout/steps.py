@@ -21,15 +21,24 @@ def step_weight(steps: list[Step], index: int) -> int:
 
 
 def green_revision(spec: ModelRolloutSpec) -> str:
-    """A short hash of what makes green a different candidate: its model and the server it runs in."""
-    material = {"green": spec.green.model_dump(mode="json"), "server": spec.server.model_dump(mode="json")}
+    """A short hash of what makes green a different candidate: its model and the server it runs in
+    (replicas excluded: scaling is not a new candidate)."""
+    material = {
+        "green": spec.green.model_dump(mode="json"),
+        "server": spec.server.model_dump(mode="json", exclude={"replicas"}),
+    }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def step_index(steps: list[Step], index: int) -> int:
+    """``index`` within ``steps``: a list shortened mid-rollout leaves the canary at its last step."""
+    return max(0, min(index, len(steps) - 1))
 
 
 def analysis_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime.datetime) -> bool:
     """Whether the analysis should run now: in an analysed phase, an interval after the last one or
     at once after the step changed."""
-    if status.phase not in ANALYSED_PHASES:
+    if status.phase not in ANALYSED_PHASES or status.green_revision != green_revision(spec):
         return False
     last = status.analysis
     if last is None or last.step_index != status.step_index:
