@@ -18,7 +18,7 @@ import structlog
 from pydantic import ValidationError
 
 from modelrollout import metrics
-from modelrollout.analysis import run
+from modelrollout.analysis import checks, run
 from modelrollout.analysis.prometheus import PrometheusProvider
 from modelrollout.analysis.provider import SharedQueries
 from modelrollout.api import constants
@@ -225,6 +225,7 @@ async def _gather(
     analysis = None
     if steps.analysis_due(spec, status, now):
         started = time.monotonic()
+        health = await asyncio.to_thread(resources.pod_health, ref, constants.GREEN, version=spec.green.model.version)
         analysis = await run.analyse(
             provider_for(spec, ref.namespace),
             spec,
@@ -233,6 +234,7 @@ async def _gather(
             now=now,
             canary_age_seconds=steps.seconds_since(status.started_at, now),
             blue_has_traffic=status.weights.blue > 0,
+            pods=checks.PodHealth(pods=health.pods, ready=health.ready, restarts=health.restarts),
             stable_version=stable.model.version,
         )
         metrics.ANALYSIS_DURATION.observe(time.monotonic() - started)

@@ -27,12 +27,68 @@ def test_a_healthy_green_passes_every_check() -> None:
         "latency": Verdict.PASSED,
         "latency-vs-blue": Verdict.PASSED,
         "accuracy": Verdict.PASSED,
+        "health": Verdict.PASSED,
     }
 
 
 def test_no_traffic_is_inconclusive_not_failed() -> None:
     result = verdicts(checks.ColourMetrics())
+    assert result.pop("health") is Verdict.PASSED  # nothing restarted
     assert set(result.values()) == {Verdict.INCONCLUSIVE}
+
+
+def test_a_dead_green_fails_errors_on_the_routers_upstream_errors() -> None:
+    """A green that died answers nothing: its own counters stand still while the router's 502s pile up."""
+    dead = checks.ColourMetrics(requests=0, server_errors=0, upstream_errors=40)
+    [errors] = [r for r in checks.built_in(CHECKS, green=dead, blue=HEALTHY) if r.name == "errors"]
+    assert errors.verdict is Verdict.FAILED and errors.value == 1.0
+    flaky = checks.ColourMetrics(requests=990, server_errors=0, upstream_errors=10, p95_seconds=0.02)
+    [errors] = [r for r in checks.built_in(CHECKS, green=flaky, blue=HEALTHY) if r.name == "errors"]
+    assert errors.verdict is Verdict.FAILED and errors.value == pytest.approx(0.01)
+
+
+def test_green_restarts_fail_health_with_the_count() -> None:
+    crashed = checks.ColourMetrics(requests=1000, p95_seconds=0.02, correct=9700, labelled=10_000, restarts=2)
+    [health] = [r for r in checks.built_in(CHECKS, green=crashed, blue=HEALTHY) if r.name == "health"]
+    assert health.verdict is Verdict.FAILED and "restarted 2x" in health.message
+    pods = checks.PodHealth(pods=2, ready=2, restarts=3)
+    [health] = [r for r in checks.built_in(CHECKS, green=HEALTHY, blue=HEALTHY, pods=pods) if r.name == "health"]
+    assert health.verdict is Verdict.FAILED and health.value == 3
+    tolerant = Checks.model_validate({"health": {"maxRestarts": 3}})
+    [health] = [r for r in checks.built_in(tolerant, green=HEALTHY, blue=HEALTHY, pods=pods) if r.name == "health"]
+    assert health.verdict is Verdict.PASSED
+
+
+def test_green_pods_not_ready_fail_health() -> None:
+    pods = checks.PodHealth(pods=3, ready=2, restarts=0)
+    [health] = [r for r in checks.built_in(CHECKS, green=HEALTHY, blue=HEALTHY, pods=pods) if r.name == "health"]
+    assert health.verdict is Verdict.FAILED and "1 of 3 green pods not ready" in health.message
+
+
+def test_a_bake_step_at_full_weight_does_not_compare_with_an_idle_blue() -> None:
+    idle_blue = checks.ColourMetrics()
+    result = {
+        r.name: r.verdict
+        for r in checks.built_in(CHECKS, green=HEALTHY, blue=idle_blue, blue_has_traffic=False)
+        if r.name.startswith("latency")
+    }
+    assert result == {"latency": Verdict.PASSED}
+
+
+def test_golden_sets_compared_exactly_when_green_has_one() -> None:
+    def golden(green: float | None, blue: float | None) -> evaluate.CheckResult:
+        results = checks.built_in(
+            CHECKS,
+            green=checks.ColourMetrics(golden_accuracy=green),
+            blue=checks.ColourMetrics(golden_accuracy=blue),
+            golden_set=True,
+        )
+        return next(r for r in results if r.name == "golden")
+
+    assert golden(0.97, 0.975).verdict is Verdict.PASSED
+    assert golden(0.95, 0.975).verdict is Verdict.FAILED
+    assert golden(None, 0.975).verdict is Verdict.INCONCLUSIVE
+    assert "golden" not in verdicts(HEALTHY)  # no golden set on green: no golden check
 
 
 def test_error_rate_above_the_limit_fails_with_value_and_threshold() -> None:
@@ -60,7 +116,9 @@ def test_less_accurate_green_fails_accuracy() -> None:
 
 
 def test_disabled_checks_are_not_run() -> None:
-    only_errors = Checks.model_validate({"latency": {"enabled": False}, "accuracy": {"enabled": False}})
+    only_errors = Checks.model_validate(
+        {"latency": {"enabled": False}, "accuracy": {"enabled": False}, "health": {"enabled": False}}
+    )
     assert [r.name for r in checks.built_in(only_errors, green=HEALTHY, blue=HEALTHY)] == ["errors"]
 
 
