@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from modelrollout.analysis import run
 from modelrollout.analysis.evaluate import Verdict
@@ -49,17 +49,37 @@ class ContractExporter:
         self.outcomes = Counter(
             "modelserver_labelled_outcomes_total", "outcomes", [*LABELS, "source", "outcome"], registry=self.registry
         )
+        self.start_time = Gauge("modelserver_start_time_seconds", "start", LABELS, registry=self.registry)
+        self.upstream_errors = Counter(
+            "modelrouter_upstream_errors_total", "upstream errors", ["rollout", "colour"], registry=self.registry
+        )
+        for colour in ("blue", "green"):
+            self.start_time.labels(**self.base(colour)).set(1000.0)
+            self.upstream_errors.labels(rollout=rollout, colour=colour)
 
-    def traffic(self, colour: str, *, requests: int, errors: int, seconds: float, correct: int, wrong: int) -> None:
+    def base(self, colour: str) -> dict[str, str]:
         version = "v1" if colour == "blue" else "v2"
-        base = {"rollout": self.rollout, "colour": colour, "model": "digits", "version": version}
+        return {"rollout": self.rollout, "colour": colour, "model": "digits", "version": version}
+
+    def traffic(
+        self,
+        colour: str,
+        *,
+        requests: int,
+        errors: int,
+        seconds: float,
+        correct: int,
+        wrong: int,
+        source: str = "feedback",
+    ) -> None:
+        base = self.base(colour)
         self.requests.labels(**base, endpoint="infer", code_class="2xx").inc(requests - errors)
         self.requests.labels(**base, endpoint="infer", code_class="5xx").inc(errors)
         histogram = self.latency.labels(**base, endpoint="infer")  # exported from the start, like the server
         for _ in range(requests):
             histogram.observe(seconds)
-        self.outcomes.labels(**base, source="golden", outcome="correct").inc(correct)
-        self.outcomes.labels(**base, source="golden", outcome="incorrect").inc(wrong)
+        self.outcomes.labels(**base, source=source, outcome="correct").inc(correct)
+        self.outcomes.labels(**base, source=source, outcome="incorrect").inc(wrong)
 
 
 @pytest.fixture
@@ -121,7 +141,35 @@ async def test_a_good_green_passes(exporter: ContractExporter, prometheus_server
         "latency": Verdict.PASSED,
         "latency-vs-blue": Verdict.PASSED,
         "accuracy": Verdict.PASSED,
+        "health": Verdict.PASSED,
     }
+
+
+async def test_a_crashing_green_fails_health_and_its_lost_requests_fail_errors(
+    exporter: ContractExporter, prometheus_server: PrometheusServer
+) -> None:
+    """Restarts (a new start time) and the router's upstream errors reach the verdicts through Prometheus."""
+    exporter.traffic("blue", requests=400, errors=0, seconds=0.02, correct=9700, wrong=300)
+    exporter.traffic("green", requests=100, errors=0, seconds=0.02, correct=9720, wrong=280)
+    time.sleep(1.5)
+    exporter.start_time.labels(**exporter.base("green")).set(2000.0)  # the process started again
+    exporter.upstream_errors.labels(rollout=exporter.rollout, colour="green").inc(60)
+    time.sleep(2.5)
+    result = await analyse(prometheus_server.url, exporter.rollout)
+    assert result["health"] == (Verdict.FAILED, 1.0)
+    assert result["errors"][0] is Verdict.FAILED
+    assert result["errors"][1] == pytest.approx(60 / 160, rel=0.1)
+
+
+async def test_golden_set_outcomes_are_not_counted_as_accuracy_evidence(
+    exporter: ContractExporter, prometheus_server: PrometheusServer
+) -> None:
+    """Re-scoring the same golden items is not new evidence: only feedback feeds the sequential test."""
+    exporter.traffic("blue", requests=400, errors=0, seconds=0.02, correct=9700, wrong=300, source="golden")
+    exporter.traffic("green", requests=400, errors=0, seconds=0.02, correct=8000, wrong=2000, source="golden")
+    time.sleep(2.5)
+    result = await analyse(prometheus_server.url, exporter.rollout)
+    assert result["accuracy"] == (Verdict.INCONCLUSIVE, None)
 
 
 async def test_unknown_rollout_is_inconclusive(prometheus_server: PrometheusServer) -> None:
@@ -137,7 +185,9 @@ async def test_unknown_rollout_is_inconclusive(prometheus_server: PrometheusServ
         )
     finally:
         await provider.close()
-    assert {r.verdict for r in outcome.results} == {Verdict.INCONCLUSIVE}
+    assert {r.name: r.verdict for r in outcome.results if r.verdict is not Verdict.INCONCLUSIVE} == {
+        "health": Verdict.PASSED  # no restarts seen
+    }
 
 
 async def test_unreachable_prometheus_is_an_error_not_a_verdict() -> None:
@@ -172,4 +222,5 @@ async def test_queries_per_interval_do_not_grow_with_rollouts(prometheus_server:
     finally:
         await counting.close()
     assert len(outcomes) == 200
-    assert counting.sent == 4  # requests, errors, p95 latency, labelled outcomes: one query each
+    # requests, errors, p95 latency, upstream errors, labelled outcomes, restarts, golden: one query each
+    assert counting.sent == 7
