@@ -160,8 +160,19 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
             annotations[constants.ANNOTATION_COMMAND] = None
             annotations[constants.ANNOTATION_COMMAND_ID] = None
         _apply(body, patch, ref, decision, begun)
+    except Exception as error:
+        _leave_a_trace(body, patch, status, _describe(error))
+        raise  # kopf retries after one tick (handlers.tick's backoff)
     finally:
         structlog.contextvars.unbind_contextvars("rollout", "step", "phase")
+
+
+def _leave_a_trace(body: kopf.Body, patch: kopf.Patch, status: ModelRolloutStatus, error: str) -> None:
+    """An unexpected failure (a bug, not a state the machine knows): counted in status and posted as an
+    Event, so that it is seen and not silent; the next tick tries again."""
+    log.error("reconcile failed", error=error)
+    kopf.event(body, type="Warning", reason="ReconcileError", message=error[:1000])
+    patch["status"] = {"consecutiveErrors": status.consecutive_errors + 1, "lastError": error}
 
 
 async def _reject(

@@ -36,7 +36,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     structlog.get_logger("modelrollout").info("operator started", metrics_port=port, tick_seconds=TICK_SECONDS)
 
 
-@kopf.timer(constants.GROUP, constants.VERSION, constants.PLURAL, interval=TICK_SECONDS)
+@kopf.timer(constants.GROUP, constants.VERSION, constants.PLURAL, interval=TICK_SECONDS, backoff=TICK_SECONDS)
 async def tick(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     await controller.reconcile(body, patch)
 
