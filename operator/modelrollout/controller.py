@@ -160,9 +160,8 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
             annotations[constants.ANNOTATION_COMMAND] = None
             annotations[constants.ANNOTATION_COMMAND_ID] = None
         _apply(body, patch, ref, decision, begun)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - recorded and retried on the next tick, never silent
         _leave_a_trace(body, patch, status, _describe(error))
-        raise  # kopf retries after one tick (handlers.tick's backoff)
     finally:
         structlog.contextvars.unbind_contextvars("rollout", "step", "phase")
 
