@@ -6,14 +6,16 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_FLAGS ?= -q -ra
 
-.PHONY: help venv deps system-deps control-plane demo test test-unit test-integration test-e2e lint bench clean
+.PHONY: help venv deps system-deps control-plane demo test test-loaded test-unit test-integration test-e2e lint bench clean
 
 help:
-	@echo "make demo       run the demo (local control plane + Prometheus; no cluster of your own needed)"
-	@echo "make test       install everything and run the whole suite (unit, integration, e2e)"
-	@echo "make test-unit  pure tests only, no external processes"
-	@echo "make lint       ruff + mypy --strict"
-	@echo "make bench      run the benchmarks; results in benchmarks/results/"
+	@echo "make demo         run the demo (local control plane + Prometheus; no cluster of your own needed)"
+	@echo "make test         install everything and run the whole suite (unit, integration, e2e)"
+	@echo "make test-loaded  the whole suite while 2 busy-loop processes compete for the CPU all along"
+	@echo "                  (MODELROLLOUT_TEST_CPU_HOGS=N on any pytest run starts N of them)"
+	@echo "make test-unit    pure tests only, no external processes"
+	@echo "make lint         ruff + mypy --strict"
+	@echo "make bench        run the benchmarks; results in benchmarks/results/"
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +38,9 @@ demo: deps
 
 test: deps
 	$(PY) -m pytest tests $(PYTEST_FLAGS)
+
+test-loaded: deps
+	MODELROLLOUT_TEST_CPU_HOGS=2 $(PY) -m pytest tests $(PYTEST_FLAGS)
 
 test-unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_FLAGS)

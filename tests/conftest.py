@@ -1,16 +1,46 @@
-"""Shared fixtures: the real local control plane and a real Prometheus, started once per session."""
+"""Shared fixtures: the real local control plane and a real Prometheus, started once per session; and, with
+MODELROLLOUT_TEST_CPU_HOGS=N, N busy processes competing for the CPU during the whole session."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from modelrollout.devcluster import cluster, prometheus
+from modelrollout.devcluster import cluster, process, prometheus
 
 REPO = Path(__file__).resolve().parent.parent
+CPU_HOGS = "MODELROLLOUT_TEST_CPU_HOGS"
+
+
+def cpu_hogs() -> int:
+    value = os.environ.get(CPU_HOGS, "0") or "0"
+    try:
+        count = int(value)
+    except ValueError:
+        raise pytest.UsageError(f"{CPU_HOGS}={value!r}: give a number of busy processes, 0 or more") from None
+    if count < 0:
+        raise pytest.UsageError(f"{CPU_HOGS}={value!r}: give a number of busy processes, 0 or more")
+    return count
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cpu_load() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """N busy loops at normal priority (``make test-loaded``): timing assumptions must survive a busy machine."""
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL, start_new_session=True)
+        for _ in range(cpu_hogs())
+    ]
+    try:
+        yield hogs
+    finally:
+        for hog in hogs:
+            process.stop(hog.pid, grace_seconds=2)
+            hog.poll()
 
 
 @pytest.fixture(scope="session")

@@ -72,6 +72,136 @@ def fake_node(name: str) -> dict[str, Any]:
     }
 
 
+MODEL_SERVER_POD_LABEL = ("app.kubernetes.io/name", "model-server")
+"""Pods with this label are model servers: kwok starts them but leaves their readiness to the kubelet stand-in
+(``devcluster.kubelet``), which runs the real process and reports whether it answers."""
+
+_POD_IP = (
+    '{{ PodIPWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid "" ) '
+    '( or .metadata.name "" ) ( or .metadata.namespace "" ) | Quote }}'
+)
+_NOT_STARTED = [
+    {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
+    {"key": ".status.podIP", "operator": "DoesNotExist"},
+]
+
+
+def _pod_stage(name: str, selector: dict[str, Any], next_: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "Stage",
+        "metadata": {"name": name},
+        "spec": {"resourceRef": {"apiGroup": "v1", "kind": "Pod"}, "selector": selector, "next": next_},
+    }
+
+
+_POD_READY = """{{ $now := Now }}
+conditions:
+- {type: Initialized, status: "True", lastTransitionTime: {{ $now | Quote }}}
+- {type: Ready, status: "True", lastTransitionTime: {{ $now | Quote }}}
+- {type: ContainersReady, status: "True", lastTransitionTime: {{ $now | Quote }}}
+{{ range .spec.readinessGates }}
+- {type: {{ .conditionType | Quote }}, status: "True", lastTransitionTime: {{ $now | Quote }}}
+{{ end }}
+containerStatuses:
+{{ range .spec.containers }}
+- image: {{ .image | Quote }}
+  name: {{ .name | Quote }}
+  ready: true
+  restartCount: 0
+  state: {running: {startedAt: {{ $now | Quote }}}}
+{{ end }}
+initContainerStatuses:
+{{ range .spec.initContainers }}
+- image: {{ .image | Quote }}
+  name: {{ .name | Quote }}
+  ready: true
+  restartCount: 0
+  {{ if eq .restartPolicy "Always" }}
+  started: true
+  state: {running: {startedAt: {{ $now | Quote }}}}
+  {{ else }}
+  state: {terminated: {exitCode: 0, finishedAt: {{ $now | Quote }}, reason: Completed, startedAt: {{ $now | Quote }}}}
+  {{ end }}
+{{ end }}
+hostIP: {{ NodeIPWith .spec.nodeName | Quote }}
+podIP: POD_IP
+phase: Running
+startTime: {{ $now | Quote }}
+""".replace("POD_IP", _POD_IP)
+"""kwok's own ``pod-ready`` status (kustomize/stage/pod/fast/pod-ready.yaml in kwok v0.7.0)."""
+
+_MODEL_SERVER_POD_STARTED = """{{ $now := Now }}
+conditions:
+- {type: Initialized, status: "True", lastTransitionTime: {{ $now | Quote }}}
+- {type: Ready, status: "False", reason: ContainersNotReady, lastTransitionTime: {{ $now | Quote }}}
+- {type: ContainersReady, status: "False", reason: ContainersNotReady, lastTransitionTime: {{ $now | Quote }}}
+containerStatuses:
+{{ range .spec.containers }}
+- image: {{ .image | Quote }}
+  name: {{ .name | Quote }}
+  ready: false
+  started: false
+  restartCount: 0
+  state: {waiting: {reason: ContainerCreating}}
+{{ end }}
+hostIP: {{ NodeIPWith .spec.nodeName | Quote }}
+podIP: POD_IP
+phase: Running
+startTime: {{ $now | Quote }}
+""".replace("POD_IP", _POD_IP)
+"""Scheduled and given an IP, containers not ready: what the kubelet stand-in takes over."""
+
+_POD_COMPLETE = """{{ $now := Now }}
+containerStatuses:
+{{ range .spec.containers }}
+- image: {{ .image | Quote }}
+  name: {{ .name | Quote }}
+  ready: false
+  restartCount: 0
+  started: false
+  state: {terminated: {exitCode: 0, finishedAt: {{ $now | Quote }}, reason: Completed, startedAt: {{ $now | Quote }}}}
+{{ end }}
+phase: Succeeded
+"""
+
+
+def kwok_stages() -> list[dict[str, Any]]:
+    """kwok's default Pod stages (ready, complete, delete), except that model-server Pods are started and
+    left not Ready: the kubelet stand-in reports their truth. (kwok uses its defaults for a kind that the
+    configuration gives no stage for: Nodes keep theirs.)"""
+    key, value = MODEL_SERVER_POD_LABEL
+    label = f'.metadata.labels["{key}"]'
+    return [
+        _pod_stage(
+            "pod-ready",
+            {"matchExpressions": [*_NOT_STARTED, {"key": label, "operator": "NotIn", "values": [value]}]},
+            {"statusTemplate": _POD_READY},
+        ),
+        _pod_stage(
+            "model-server-pod-started",
+            {"matchLabels": {key: value}, "matchExpressions": _NOT_STARTED},
+            {"statusTemplate": _MODEL_SERVER_POD_STARTED},
+        ),
+        _pod_stage(
+            "pod-complete",
+            {
+                "matchExpressions": [
+                    {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
+                    {"key": ".status.phase", "operator": "In", "values": ["Running"]},
+                    {"key": ".metadata.ownerReferences.[].kind", "operator": "In", "values": ["Job"]},
+                ]
+            },
+            {"statusTemplate": _POD_COMPLETE},
+        ),
+        _pod_stage(
+            "pod-delete",
+            {"matchExpressions": [{"key": ".metadata.deletionTimestamp", "operator": "Exists"}]},
+            {"finalizers": {"empty": True}, "delete": True},
+        ),
+    ]
+
+
 def nodes_schedulable(node: dict[str, Any]) -> bool:
     """Ready, and without the taints a Node carries until it is (pods would not schedule)."""
     conditions = node.get("status", {}).get("conditions", [])
@@ -221,11 +351,14 @@ class LocalCluster:
             ],
             logs,
         )
+        kwok_config = self.directory / "kwok.yaml"
+        kwok_config.write_text(yaml.safe_dump_all(kwok_stages()))
         self._launch(
             "kwok",
             [
                 str(bins["kwok"]),
                 kubeconfig_arg,
+                f"--config={kwok_config}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
                 f"--cidr={POD_CIDR}",

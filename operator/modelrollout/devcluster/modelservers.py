@@ -1,9 +1,16 @@
-"""Model-server processes on loopback, for tests, benchmarks and the demo; and the demo models they serve."""
+"""Model-server processes on loopback, for tests, benchmarks and the demo; and the demo models they serve.
+
+``python -m modelrollout.devcluster.modelservers --pod-fd 5 --service-fd 7`` is ``python -m model_server``
+(same settings, same app, same uvicorn options) serving on sockets its parent bound and handed down: the
+kubelet stand-in keeps one address per colour that way while processes come and go behind it.
+"""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -14,6 +21,8 @@ from types import ModuleType
 import httpx
 
 from modelrollout.devcluster import binaries, process
+
+MODULE = "modelrollout.devcluster.modelservers"
 
 
 def _built_once(script: ModuleType, *, folder: str, marker: str) -> Path:
@@ -116,3 +125,77 @@ class ModelServer:
 
     def log(self) -> str:
         return "".join(p.read_text() for p in self.log_dir.glob("*.log"))
+
+
+def start_on_sockets(
+    name: str, *, settings: dict[str, str], pod: socket.socket, service: socket.socket, log_dir: Path
+) -> subprocess.Popen[bytes]:
+    """Start a model server with exactly ``settings`` as its MODELSERVER_* environment, on sockets bound here.
+
+    It listens on ``pod`` (its own address, as a Pod IP) once its model is loaded, and on ``service`` (an
+    address its colour shares, as a Service) only once it is ready: a Service sends traffic to ready endpoints
+    only. Neither socket listens yet, so until then a client is refused, as by a container that has not
+    opened its port.
+    """
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MODELSERVER_")}
+    fds = [pod.fileno(), service.fileno()]
+    return process.start(
+        name,
+        [sys.executable, "-m", MODULE, "--pod-fd", str(fds[0]), "--service-fd", str(fds[1])],
+        log_dir=log_dir,
+        env={**environment, **settings},
+        inherit_env=False,
+        pass_fds=fds,
+    )
+
+
+def serve_on_inherited_sockets(*, pod_fd: int, service_fd: int) -> None:
+    """The body of ``python -m model_server`` (``model_server.__main__.main``), on inherited sockets."""
+    import asyncio
+
+    import uvicorn
+
+    from model_server import logs
+    from model_server.__main__ import build
+    from model_server.settings import ServerSettings
+
+    settings = ServerSettings()
+    logs.configure(settings.log_format, rollout=settings.rollout, colour=settings.colour)
+    app, plane = build(settings)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, http="httptools", loop="uvloop", lifespan="on")
+
+    class Endpoint(uvicorn.Server):
+        """Serves the pod socket from startup and the service socket from the moment the model is ready."""
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if not self.should_exit:
+                self.joining = asyncio.create_task(self.join_service())
+
+        async def join_service(self) -> None:
+            while not plane.ready:
+                await asyncio.sleep(0.05)
+            loop = asyncio.get_running_loop()
+            server = await loop.create_server(
+                lambda: config.http_protocol_class(  # type: ignore[call-arg]
+                    config=config, server_state=self.server_state, app_state=self.lifespan.state
+                ),
+                sock=socket.socket(fileno=service_fd),
+                backlog=config.backlog,
+            )
+            self.servers.append(server)  # closed with the others at shutdown: no new connections from then on
+
+    Endpoint(config).run(sockets=[socket.socket(fileno=pod_fd)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__)
+    parser.add_argument("--pod-fd", type=int, required=True, help="inherited socket: the server's own address")
+    parser.add_argument("--service-fd", type=int, required=True, help="inherited socket: its colour's address")
+    args = parser.parse_args(argv)
+    serve_on_inherited_sockets(pod_fd=args.pod_fd, service_fd=args.service_fd)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

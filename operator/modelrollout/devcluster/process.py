@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
@@ -22,12 +22,40 @@ def free_port() -> int:
         return port
 
 
+def reserve_port() -> socket.socket:
+    """A socket bound to a free loopback port that never listens: while it is open, the port stays ours.
+
+    Nothing answers there (a client is refused) until a ``listener_on`` that port listens; only sockets
+    with SO_REUSEPORT of this user can bind it meanwhile, and connect() never picks it as a source port.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((LOOPBACK, 0))
+    return sock
+
+
+def listener_on(port: int) -> socket.socket:
+    """A socket bound to ``port`` (reserved by ``reserve_port``), not yet listening: for a server to listen on."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the last server's TIME_WAIT connections
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((LOOPBACK, port))
+    return sock
+
+
 def start(
-    name: str, args: list[str], *, log_dir: Path, env: dict[str, str] | None = None, inherit_env: bool = True
+    name: str,
+    args: list[str],
+    *,
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    inherit_env: bool = True,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.Popen[bytes]:
     """Start ``args`` in a session of its own, its output appended to ``log_dir/<name>.log``.
 
-    ``env`` is added to this process's environment, or replaces it with ``inherit_env=False``.
+    ``env`` is added to this process's environment, or replaces it with ``inherit_env=False``; the file
+    descriptors ``pass_fds`` stay open in the child under the same numbers.
 
     Its own session keeps it alive after a command-line ``up`` exits and lets ``stop`` end its children.
     """
@@ -40,6 +68,7 @@ def start(
             stdin=subprocess.DEVNULL,
             env={**(os.environ if inherit_env else {}), **(env or {})},
             start_new_session=True,
+            pass_fds=tuple(pass_fds),
         )
 
 

@@ -1,8 +1,10 @@
 """Everything a rollout needs on this machine, for the e2e drills and the demo.
 
 kwok runs the Deployments' Pods as fakes, so the model servers and the router that those Pods stand for
-run here as real processes on loopback, labelled exactly as the Pods would be; Prometheus scrapes them.
-The operator runs as ``kopf run``, a separate process that can be killed and restarted.
+run here as real processes on loopback. The model servers follow the Deployments through a kubelet
+stand-in (``devcluster.kubelet``): a process per Pod, with the Pod's model, restarted when it dies, its
+readiness and restarts reported on the Pod. Prometheus scrapes them and the router. The operator runs as
+``kopf run``, a separate process that can be killed and restarted.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import httpx
 import numpy as np
 
 from modelrollout.api import constants
-from modelrollout.devcluster import kubectl, process
-from modelrollout.devcluster.modelservers import ModelServer
+from modelrollout.devcluster import kubectl, kubelet, process
+from modelrollout.devcluster.kubelet import Kubelet
 from modelrollout.devcluster.prometheus import PrometheusServer
 
 REPO = Path(__file__).resolve().parents[3]
@@ -54,14 +56,48 @@ def rollout_manifest(
     }
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """One colour of a served rollout as the router reaches it: an address that never changes (a Service)."""
+
+    kubelet: Kubelet
+    colour: str
+
+    @property
+    def address(self) -> str:
+        return self.kubelet.address(self.colour)
+
+    @property
+    def url(self) -> str:
+        return self.kubelet.url(self.colour)
+
+    def log(self) -> str:
+        """The output of every model-server process this colour has had."""
+        return self.kubelet.log(self.colour)
+
+
 @dataclass
 class Served:
-    """The processes standing in for one rollout's Pods."""
+    """The processes standing in for one rollout's Pods: the model servers (``kubelet``) and the router."""
 
-    blue: ModelServer
-    green: ModelServer
+    name: str
+    kubelet: Kubelet
+    """Drills act on the model servers through it: ``kill``, ``hold_dead``/``release``, ``chaos``."""
     router_url: str
     router: subprocess.Popen[bytes]
+    data_plane: str
+
+    @property
+    def blue(self) -> Endpoint:
+        return Endpoint(self.kubelet, constants.BLUE)
+
+    @property
+    def green(self) -> Endpoint:
+        return Endpoint(self.kubelet, constants.GREEN)
+
+    @property
+    def router_address(self) -> str:
+        return self.router_url.removeprefix("http://")
 
 
 @dataclass
@@ -149,11 +185,9 @@ class Stage:
         try:
             process.stop(served.router.pid)
             served.router.poll()
-            for server in (served.blue, served.green):
-                self.prometheus.remove_target(server.address)
+            kubelet.remove_target(self.prometheus, served.router_address)
         finally:
-            served.blue.stop()
-            served.green.stop()
+            served.kubelet.stop()
 
     def start_operator(self) -> None:
         env = {
@@ -185,69 +219,102 @@ class Stage:
         return (self.log_dir / "operator.log").read_text() if (self.log_dir / "operator.log").exists() else ""
 
     def serve(
-        self, name: str, *, green_model: str, green_version: str, green_env: dict[str, str] | None = None
+        self,
+        name: str,
+        *,
+        green_model: str | None = None,
+        green_version: str | None = None,
+        green_env: dict[str, str] | None = None,
+        blue_env: dict[str, str] | None = None,
+        data_plane: str = "python",
     ) -> Served:
-        """Start blue (digits fp32, v1), green, and a router following rollout ``name``; Prometheus scrapes them."""
-        blue = ModelServer(
-            self.models / "digits-fp32.onnx",
-            version="v1",
+        """Stand in for rollout ``name``'s Pods: its model servers follow its Deployments, a router follows it.
+
+        Call it before applying the rollout: it returns at once with the router's URL (the model servers
+        start when the operator's Deployments get Pods; ``apply`` waits for them). ``green_env`` and
+        ``blue_env`` go over the Pods' env (green may always take faults through ``POST /v2/faults``);
+        ``data_plane`` is the router's (``python`` or ``nginx``). ``green_model`` and ``green_version`` are
+        what the caller is going to apply: the processes run what the Deployments say, not these.
+        """
+        del green_model, green_version  # the Deployments decide
+        stand_in = Kubelet(
+            kubeconfig=self.kubeconfig,
             rollout=name,
-            colour="blue",
-            golden_set=self.models / "digits-fp32.golden.npz",
-        )
-        green = ModelServer(
-            self.models / green_model,
-            version=green_version,
-            rollout=name,
-            colour="green",
-            golden_set=self.models / green_model.replace(".onnx", ".golden.npz"),
-            env={"MODELSERVER_FAULTS_ENABLED": "true", **(green_env or {})},
-        )
-        blue.start(wait_ready=False)
-        green.start(wait_ready=False)
-        blue.wait_ready()
-        green.wait_ready()
-        for server in (blue, green):
-            self.prometheus.add_target(server.address)
-        port = process.free_port()
-        router = process.start(
-            f"router-{name}",
-            [
-                sys.executable,
-                "-m",
-                "model_server.router",
-                "--rollout",
-                name,
-                "--namespace",
-                "default",
-                "--kubeconfig",
-                str(self.kubeconfig),
-                "--blue-url",
-                blue.url,
-                "--green-url",
-                green.url,
-                "--port",
-                str(port),
-                "--log-format",
-                "json",
-            ],
+            prometheus=self.prometheus,
+            env={
+                constants.BLUE: blue_env or {},
+                constants.GREEN: {"MODELSERVER_FAULTS_ENABLED": "true", **(green_env or {})},
+            },
             log_dir=self.log_dir,
         )
-        url = f"http://{process.LOOPBACK}:{port}"
+        stand_in.start()
+        port = process.free_port()
+        try:
+            router = process.start(
+                f"router-{name}",
+                [
+                    sys.executable,
+                    "-m",
+                    "model_server.router",
+                    "--rollout",
+                    name,
+                    "--namespace",
+                    "default",
+                    "--kubeconfig",
+                    str(self.kubeconfig),
+                    "--blue-url",
+                    stand_in.url(constants.BLUE),
+                    "--green-url",
+                    stand_in.url(constants.GREEN),
+                    "--port",
+                    str(port),
+                    "--data-plane",
+                    data_plane,
+                    "--log-format",
+                    "json",
+                ],
+                log_dir=self.log_dir,
+            )
+        except BaseException:
+            stand_in.stop()
+            raise
+        served = Served(
+            name=name,
+            kubelet=stand_in,
+            router_url=f"http://{process.LOOPBACK}:{port}",
+            router=router,
+            data_plane=data_plane,
+        )
+        self.served.append(served)
         process.wait_until(
-            lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200,
+            lambda: httpx.get(f"{served.router_url}/healthz", timeout=1).status_code == 200,
             timeout=30,
             what="router",
             alive=lambda: router.poll() is None,
         )
-        served = Served(blue=blue, green=green, router_url=url, router=router)
-        self.served.append(served)
-        for server in (blue, green):
-            self.prometheus.wait_for_target(server.address)
+        kubelet.add_target(
+            self.prometheus, served.router_address, {"namespace": "default", "service": f"{name}-router"}
+        )
+        self.prometheus.wait_for_target(served.router_address)
         return served
 
-    def apply(self, manifest: dict[str, Any]) -> None:
+    def served_as(self, name: str) -> Served | None:
+        return next((served for served in self.served if served.name == name), None)
+
+    def apply(self, manifest: dict[str, Any], *, wait: bool = True, timeout: float = 120.0) -> None:
+        """``kubectl apply``; for a rollout served here, then wait until blue and green each have a ready model
+        server (as ``kubectl rollout status`` would), so that traffic sent next finds them."""
         kubectl.run("apply", "-f", "-", kubeconfig=self.kubeconfig, stdin=json.dumps(manifest))
+        served = self.served_as(manifest["metadata"]["name"]) if manifest.get("kind") == constants.KIND else None
+        if served is not None and wait:
+            for colour in constants.COLOURS:
+                try:
+                    served.kubelet.wait_ready(colour, timeout=timeout)
+                except TimeoutError as error:
+                    raise TimeoutError(
+                        f"{error}\n--- operator log tail ---\n{self.operator_log()[-3000:]}"
+                        f"\n--- {colour} model server log tail ---\n{served.kubelet.log(colour)[-3000:]}"
+                    ) from error
 
     def get(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = json.loads(
