@@ -5,7 +5,8 @@ keep-alive upstreams. The router process keeps everything that needs to look ins
 it renders the config and reloads nginx on a weight change (confirmed through a config-version location),
 takes feedback calls (routed to the colour that knows the id), compares mirrored requests, and counts
 requests, upstream errors and added latency from nginx's access log, which nginx sends over a local
-syslog socket.
+syslog socket. ``/healthz`` goes through nginx to the router process, so that the router is ready only once
+both answer (nginx runs before the router process listens).
 
 A weight change counts as applied only when all of it worked: the new config written, accepted by
 ``nginx -t``, nginx sent SIGHUP, and nginx's own ``/router/config-version`` location answering the new
@@ -100,7 +101,7 @@ http {{
   map "$colour:$mirror_pick" $mirror_this {{ "blue:1" 1; default 0; }}
   server {{
     listen {config.listen};
-    location = /healthz {{ default_type application/json; return 200 '{{"live":true}}'; }}
+    location = /healthz {{ proxy_pass http://control; }}
     location = /router/config-version {{ default_type text/plain; return 200 '{config.version}'; }}
     location = /router/state {{ proxy_pass http://control; }}
     location = /metrics {{ proxy_pass http://control; }}

@@ -170,21 +170,22 @@ class WeightsFollower:
                 return False
 
     def run(self, stop: threading.Event) -> None:
-        """Until ``stop``: settle, wait for a change; after a failure retry within RETRY_MAX_SECONDS."""
+        """Until ``stop``: settle, then wait for a change. After a failure, retry after a backoff (0.5 s
+        doubling to RETRY_MAX_SECONDS), or at once when new weights arrive."""
         backoff = RETRY_FIRST_SECONDS
         while not stop.is_set():
             with self._changed:
                 seen = self._generation
             if self.step():
                 backoff = RETRY_FIRST_SECONDS
-                self._wait_for_change(seen, stop)
+                self._wait_for_change(seen, stop, timeout=5.0)
             else:
-                stop.wait(backoff)
+                self._wait_for_change(seen, stop, timeout=backoff)
                 backoff = min(backoff * 2, RETRY_MAX_SECONDS)
 
-    def _wait_for_change(self, seen: int, stop: threading.Event) -> None:
+    def _wait_for_change(self, seen: int, stop: threading.Event, *, timeout: float) -> None:
         with self._changed:
-            self._changed.wait_for(lambda: self._generation != seen or stop.is_set(), timeout=5)
+            self._changed.wait_for(lambda: self._generation != seen or stop.is_set(), timeout=timeout)
 
     def wake(self) -> None:
         with self._changed:

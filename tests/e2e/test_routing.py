@@ -1,5 +1,7 @@
-"""Traffic routing on the real control plane: the builtin router follows the ModelRollout's weights, keeps
-them when the API server is gone, keeps sticky keys, mirrors; gateway-api writes HTTPRoute weights."""
+"""Traffic routing on the real control plane: the builtin router follows the ModelRollout's weights and reports
+"<revision>/<green>" only once its data plane serves them (also while nginx fails to reload), keeps them when the
+API server is gone, keeps sticky keys, mirrors; gateway-api writes HTTPRoute weights with their revision,
+confirms them only once the Gateway accepted the route, and gives an adopted route back on finalize."""
 
 from __future__ import annotations
 
@@ -7,20 +9,20 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-import yaml
 
 from modelrollout.api import constants
 from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.devcluster import binaries, cluster, kubectl, process
 from modelrollout.devcluster.modelservers import ModelServer
 from modelrollout.k8s import api
+from modelrollout.routing import gateway_api
 from modelrollout.routing.base import RolloutRef
 from modelrollout.routing.gateway_api import GatewayApiRouter
 
@@ -42,17 +44,40 @@ def rollout_body(name: str, **traffic: Any) -> dict[str, Any]:
     }
 
 
-def publish_weight(kubeconfig: Path, name: str, green: int) -> None:
-    """What the operator does: status.weights through the status subresource."""
-    patch = json.dumps({"status": {"weights": {"blue": 100 - green, "green": green}}})
+def publish_weight(kubeconfig: Path, name: str, green: int, revision: int | None = None) -> None:
+    """What the operator does: status.weights through the status subresource (an older operator wrote no
+    revision)."""
+    weights: dict[str, int] = {"blue": 100 - green, "green": green}
+    if revision is not None:
+        weights["revision"] = revision
+    patch = json.dumps({"status": {"weights": weights}})
     kubectl.run("patch", "mro", name, "--subresource=status", "--type=merge", "-p", patch, kubeconfig=kubeconfig)
+
+
+def router_report(kubeconfig: Path, name: str) -> str | None:
+    """The builtin router's "<revision>/<green>" annotation on the ModelRollout."""
+    stored = json.loads(kubectl.run("get", "mro", name, "-o", "json", kubeconfig=kubeconfig).stdout)
+    report: str | None = (stored["metadata"].get("annotations") or {}).get(constants.ANNOTATION_ROUTER_APPLIED)
+    return report
+
+
+def reported(kubeconfig: Path, name: str, report: str) -> Callable[[], bool]:
+    return lambda: router_report(kubeconfig, name) == report
 
 
 DATA_PLANES = pytest.mark.parametrize("data_plane", ["python", "nginx"])
 
 
 class RouterProcess:
-    def __init__(self, *, blue: ModelServer, green: ModelServer, args: list[str], data_plane: str = "python") -> None:
+    def __init__(
+        self,
+        *,
+        blue: ModelServer,
+        green: ModelServer,
+        args: list[str],
+        data_plane: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = process.free_port()
         self.url = f"http://{process.LOOPBACK}:{self.port}"
         self.logs = Path(blue.log_dir)
@@ -70,10 +95,14 @@ class RouterProcess:
                 str(self.port),
                 "--log-format",
                 "json",
+                "--data-plane",
+                data_plane,
                 *args,
             ],
             log_dir=self.logs,
+            env=env,
         )
+        self.log_file = self.logs / f"router-{self.port}.log"
         process.wait_until(
             lambda: httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200,
             timeout=30,
@@ -85,9 +114,23 @@ class RouterProcess:
         result: dict[str, Any] = httpx.get(f"{self.url}/router/state", timeout=2).json()
         return result
 
+    def nginx_config_version(self) -> int:
+        """The config version nginx itself answers (nginx data plane only)."""
+        return int(httpx.get(f"{self.url}/router/config-version", timeout=2).text)
+
     def stop(self) -> None:
         process.stop(self._process.pid)
         self._process.poll()
+
+
+def serving(router: RouterProcess, *, green: int, revision: int) -> Callable[[], bool]:
+    """The router's state shows these weights for this revision."""
+
+    def check() -> bool:
+        state = router.state()
+        return bool(state["greenWeight"] == green and state["revision"] == revision)
+
+    return check
 
 
 @pytest.fixture(scope="module")
@@ -152,36 +195,110 @@ def test_router_follows_the_rollout_weights(
     )
     try:
         assert router.state()["greenWeight"] == 0  # no weights published yet: all blue
+        assert router_report(kubeconfig, name) is None  # and nothing reported
         assert send(router, stream, 50) == {"v1": 50}
         requests = 1500
-        for weight in (10, 25, 50):
+        for revision, weight in enumerate((10, 25, 50), start=1):
             begun = time.monotonic()
-            publish_weight(kubeconfig, name, weight)
+            publish_weight(kubeconfig, name, weight, revision)
             process.wait_until(
-                lambda w=weight: router.state()["greenWeight"] == w,
+                serving(router, green=weight, revision=revision),
                 timeout=1.0,
                 interval=0.02,
                 what=f"router applying {weight}%",
             )
             applied_within = time.monotonic() - begun
             assert applied_within < 1.0
+            process.wait_until(
+                reported(kubeconfig, name, f"{revision}/{weight}"), timeout=5, what=f"report {revision}/{weight}"
+            )
             answered = send(router, stream, requests, feedback=weight == 25)
             share = answered.get("v2", 0) / requests
             # binomial standard error; 4 sigma keeps this test from flaking while still catching a wrong split
             tolerance = 4 * math.sqrt(weight / 100 * (1 - weight / 100) / requests)
             assert abs(share - weight / 100) < tolerance, (weight, share)
-        stored = json.loads(kubectl.run("get", "mro", name, "-o", "json", kubeconfig=kubeconfig).stdout)
-        process.wait_until(
-            lambda: (
-                json.loads(kubectl.run("get", "mro", name, "-o", "json", kubeconfig=kubeconfig).stdout)["metadata"][
-                    "annotations"
-                ].get(constants.ANNOTATION_APPLIED_WEIGHT)
-                == "50"
-            ),
-            timeout=5,
-            what="applied weight reported",
-        )
-        assert stored["status"]["weights"]["green"] == 50
+        if data_plane == "nginx":
+            version = router.nginx_config_version()
+        # a new revision asking for the same weight is reported again, without a reload
+        publish_weight(kubeconfig, name, 50, 4)
+        process.wait_until(reported(kubeconfig, name, "4/50"), timeout=5, what="report 4/50")
+        if data_plane == "nginx":
+            assert router.nginx_config_version() == version
+    finally:
+        router.stop()
+
+
+def test_an_older_status_without_revision_is_revision_0(
+    kubeconfig: Path, crd: None, servers: tuple[ModelServer, ModelServer]
+) -> None:
+    blue, green = servers
+    kubectl.run("apply", "-f", "-", kubeconfig=kubeconfig, stdin=json.dumps(rollout_body("older")))
+    publish_weight(kubeconfig, "older", 25)
+    router = RouterProcess(
+        data_plane="python", blue=blue, green=green, args=["--rollout", "older", "--kubeconfig", str(kubeconfig)]
+    )
+    try:
+        process.wait_until(reported(kubeconfig, "older", "0/25"), timeout=5, what="report 0/25")
+        assert router.state()["greenWeight"] == 25
+    finally:
+        router.stop()
+
+
+FAILING_NGINX = """#!/bin/sh
+# nginx, except that checking a config (-t) fails while the marker file exists: a reload that cannot happen.
+if [ "$1" = "-t" ] && [ -e {marker} ]; then
+  echo "injected failure: config test refused" >&2
+  exit 1
+fi
+exec {nginx} "$@"
+"""
+
+
+def test_a_failing_nginx_reload_is_not_reported_and_is_retried(
+    kubeconfig: Path,
+    crd: None,
+    servers: tuple[ModelServer, ModelServer],
+    stream: dict[str, np.ndarray],
+    tmp_path: Path,
+) -> None:
+    from model_server.router.nginx import nginx_binary
+
+    real = nginx_binary()
+    assert real is not None, "the nginx data plane needs Debian's nginx"
+    marker = tmp_path / "fail-reloads"
+    wrapper = tmp_path / "nginx"
+    wrapper.write_text(FAILING_NGINX.format(marker=marker, nginx=real))
+    wrapper.chmod(0o755)
+    name = "reload-fault"
+    blue, green = servers
+    kubectl.run("apply", "-f", "-", kubeconfig=kubeconfig, stdin=json.dumps(rollout_body(name)))
+    publish_weight(kubeconfig, name, 10, 1)
+    router = RouterProcess(
+        data_plane="nginx",
+        blue=blue,
+        green=green,
+        args=["--rollout", name, "--kubeconfig", str(kubeconfig)],
+        env={"MODELROUTER_NGINX_BINARY": str(wrapper)},
+    )
+    try:
+        process.wait_until(reported(kubeconfig, name, "1/10"), timeout=10, what="report 1/10")
+        marker.touch()
+        publish_weight(kubeconfig, name, 0, 2)  # a rollback the data plane cannot apply
+        failing_since = time.monotonic()
+        while time.monotonic() - failing_since < 4:
+            assert router_report(kubeconfig, name) == "1/10"
+            assert router.state()["greenWeight"] == 10
+            time.sleep(0.25)
+        refusals = router.log_file.read_text().count("injected failure")
+        assert refusals >= 3, "retried with a short backoff, not only on the next watch event"
+        assert 0 < send(router, stream, 200).get("v2", 0) < 60  # nginx still serves the old 10%
+        marker.unlink()
+        cleared = time.monotonic()
+        process.wait_until(reported(kubeconfig, name, "2/0"), timeout=5, what="report 2/0")
+        assert time.monotonic() - cleared < 3.5
+        state = router.state()
+        assert (state["greenWeight"], state["revision"]) == (0, 2)
+        assert send(router, stream, 100) == {"v1": 100}
     finally:
         router.stop()
 
@@ -256,23 +373,156 @@ def test_router_keeps_last_weights_when_the_api_server_is_gone(
             router.stop()
 
 
-def test_gateway_api_weights_are_written_and_read_back(kubeconfig: Path, crd: None) -> None:
+@pytest.fixture(scope="module")
+def httproute_crd(kubeconfig: Path, crd: None) -> None:
     kubectl.install_crd(kubeconfig, binaries.gateway_api_crds() / "gateway.networking.k8s.io_httproutes.yaml")
+
+
+def gateway_rollout(kubeconfig: Path, name: str, **gateway: Any) -> tuple[RolloutRef, ModelRolloutSpec]:
     body = rollout_body(
-        "gw", provider="gateway-api", gatewayApi={"parentRefs": [{"name": "public-gateway"}], "port": 8080}
+        name, provider="gateway-api", gatewayApi={"parentRefs": [{"name": "public-gateway"}], "port": 8080, **gateway}
     )
     kubectl.run("apply", "-f", "-", kubeconfig=kubeconfig, stdin=json.dumps(body))
-    stored = json.loads(kubectl.run("get", "mro", "gw", "-o", "json", kubeconfig=kubeconfig).stdout)
+    stored = json.loads(kubectl.run("get", "mro", name, "-o", "json", kubeconfig=kubeconfig).stdout)
     api.configure(str(kubeconfig))
-    ref = RolloutRef(namespace="default", name="gw", uid=stored["metadata"]["uid"], body=stored)
-    spec = ModelRolloutSpec.model_validate(stored["spec"])
+    ref = RolloutRef(namespace="default", name=name, uid=stored["metadata"]["uid"], body=stored)
+    return ref, ModelRolloutSpec.model_validate(stored["spec"])
+
+
+def get_route(kubeconfig: Path, name: str) -> dict[str, Any]:
+    route: dict[str, Any] = json.loads(
+        kubectl.run("get", "httproute", name, "-o", "json", kubeconfig=kubeconfig).stdout
+    )
+    return route
+
+
+def report_route_status(kubeconfig: Path, name: str, *, accepted: str, generation: int) -> None:
+    """What a Gateway controller does: the route's status.parents, through the status subresource."""
+    condition = {"lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": generation}
+    status = {
+        "parents": [
+            {
+                "parentRef": {"name": "public-gateway"},
+                "controllerName": "example.com/gateway-controller",
+                "conditions": [
+                    {
+                        **condition,
+                        "type": "Accepted",
+                        "status": accepted,
+                        "reason": "Accepted" if accepted == "True" else "NotAllowedByListeners",
+                        "message": "",
+                    },
+                    {**condition, "type": "ResolvedRefs", "status": "True", "reason": "ResolvedRefs", "message": ""},
+                ],
+            }
+        ]
+    }
+    kubectl.run(
+        "patch",
+        "httproute",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+        kubeconfig=kubeconfig,
+    )
+
+
+def test_gateway_api_weights_are_written_with_their_revision(kubeconfig: Path, httproute_crd: None) -> None:
+    ref, spec = gateway_rollout(kubeconfig, "gw")
     router = GatewayApiRouter()
     router.reconcile(ref, spec)
-    assert router.applied_green_weight(ref, spec) == 0
-    for weight in (10, 50, 100, 0):
-        router.set_weights(ref, spec, green=weight)
-        assert router.applied_green_weight(ref, spec) == weight
-    route = yaml.safe_load(kubectl.run("get", "httproute", "gw", "-o", "yaml", kubeconfig=kubeconfig).stdout)
+    assert router.applied(ref, spec).revision is None  # created at 100% blue, but for no revision yet
+    for revision, weight in enumerate((10, 50, 100, 0), start=1):
+        router.set_weights(ref, spec, green=weight, revision=revision)
+        applied = router.applied(ref, spec)
+        assert applied.confirms(revision=revision, green=weight)
+        assert applied.note == "the Gateway reports no route status"
+    router.set_weights(ref, spec, green=0, revision=5)  # only the revision changes
+    assert router.applied(ref, spec).confirms(revision=5, green=0)
+    route = get_route(kubeconfig, "gw")
+    assert route["metadata"]["annotations"][constants.ANNOTATION_WEIGHTS_REVISION] == "5"
     assert route["spec"]["parentRefs"][0]["name"] == "public-gateway"
     assert [ref["name"] for ref in route["spec"]["rules"][0]["backendRefs"]] == ["gw-blue", "gw-green"]
     assert route["metadata"]["ownerReferences"][0]["kind"] == "ModelRollout"
+
+
+def test_gateway_api_weights_count_only_once_the_gateway_accepts_the_route(
+    kubeconfig: Path, httproute_crd: None
+) -> None:
+    ref, spec = gateway_rollout(kubeconfig, "gw-status")
+    router = GatewayApiRouter()
+    router.set_weights(ref, spec, green=10, revision=1)
+    generation = get_route(kubeconfig, "gw-status")["metadata"]["generation"]
+    report_route_status(kubeconfig, "gw-status", accepted="False", generation=generation)
+    refused = router.applied(ref, spec)
+    assert refused.revision is None and not refused.confirms(revision=1, green=10)
+    assert "Accepted=False (NotAllowedByListeners)" in refused.note
+
+    report_route_status(kubeconfig, "gw-status", accepted="True", generation=generation)
+    assert router.applied(ref, spec).confirms(revision=1, green=10)
+
+    # new weights: the status the Gateway wrote is for the previous generation of the route
+    router.set_weights(ref, spec, green=25, revision=2)
+    route = get_route(kubeconfig, "gw-status")
+    assert route["metadata"]["generation"] > generation
+    stale = router.applied(ref, spec)
+    assert stale.revision is None and "generation" in stale.note
+    report_route_status(kubeconfig, "gw-status", accepted="True", generation=route["metadata"]["generation"])
+    assert router.applied(ref, spec).confirms(revision=2, green=25)
+
+    # a revision alone changes no generation: the accepted weights stand for it
+    router.set_weights(ref, spec, green=25, revision=3)
+    assert router.applied(ref, spec).confirms(revision=3, green=25)
+
+
+def test_finalize_gives_an_adopted_route_back_and_leaves_a_created_one_on_blue(
+    kubeconfig: Path, httproute_crd: None
+) -> None:
+    theirs = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": "shop",
+            "namespace": "default",
+            "labels": {"team": "ml", "app.kubernetes.io/managed-by": "Helm"},
+            "annotations": {"owner": "ml-platform"},
+        },
+        "spec": {
+            "parentRefs": [{"name": "their-gateway"}],
+            "hostnames": ["digits.example.com"],
+            "rules": [{"backendRefs": [{"name": "digits-v0", "port": 80}]}],
+        },
+    }
+    kubectl.run("apply", "-f", "-", kubeconfig=kubeconfig, stdin=json.dumps(theirs))
+    before = get_route(kubeconfig, "shop")
+    ref, spec = gateway_rollout(kubeconfig, "adopter", routeName="shop")
+    router = GatewayApiRouter()
+    router.reconcile(ref, spec)
+    assert get_route(kubeconfig, "shop")["spec"] == before["spec"]  # reconcile does not touch it
+    router.set_weights(ref, spec, green=30, revision=1)
+    adopted = get_route(kubeconfig, "shop")
+    assert json.loads(adopted["metadata"]["annotations"][gateway_api.ANNOTATION_ADOPTED_SPEC]) == before["spec"]
+    assert adopted["metadata"]["labels"][constants.LABEL_ROLLOUT] == "adopter"
+    assert adopted["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    assert "ownerReferences" not in adopted["metadata"]  # not ours to delete
+    assert router.applied(ref, spec).confirms(revision=1, green=30)
+    router.set_weights(ref, spec, green=60, revision=2)
+    assert (
+        json.loads(get_route(kubeconfig, "shop")["metadata"]["annotations"][gateway_api.ANNOTATION_ADOPTED_SPEC])
+        == (before["spec"])
+    )
+
+    router.finalize(ref, spec)
+    restored = get_route(kubeconfig, "shop")
+    assert restored["spec"] == before["spec"]
+    assert restored["metadata"]["labels"] == before["metadata"]["labels"]
+    assert restored["metadata"]["annotations"] == before["metadata"]["annotations"]
+
+    created_ref, created_spec = gateway_rollout(kubeconfig, "creator")
+    router.set_weights(created_ref, created_spec, green=40, revision=1)
+    router.finalize(created_ref, created_spec)
+    left = get_route(kubeconfig, "creator")
+    assert gateway_api.green_weight_of(left, created_ref) == 0
+    assert gateway_api.ANNOTATION_ADOPTED_SPEC not in (left["metadata"].get("annotations") or {})
