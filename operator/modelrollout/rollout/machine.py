@@ -145,6 +145,8 @@ def decide(
     command = observations.command
     if s.green_revision != revision:
         _start_canary(draft, spec, revision, now)
+        if observations.error is not None:  # the new canary's first reconcile failed: counted all the same
+            s.consecutive_errors, s.last_error = 1, observations.error
     elif observations.error is not None:
         _count_error(draft, spec, observations.error)
     elif command is not None and command.id != s.last_command_id:
