@@ -3,13 +3,14 @@ are due to be re-applied (or should now look different, as green scaled down aft
 
 from __future__ import annotations
 
+import datetime
 import time
 
 import pytest
 
 from modelrollout import controller
 from modelrollout.api.spec import ModelRolloutSpec
-from modelrollout.api.status import ModelRolloutStatus, Phase
+from modelrollout.api.status import ModelRolloutStatus, Phase, StableStatus
 from modelrollout.rollout.commands import Command, CommandName
 
 SPEC = ModelRolloutSpec.model_validate(
@@ -62,3 +63,37 @@ def test_after_a_rollback_green_is_scaled_down_before_resting() -> None:
     rolling_back = settled(Phase.ROLLING_BACK)
     ensured_now(rolling_back)  # applied while rolling back: green still has its replicas
     assert not controller._resting(BODY, SPEC, settled(Phase.ROLLED_BACK), None)
+
+
+def promoted_status(phase: Phase) -> ModelRolloutStatus:
+    status = settled(phase)
+    status.stable = StableStatus(
+        model=SPEC.green.model,
+        server=SPEC.server,
+        revision="candidate",
+        promoted_at=datetime.datetime.now(datetime.UTC),
+    )
+    return status
+
+
+def test_after_a_promotion_blue_keeps_the_promoted_model_whatever_spec_blue_says() -> None:
+    older_blue = SPEC.model_copy(update={"blue": SPEC.blue.model_copy(update={"model": SPEC.green.model})})
+    for spec in (SPEC, older_blue):
+        assert controller.stable_of(spec, promoted_status(Phase.PROMOTED)).model == SPEC.green.model
+    assert controller.stable_of(SPEC, settled(Phase.PROMOTED)).model == SPEC.blue.model  # before any promotion
+
+
+def test_after_a_promotion_green_is_scaled_down_before_resting() -> None:
+    finalizing = promoted_status(Phase.FINALIZING)
+    ensured_now(finalizing)  # applied while finalizing: green still has its replicas
+    promoted = promoted_status(Phase.PROMOTED)
+    assert controller._owned(BODY, SPEC, promoted)[0] == 0
+    assert not controller._resting(BODY, SPEC, promoted, None)
+    ensured_now(promoted)
+    assert controller._resting(BODY, SPEC, promoted, None)
+
+
+def test_a_promotion_changes_what_blue_must_run_so_the_objects_are_applied_again() -> None:
+    before = settled(Phase.PROMOTED)  # blue ran spec.blue when the objects were last applied
+    ensured_now(before)
+    assert not controller._resting(BODY, SPEC, promoted_status(Phase.PROMOTED), None)
