@@ -22,7 +22,7 @@ from modelrollout.analysis import checks, run
 from modelrollout.analysis.prometheus import PrometheusProvider
 from modelrollout.analysis.provider import SharedQueries
 from modelrollout.api import constants
-from modelrollout.api.spec import ModelRolloutSpec
+from modelrollout.api.spec import ColourSpec, ModelRolloutSpec
 from modelrollout.api.status import ModelRolloutStatus, Phase, StableStatus, without_nulls
 from modelrollout.k8s import api, manifests, resources
 from modelrollout.rollout import commands, machine, steps
@@ -222,7 +222,7 @@ async def _gather(
         await asyncio.to_thread(
             resources.ensure,
             ref,
-            spec,
+            _as_deployed(spec, status, stable),
             stable=stable.model,
             stable_server=stable.server,
             green_replicas=green_replicas,
@@ -259,9 +259,21 @@ async def _gather(
     )
 
 
+def _as_deployed(spec: ModelRolloutSpec, status: ModelRolloutStatus, stable: StableStatus) -> ModelRolloutSpec:
+    """The spec the owned objects are built from. While a promotion finishes, green keeps running the
+    promoted model (it may carry all traffic) even when a newer green was given meanwhile."""
+    if status.phase is not Phase.FINALIZING:
+        return spec
+    server = stable.server.model_copy(update={"replicas": spec.server.replicas})
+    return spec.model_copy(update={"green": ColourSpec(model=stable.model), "server": server})
+
+
 def _green_has_traffic_to_lose(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
     """A new green must not replace the old one while the router may still send it traffic: the owned
-    objects are applied again once the router reports 0% green."""
+    objects are applied again once the router reports 0% green (while Finalizing, green is built from
+    the stable model, which it already runs)."""
+    if status.phase is Phase.FINALIZING:
+        return False
     changed = status.green_revision not in ("", steps.green_revision(spec))
     moving = status.phase is Phase.PENDING and status.weights_confirmed_at is None
     return (changed or moving) and (status.weights.green > 0 or (status.applied_green_weight or 0) > 0)

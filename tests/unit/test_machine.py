@@ -431,10 +431,9 @@ def test_item3_promotion_hands_traffic_back_to_blue_only_once_blue_serves_the_pr
     assert tick(SPEC, back.status, 303).status.phase is Phase.PROMOTED
 
 
-@pytest.mark.xfail(strict=True, reason="machine.py bug: a new green while Finalizing hands traffic to the old blue")
-def test_bug_a_new_green_while_finalizing_sends_traffic_to_blues_older_model() -> None:
+def test_item3_a_new_green_while_finalizing_waits_for_blue_to_serve_the_promoted_model() -> None:
     # Found by test_safety_model: v2 is promoted (the stable model) and has all traffic while blue is being
-    # redeployed with it; a new green restarts the canary at 0% green, so blue's v1 serves everything.
+    # redeployed with it; a new green used to restart the canary at 0% green, so blue's v1 served everything.
     finalizing = tick(SPEC, promoting_by_user(), 2, blue_ready=False).status
     assert finalizing.phase is Phase.FINALIZING and finalizing.weights.green == 100
     decision = tick(make_spec(green="v3"), finalizing, 3, blue_ready=False, resources_ready=False)

@@ -87,15 +87,6 @@ INVARIANTS = (
     "green_traffic_before_ready",
 )
 
-KNOWN_BUGS = {
-    "new_green_while_finalizing": (
-        "machine.py: a green edited while Finalizing (blue not yet running the promoted model) restarts the "
-        "canary at 0% green, so all traffic goes to blue's older model until blue rolls out; see "
-        "test_bug_new_green_while_finalizing_sends_traffic_to_the_old_blue_model"
-    ),
-}
-"""Bugs this model found in machine.py, not fixed yet: ``World.avoid_known_bugs`` leaves them out."""
-
 Build = tuple[str, str]
 """What a colour's pods run: (model version, server flavour)."""
 Key = tuple[int, int]
@@ -230,9 +221,6 @@ class World:
     phases_seen: set[str] = field(default_factory=set)
     rollback_reasons: Counter[str] = field(default_factory=Counter)
     decisions: int = 0
-    avoid_known_bugs: bool = True
-    """Leave out the event orders that trigger the bugs in KNOWN_BUGS (so that ``make test`` checks the rest);
-    the benchmark runs without this to count them."""
 
     # --- the spec
 
@@ -260,9 +248,6 @@ class World:
         """A user edits the spec."""
         status = self.status()
         stable = status.stable if status.stable is not None and status.stable.promoted_at is not None else None
-        changes_green = kind in ("new-green", "green-to-stable", "new-flavour")
-        if self.avoid_known_bugs and changes_green and status.phase is Phase.FINALIZING:
-            return  # KNOWN_BUGS["new_green_while_finalizing"]
         if kind == "new-green":
             self.green_version = self.fresh("v")
         elif kind == "green-to-stable" and stable is not None:
@@ -350,7 +335,10 @@ class World:
             blue_build = (stable.model.version, stable.server.settings.get("FLAVOUR", ""))
             self.introduce(blue_build)
             self.blue.apply(blue_build, spec.server.replicas)
-            self.green.apply((spec.green.model.version, spec.server.settings.get("FLAVOUR", "")), green_replicas)
+            deployed = controller._as_deployed(spec, status, stable)
+            self.green.apply(
+                (deployed.green.model.version, deployed.server.settings.get("FLAVOUR", "")), green_replicas
+            )
             self.ensured = (fingerprint, self.now)
         blue_ready = self.blue.available(stable.model.version)
         green_ready = self.green.available(spec.green.model.version)
@@ -634,9 +622,7 @@ WEIGHTS = {"tick": 8, "reconcile": 3, "router": 3, "pods": 2, "analysis": 2, "us
 histories get as far as promotions)."""
 
 
-def run_histories(
-    histories: int, *, steps_per_history: int = 60, seed: int = 0, avoid_known_bugs: bool = False
-) -> dict[str, Any]:
+def run_histories(histories: int, *, steps_per_history: int = 60, seed: int = 0) -> dict[str, Any]:
     """Run random histories of the world and count those that break an invariant (each history stops at
     its first violation). Returns counts per invariant, the phases reached, and a few failing traces."""
     rng = random.Random(seed)
@@ -647,7 +633,7 @@ def run_histories(
     examples: list[dict[str, Any]] = []
     decisions = 0
     for _ in range(histories):
-        world = World(avoid_known_bugs=avoid_known_bugs)
+        world = World()
         for _ in range(steps_per_history):
             group = rng.choices(groups, weights=[WEIGHTS[g] for g in groups])[0]
             world.event(group, rng.choice(EVENTS[group][0]))
@@ -670,7 +656,6 @@ def run_histories(
         "violations_by_invariant": {name: by_invariant[name] for name in INVARIANTS},
         "histories_reaching_phase": {phase.value: reached[phase.value] for phase in Phase},
         "rollbacks_by_reason": dict(rollbacks.most_common()),
-        "avoid_known_bugs": avoid_known_bugs,
         "examples": examples,
     }
 
@@ -727,23 +712,23 @@ test_safety_model = SafetyMachine.TestCase
 
 
 def test_random_histories_keep_every_invariant() -> None:
-    result = run_histories(150, seed=7, avoid_known_bugs=True)
+    result = run_histories(150, seed=7)
     assert result["invariant_violations"] == 0, result["examples"][:1]
     # the histories get far enough to mean something
     assert result["histories_reaching_phase"]["Promoted"] > 0
     assert result["histories_reaching_phase"]["RolledBack"] > 0
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["new_green_while_finalizing"])
-def test_bug_new_green_while_finalizing_sends_traffic_to_the_old_blue_model() -> None:
-    """Minimal history: promote v1 by hand; while Finalizing (all traffic on green v1, blue still runs v0) the
-    user sets a new green; the canary restarts at 0% green and the router sends everything to blue's v0."""
-    world = World(avoid_known_bugs=False)
+def test_a_new_green_while_finalizing_waits_and_traffic_stays_on_the_promoted_model() -> None:
+    """Minimal history the model found: promote v1 by hand; while Finalizing (all traffic on green v1, blue
+    still runs v0) the user sets a new green. It used to restart the canary at 0% green, sending everything
+    to blue's v0; now the new canary waits until blue serves v1."""
+    world = World()
     events = ["tick:1", "tick:1", "user:command:promote-full", "tick:1", "tick:1"]
     events += ["user:new-green", "reconcile:1", "router:apply-latest"]
     for event in events:
         world.event(*event.split(":", 1))
-    assert world.floor == 1 and world.router.green == 0  # v1 promoted, the data plane at 0% green
+    assert world.floor == 1 and world.router.green == 100  # v1 promoted and still serving everything
     assert not world.violations, world.violations
 
 

@@ -14,7 +14,8 @@ Every rule of the canary lives here; handlers gather the observations and apply 
   the count), or ``consecutive_error_limit`` analyses or reconciles in a row without an answer, rolls
   back: all traffic to blue, confirmed by the router before RolledBack;
 - promotion: all traffic to green; once confirmed, green's model is the stable one (Finalizing): blue is
-  redeployed with it, traffic returns to blue once blue is ready, and green is scaled down;
+  redeployed with it, traffic returns to blue once blue is ready, and green is scaled down; a new green
+  given meanwhile starts its canary only then;
 - bad input (an unknown command, a spec the operator cannot serve) never moves traffic by itself, except
   that a canary in flight rolls back to the stable model;
 - the router must confirm new weights within ``traffic.confirmDeadline``: a canary or a promotion it does
@@ -143,7 +144,9 @@ def decide(
     _follow_blue_until_promoted(s, spec)
     revision = steps.green_revision(spec)
     command = observations.command
-    if s.green_revision != revision:
+    if s.green_revision != revision and s.phase is not Phase.FINALIZING:
+        # A new green waits for a promotion to finish: until blue serves the promoted model, green is the
+        # only colour that does, and restarting now would send everything to blue's older model.
         _start_canary(draft, spec, revision, now)
         if observations.error is not None:  # the new canary's first reconcile failed: counted all the same
             s.consecutive_errors, s.last_error = 1, observations.error
