@@ -31,6 +31,7 @@ from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.api.status import ModelRolloutStatus, Phase
 from modelrollout.rollout import steps
 from modelrollout.rollout.machine import AnalysisOutcome, Observations, decide
+from modelrollout.routing.base import AppliedWeights
 
 RESULTS = Path(__file__).parent / "results" / "gate_correctness.json"
 BLUE_ACCURACY = 0.97
@@ -64,6 +65,11 @@ def fixed_threshold_gate(green: Outcomes, blue: Outcomes) -> Verdict:
 GATES: dict[str, Gate] = {"sequential": sequential_gate, "fixed_threshold": fixed_threshold_gate}
 
 
+def applied(status: ModelRolloutStatus) -> AppliedWeights:
+    """A router that has applied whatever status asks for."""
+    return AppliedWeights(revision=status.weights.revision, green=status.weights.green)
+
+
 def simulate(
     gate: Gate, green_accuracy: float, labelled_per_interval: int, rng: np.random.Generator
 ) -> tuple[str, int]:
@@ -81,17 +87,21 @@ def simulate(
         green[1] += n_green
         blue[0] += int(rng.binomial(n_blue, BLUE_ACCURACY))
         blue[1] += n_blue
-        obs = Observations(resources_ready=True, router_green_weight=weight)
+        obs = Observations(resources_ready=True, blue_ready=True, router=applied(status))
         if steps.analysis_due(SPEC, status, now):
             verdict = gate(Outcomes(*green), Outcomes(*blue))
             obs = Observations(
                 resources_ready=True,
-                router_green_weight=weight,
+                blue_ready=True,
+                router=applied(status),
                 analysis=AnalysisOutcome(now, [CheckResult("accuracy", verdict, "")]),
             )
         status = decide(SPEC, status, obs, now).status
-        if status.phase in (Phase.PROMOTING, Phase.ROLLING_BACK):
-            status = decide(SPEC, status, Observations(router_green_weight=status.weights.green), now).status
+        for _ in range(3):  # a router that applies at once: promotion and rollback finish within the tick
+            if status.phase not in (Phase.PROMOTING, Phase.FINALIZING, Phase.ROLLING_BACK):
+                break
+            after = Observations(resources_ready=True, blue_ready=True, router=applied(status))
+            status = decide(SPEC, status, after, now).status
         if status.phase in (Phase.PROMOTED, Phase.ROLLED_BACK):
             return status.phase.value, tick
     raise RuntimeError("a simulated canary never finished")
