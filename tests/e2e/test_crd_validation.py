@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,34 @@ def apply(kubeconfig: Path, spec_changes: dict[str, Any], name: str) -> tuple[in
             "spec.analysis.checks.custom[0]",
             "min, max or both",
         ),
+        ({"green.model.uri": "https://models.example/digits.onnx"}, "spec.green.model.uri", "cannot be served"),
+        ({"blue.model.uri": "models/digits.onnx"}, "spec.blue.model.uri", "file:///path/in/image"),
+        ({"green.model.goldenSet": "http://x/golden.jsonl"}, "spec.green.model.goldenSet", "cannot be served"),
+        ({"green.model.version": "1.2.0+cu121"}, "spec.green.model.version", "not a valid label value"),
+        ({"deletionPolicy": "orphan"}, "spec.deletionPolicy", "supported values"),
+        (
+            {"analysis": {"checks": {"health": {"maxRestarts": -1}}}},
+            "spec.analysis.checks.health.maxRestarts",
+            "greater than or equal to 0",
+        ),
+        ({"traffic.confirmDeadline": "soon"}, "spec.traffic.confirmDeadline", "should match"),
+        ({"server.settings": {"MODELSERVER_COLOUR": "blue"}}, "spec.server.settings", "operator writes itself"),
+        ({"traffic.stickyHeader": "x-user; }"}, "spec.traffic.stickyHeader", "should match"),
+        (
+            {"traffic.provider": "gateway-api", "traffic.mirror": {"percent": 10}},
+            "spec.traffic",
+            "gateway-api provider supports neither",
+        ),
+        (
+            {"analysis": {"checks": {"custom": [{"name": "q", "query": "up", "max": 1}] * 2}}},
+            "spec.analysis.checks.custom[1]",
+            "Duplicate value",
+        ),
+        (
+            {"analysis": {"checks": {"custom": [{"name": "errors", "query": "up", "max": 1}]}}},
+            "spec.analysis.checks.custom[0]",
+            "built-in check",
+        ),
     ],
     ids=[
         "decreasing",
@@ -69,6 +98,18 @@ def apply(kubeconfig: Path, spec_changes: dict[str, Any], name: str) -> tuple[in
         "empty-uri",
         "no-green",
         "custom-unbounded",
+        "https-uri",
+        "relative-uri",
+        "http-golden-set",
+        "version-not-a-label",
+        "deletion-policy",
+        "negative-max-restarts",
+        "confirm-deadline",
+        "reserved-setting",
+        "sticky-header-not-a-name",
+        "gateway-api-mirror",
+        "custom-repeated",
+        "custom-built-in-name",
     ],
 )
 def test_invalid_rollout_is_rejected_naming_the_field(
@@ -88,3 +129,89 @@ def test_valid_sample_is_accepted_and_parses_back(kubeconfig: Path) -> None:
     spec = ModelRolloutSpec.model_validate(stored["spec"])
     assert spec.traffic.steps[0].manual
     kubectl.run("delete", "mro", "valid", kubeconfig=kubeconfig)
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [("d" * 57, "at most 56"), ("digits.v2", "should match"), ("2digits", "should match")],
+    ids=["57-chars", "dot", "digit-first"],
+)
+def test_a_name_that_cannot_name_the_services_is_rejected(kubeconfig: Path, name: str, words: str) -> None:
+    """The rollout's name prefixes its Services (<name>-router at most 63 characters, a DNS-1035 label)."""
+    code, stderr = apply(kubeconfig, {}, name=name)
+    assert code != 0, "the API server accepted a name the operator cannot use"
+    assert "metadata.name" in stderr and words in stderr and name in stderr, stderr
+
+
+def test_the_longest_name_is_accepted(kubeconfig: Path) -> None:
+    name = "d" * 56
+    code, stderr = apply(kubeconfig, {}, name=name)
+    assert code == 0, stderr
+    kubectl.run("delete", "mro", name, kubeconfig=kubeconfig)
+
+
+def test_every_new_field_is_accepted_and_parses_back(kubeconfig: Path) -> None:
+    code, stderr = apply(
+        kubeconfig,
+        {
+            "blue.model.uri": "/models/digits-fp32.onnx",
+            "green.model": {
+                "uri": "file:///models/digits-int8.onnx",
+                "version": "1.2.0-cu121_b.7",
+                "goldenSet": "file:///models/golden.jsonl",
+            },
+            "server.settings": {"MODELSERVER_MAX_BATCH_SIZE": "8"},
+            "traffic.confirmDeadline": "90s",
+            "traffic.stickyHeader": "x-user",
+            "analysis": {
+                "checks": {
+                    "health": {"enabled": True, "maxRestarts": 2, "failureLimit": 1},
+                    "golden": {"enabled": True, "tolerance": 0.02, "failureLimit": 3},
+                    "custom": [{"name": "queue", "query": "up", "max": 1}],
+                }
+            },
+            "deletionPolicy": "deleteAll",
+        },
+        name="every-field",
+    )
+    assert code == 0, stderr
+    stored = json.loads(kubectl.run("get", "mro", "every-field", "-o", "json", kubeconfig=kubeconfig).stdout)
+    spec = ModelRolloutSpec.model_validate(stored["spec"])
+    assert spec.traffic.confirm_deadline == 90
+    assert spec.analysis.checks.health.max_restarts == 2
+    assert spec.analysis.checks.golden.tolerance == 0.02
+    assert spec.deletion_policy == "deleteAll"
+    assert spec.green.model.golden_set == "file:///models/golden.jsonl"
+    kubectl.run("delete", "mro", "every-field", kubeconfig=kubeconfig)
+
+
+def test_the_api_server_stores_the_models_defaults(kubeconfig: Path) -> None:
+    code, stderr = apply(kubeconfig, {"analysis": {"checks": {"health": {}, "golden": {}}}}, name="defaults")
+    assert code == 0, stderr
+    stored = json.loads(kubectl.run("get", "mro", "defaults", "-o", "json", kubeconfig=kubeconfig).stdout)["spec"]
+    kubectl.run("delete", "mro", "defaults", kubeconfig=kubeconfig)
+    typed = ModelRolloutSpec.model_validate(SAMPLE["spec"]).to_api()
+    assert stored["deletionPolicy"] == typed["deletionPolicy"] == "keepStable"
+    assert stored["traffic"]["confirmDeadline"] == typed["traffic"]["confirmDeadline"]
+    assert stored["analysis"]["checks"]["health"] == typed["analysis"]["checks"]["health"]
+    assert stored["analysis"]["checks"]["golden"] == typed["analysis"]["checks"]["golden"]
+
+
+@pytest.mark.parametrize(
+    ("field", "words"),
+    [
+        ("spec.traffic.confirmDeadline", "Longest the router may take to confirm new weights"),
+        ("spec.deletionPolicy", "keepStable leaves the stable model"),
+        ("spec.green.model.uri", "are not served yet"),
+        ("spec.analysis.checks.health.maxRestarts", "Restarts of green's model servers"),
+    ],
+)
+def test_kubectl_explain_describes_the_fields(kubeconfig: Path, field: str, words: str) -> None:
+    path = field.replace("spec.", "modelrollout.spec.", 1)
+    deadline = time.monotonic() + 30
+    while True:  # the OpenAPI document follows the CRD by a moment
+        result = kubectl.run("explain", path, kubeconfig=kubeconfig, check=False)
+        if (result.returncode == 0 and words in " ".join(result.stdout.split())) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert words in " ".join(result.stdout.split()), result.stdout + result.stderr

@@ -214,3 +214,5 @@ def test_the_rollout_name_fits_the_router_service_name() -> None:
     rules = _rules(VERSION["schema"]["openAPIV3Schema"])
     longest_suffix = max(len(f"-{colour}") for colour in (*constants.COLOURS, "router"))
     assert f"self.metadata.name.size() <= {63 - longest_suffix}" in rules
+    name = VERSION["schema"]["openAPIV3Schema"]["properties"]["metadata"]["properties"]["name"]
+    assert name["pattern"] == "^[a-z]([-a-z0-9]*[a-z0-9])?$", "Service names are DNS-1035 labels"
