@@ -27,7 +27,7 @@ from modelrollout.api.status import ModelRolloutStatus, Phase, StableStatus, wit
 from modelrollout.k8s import api, manifests, resources
 from modelrollout.rollout import commands, machine, steps
 from modelrollout.routing import factory
-from modelrollout.routing.base import NOT_REPORTED, AppliedWeights, RolloutRef, parse_report
+from modelrollout.routing.base import RolloutRef
 
 log = structlog.get_logger("modelrollout")
 
@@ -184,20 +184,11 @@ async def _reject(
     begun: float,
 ) -> None:
     """A spec the operator cannot serve: reported; a canary in flight rolls back to the stable model."""
-    report = _report_without_spec(body)
+    report = await asyncio.to_thread(factory.applied_without_spec, ref)
     decision = machine.reject(status, problem, machine.Observations(router=report), now)
-    if decision.green_weight == 0 and status.weights.green > 0:
-        await asyncio.to_thread(factory.all_to_blue_without_spec, ref)
+    if decision.green_weight == 0:
+        await asyncio.to_thread(factory.all_to_blue_without_spec, ref, revision=decision.weights_revision)
     _apply(body, patch, ref, decision, begun)
-
-
-def _report_without_spec(body: kopf.Body) -> AppliedWeights:
-    """The builtin router's report can be read without a spec; other providers' cannot."""
-    provider = ((body.get("spec") or {}).get("traffic") or {}).get("provider", "builtin")
-    if provider != "builtin":
-        return NOT_REPORTED
-    annotations = body.get("metadata", {}).get("annotations") or {}
-    return parse_report(annotations.get(constants.ANNOTATION_ROUTER_APPLIED))
 
 
 def stable_of(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> StableStatus:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import structlog
 from kubernetes.client.exceptions import ApiException
 
+from modelrollout.api import constants
+from modelrollout.k8s import api
 from modelrollout.routing import gateway_api
-from modelrollout.routing.base import RolloutRef, TrafficRouter
+from modelrollout.routing.base import NOT_REPORTED, AppliedWeights, RolloutRef, TrafficRouter, parse_report
 from modelrollout.routing.builtin import BuiltinRouter
 from modelrollout.routing.gateway_api import GatewayApiRouter
 
@@ -24,11 +26,32 @@ def router_for(provider: str) -> TrafficRouter:
         raise ValueError(f"spec.traffic.provider: unknown provider {provider!r}; valid: {sorted(PROVIDERS)}") from None
 
 
-def all_to_blue_without_spec(rollout: RolloutRef) -> None:
+def all_to_blue_without_spec(rollout: RolloutRef, *, revision: int | None = None) -> None:
     """Traffic back on blue when the spec no longer parses and the provider is unknown: the builtin router
-    follows status.weights (set to 100% blue by the operator); HTTPRoutes are found by their label.
-    A failure is logged, not raised: the rollout must still be marked Failed."""
+    follows status.weights (set to 100% blue by the operator); HTTPRoutes are found by their label and
+    marked with the weights ``revision``. A failure is logged, not raised: the rejection must still be
+    recorded (and the next tick tries again)."""
     try:
-        gateway_api.all_to_blue(rollout)
+        gateway_api.all_to_blue(rollout, revision=revision)
     except ApiException as error:
         log.warning("routes not moved to blue", rollout=f"{rollout.namespace}/{rollout.name}", error=str(error))
+
+
+def applied_without_spec(rollout: RolloutRef) -> AppliedWeights:
+    """What the data plane reports when the spec cannot be read: the builtin router's annotation, or the
+    one HTTPRoute labelled for this rollout (NOT_REPORTED when there are none or several)."""
+    provider = ((rollout.body.get("spec") or {}).get("traffic") or {}).get("provider", "builtin")
+    if provider != "gateway-api":
+        annotations = rollout.body.get("metadata", {}).get("annotations") or {}
+        return parse_report(annotations.get(constants.ANNOTATION_ROUTER_APPLIED))
+    try:
+        routes = api.list_custom(
+            gateway_api.GROUP,
+            gateway_api.VERSION,
+            gateway_api.PLURAL,
+            rollout.namespace,
+            f"{constants.LABEL_ROLLOUT}={rollout.name}",
+        )
+    except ApiException as error:
+        return AppliedWeights(revision=None, green=None, note=f"routes unreadable: {error.reason}")
+    return gateway_api.applied_of(routes[0], rollout) if len(routes) == 1 else NOT_REPORTED
