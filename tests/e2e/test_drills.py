@@ -4,6 +4,7 @@ operator does not promote, a killed operator resumes, and manual commands work."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -12,11 +13,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
+from modelrollout.api import constants
 from modelrollout.devcluster import binaries, kubectl, process
 from modelrollout.devcluster.stage import Load, Stage, rollout_manifest
+from modelrollout.routing.base import parse_report
 
 pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
 
 FAST_STEPS = [{"weight": 25, "pause": "3s"}, {"weight": 50, "pause": "3s"}, {"weight": 100}]
 # Demo-sized evidence: two points of tolerance and 300 labelled outcomes per colour keep a drill short.
@@ -65,6 +71,29 @@ def start(
     return Load(served.router_url, stream).start()
 
 
+@contextlib.contextmanager
+def crd_without_uri_checks(kubeconfig: Path) -> Iterator[None]:
+    """The CRD as an older release had it: model URIs unchecked. The real CRD is put back afterwards."""
+    crd = yaml.safe_load((REPO / "crds" / "modelrollout.yaml").read_text())
+
+    def loosen(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("uri", "goldenSet") and isinstance(value, dict):
+                    value.pop("x-kubernetes-validations", None)
+                loosen(value)
+        elif isinstance(node, list):
+            for item in node:
+                loosen(item)
+
+    loosen(crd)
+    kubectl.run("apply", "-f", "-", kubeconfig=kubeconfig, stdin=json.dumps(crd))
+    try:
+        yield
+    finally:
+        kubectl.install_crd(kubeconfig)
+
+
 def reasons(body: dict[str, Any]) -> list[str]:
     return [entry["reason"] for entry in body["status"]["history"]]
 
@@ -76,8 +105,12 @@ def test_good_candidate_is_promoted(stage: Stage, stream: dict[str, np.ndarray])
     finally:
         load.stop()
     assert body["status"]["phase"] == "Promoted", body["status"]["message"]
-    assert body["status"]["weights"] == {"blue": 0, "green": 100}
-    assert body["metadata"]["annotations"]["modelrollout.dev/router-applied-green-weight"] == "100"
+    # promoted: blue now runs the promoted model and serves all traffic, as the router confirms
+    weights = body["status"]["weights"]
+    assert (weights["blue"], weights["green"]) == (100, 0)
+    assert body["status"]["stable"]["model"]["version"] == "v2"
+    report = body["metadata"]["annotations"][constants.ANNOTATION_ROUTER_APPLIED]
+    assert parse_report(report).confirms(revision=weights["revision"], green=0)
     assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
     # settled: the operator does not rewrite the object on every tick
     time.sleep(1.5)
@@ -136,7 +169,7 @@ def test_bad_candidate_is_rolled_back(
         load.stop()
     status = body["status"]
     assert status["phase"] == "RolledBack", status["message"]
-    assert status["weights"] == {"blue": 100, "green": 0}
+    assert (status["weights"]["blue"], status["weights"]["green"]) == (100, 0)
     assert status["rollbackReason"] == "AnalysisFailed"
     failed = {c["name"]: c for c in status["analysis"]["checks"] if c["verdict"] == "Failed"}
     assert failing_check in failed, status["analysis"]
@@ -203,7 +236,7 @@ def test_manual_pause_promote_and_abort(stage: Stage, stream: dict[str, np.ndarr
         body = stage.wait_for_phase("manual", {"Aborted"}, timeout=15)
     finally:
         load.stop()
-    assert body["status"]["weights"] == {"blue": 100, "green": 0}
+    assert (body["status"]["weights"]["blue"], body["status"]["weights"]["green"]) == (100, 0)
     assert "Aborted" in reasons(body)
 
 
@@ -231,9 +264,11 @@ def test_a_spec_broken_mid_rollout_sends_gateway_api_traffic_back_to_blue(stage:
         )
 
     process.wait_until(lambda: green_weight() == 30, timeout=60, what="the HTTPRoute at 30% green")
-    # passes the CRD schema, but the operator cannot roll it out (model URIs must be file://)
-    broken = json.dumps({"spec": {"green": {"model": {"uri": "https://models.example/digits.onnx"}}}})
-    kubectl.run("patch", "mro", name, "--type=merge", "-p", broken, kubeconfig=kubeconfig)
-    body = stage.wait_for_phase(name, {"Failed"}, timeout=30)
-    assert "file://" in body["status"]["message"]
-    process.wait_until(lambda: green_weight() == 0, timeout=10, what="the HTTPRoute back at 0% green")
+    # An API server with an older CRD (no check of the URI scheme) accepts what the operator cannot serve.
+    with crd_without_uri_checks(kubeconfig):
+        broken = json.dumps({"spec": {"green": {"model": {"uri": "https://models.example/digits.onnx"}}}})
+        kubectl.run("patch", "mro", name, "--type=merge", "-p", broken, kubeconfig=kubeconfig)
+        body = stage.wait_for_phase(name, {"RolledBack"}, timeout=30)
+    assert body["status"]["rollbackReason"] == "InvalidSpec"
+    assert "file://" in body["status"]["invalidSpec"]
+    assert green_weight() == 0
