@@ -8,10 +8,11 @@ The report is built by parts, each adding its own keys to ``results/safety.json`
   alternating and erroring, users typing commands and editing the spec, operator restarts, API failures)
   driven against the real ``decide()``/``reject()`` through the controller's apply logic. Each history
   stops at its first broken invariant; ``invariant_violations`` counts those histories.
-- ``drills``: ``crash_to_blue_p50_s`` and ``dead_green_to_blue_p50_s`` need drills on a real control plane;
-  null until that part is written (add a function to ``PARTS``).
+- ``drills``: ``crash_to_blue_p50_s`` and ``dead_green_to_blue_p50_s``: green SIGKILLed (repeatedly, or once
+  and left dead) during a canary on the local control plane with default analysis settings, timed from the
+  first kill to the router applying 0% green; ``--drills`` rounds of each, interleaved.
 
-    python -m benchmarks.safety [--histories 2000] [--steps 60] [--seed 0]
+    python -m benchmarks.safety [--histories 2000] [--steps 60] [--seed 0] [--drills 5]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from collections import Counter
@@ -31,6 +33,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the model lives with the unit tests
 
+import numpy as np
+
+from benchmarks.rollback_time import wait_router
+from modelrollout.api import constants
+from modelrollout.devcluster import cluster, process
+from modelrollout.devcluster.modelservers import demo_models_dir
+from modelrollout.devcluster.stage import Load, Stage, rollout_manifest
 from tests.unit import test_safety_model as model
 
 RESULTS = Path(__file__).parent / "results" / "safety.json"
@@ -93,9 +102,83 @@ def model_part(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _fault_drill(stage: Stage, name: str, stream: dict[str, Any], fault: str) -> float:
+    """One fresh canary at 25% green with labelled traffic and a passing analysis; then green crashes
+    (``crash``: SIGKILLed now and every 3 s, restarted each time) or dies for good (``dead``). Returns the
+    seconds from the first kill to the router applying 0% green."""
+
+    served = stage.serve(name, green_model="digits-int8.onnx", green_version="v2")
+    load = Load(served.router_url, stream, rows=1, rate=80).start()
+    try:
+        stage.apply(
+            rollout_manifest(
+                name,
+                models=stage.models,
+                green_model="digits-int8.onnx",
+                green_version="v2",
+                prometheus_url=stage.prometheus.url,
+                steps=[{"weight": 25, "pause": "30m"}, {"weight": 100}],
+            )
+        )
+        wait_router(served.router_url, 25, timeout=120)
+        process.wait_until(
+            lambda: any(
+                c["name"] == "errors" and c["verdict"] == "Passed"
+                for c in (stage.get(name)["status"].get("analysis") or {}).get("checks", [])
+            ),
+            timeout=90,
+            what="a passing analysis before the fault",
+            interval=0.5,
+        )
+        killed_at = time.time()
+        if fault == "crash":
+            served.kubelet.kill(constants.GREEN)
+            with served.kubelet.chaos(constants.GREEN, every=3):
+                blue_at = wait_router(served.router_url, 0, timeout=180)
+        else:
+            served.kubelet.hold_dead(constants.GREEN)
+            blue_at = wait_router(served.router_url, 0, timeout=180)
+        body = stage.wait_for_phase(name, {"RolledBack"}, timeout=60)
+        if body["status"]["rollbackReason"] != "AnalysisFailed":
+            raise RuntimeError(f"{name}: rolled back for {body['status']['rollbackReason']}, not by detection")
+    finally:
+        load.stop()
+        served.kubelet.release(constants.GREEN)
+        stage.unserve(served)
+    return round(blue_at - killed_at, 3)
+
+
 def drills_part(args: argparse.Namespace) -> dict[str, Any]:
-    """Hard faults on green in a real control plane, timed to 100% blue at the router: not written yet."""
-    return {"crash_to_blue_p50_s": None, "dead_green_to_blue_p50_s": None}
+    """Hard faults on green on the local control plane with default analysis settings, timed from the first
+    kill to 100% blue at the router; crash and dead drills interleaved."""
+    if args.drills == 0:
+        return {"crash_to_blue_p50_s": None, "dead_green_to_blue_p50_s": None}
+
+    models = demo_models_dir()
+    stream = dict(np.load(models / "digits-stream.npz"))
+    times: dict[str, list[float]] = {"crash": [], "dead": []}
+    with cluster.LocalCluster(nodes=1) as local, Stage(kubeconfig=local.kubeconfig_path, models=models) as stage:
+        for index in range(args.drills):
+            for fault in ("crash", "dead") if index % 2 == 0 else ("dead", "crash"):
+                seconds = _fault_drill(stage, f"{fault}-{index + 1}", stream, fault)
+                print(f"{fault} drill {index + 1}: {seconds} s to 100% blue", flush=True)
+                times[fault].append(seconds)
+
+    def spread(values: list[float]) -> dict[str, float]:
+        return {"p50": round(statistics.median(values), 2), "min": min(values), "max": max(values)}
+
+    return {
+        "crash_to_blue_p50_s": spread(times["crash"])["p50"],
+        "dead_green_to_blue_p50_s": spread(times["dead"])["p50"],
+        "drills": {
+            "rounds": args.drills,
+            "setup": "defaults: interval 5s, window 60s, failureLimit 2, operator tick 1s; Prometheus scrapes "
+            "every 1 s; 80 labelled requests/s through the router, 25% to green; crash: SIGKILL now and every "
+            "3 s (restarted by the kubelet stand-in); dead: SIGKILL once, never restarted",
+            "crash_to_blue_s": {**spread(times["crash"]), "each": times["crash"]},
+            "dead_green_to_blue_s": {**spread(times["dead"]), "each": times["dead"]},
+        },
+    }
 
 
 PARTS: list[Callable[[argparse.Namespace], dict[str, Any]]] = [model_part, drills_part]
@@ -106,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--histories", type=int, default=2000)
     parser.add_argument("--steps", type=int, default=60, help="events per history")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--drills", type=int, default=5, help="rounds of the crash and dead-green drills (0: none)")
     args = parser.parse_args(argv if argv is not None else [])
     report: dict[str, Any] = {
         "command": "python -m benchmarks.safety " + " ".join(argv or []),
