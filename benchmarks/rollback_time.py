@@ -47,7 +47,7 @@ def wait_router(url: str, green: int, *, timeout: float) -> float:
 
 def drill(stage: Stage, name: str, stream: dict[str, Any]) -> dict[str, float]:
     served = stage.serve(name, green_model="digits-int8.onnx", green_version="v2")
-    load = Load(served.router_url, stream, rows=1, rate=80).start()
+    load = Load(served.router_url, stream, model=name, rows=1, rate=80).start()
     try:
         # default analysis settings; a long first step keeps the canary at 50% until the fault
         stage.apply(

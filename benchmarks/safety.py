@@ -108,7 +108,7 @@ def _fault_drill(stage: Stage, name: str, stream: dict[str, Any], fault: str) ->
     seconds from the first kill to the router applying 0% green."""
 
     served = stage.serve(name, green_model="digits-int8.onnx", green_version="v2")
-    load = Load(served.router_url, stream, rows=1, rate=80).start()
+    load = Load(served.router_url, stream, model=name, rows=1, rate=80).start()
     try:
         stage.apply(
             rollout_manifest(

@@ -86,7 +86,7 @@ def run() -> dict[str, str]:
         for name, model, version, faults, what in SCENARIOS:
             say(f"\n=== Canary {name}: {what}")
             served = stage.serve(name, green_model=model, green_version=version, green_env=faults)
-            load = Load(served.router_url, stream).start()
+            load = Load(served.router_url, stream, model=name).start()
             stage.apply(
                 rollout_manifest(
                     name,

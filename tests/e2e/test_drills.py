@@ -68,7 +68,7 @@ def start(
             analysis=ANALYSIS,
         )
     )
-    return Load(served.router_url, stream).start()
+    return Load(served.router_url, stream, model=name).start()  # a Pod serves its rollout's name
 
 
 @contextlib.contextmanager

@@ -1,0 +1,267 @@
+"""Safety drills end to end: what an SRE would try to break. Real control plane, the operator as its own
+process, model servers that follow their Deployments (devcluster.kubelet), the router, real Prometheus.
+
+Outcomes asserted here do not depend on machine speed: each drill waits for a condition with a generous
+timeout and checks *why* the rollout ended where it did (the times are measured in benchmarks/safety.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from modelrollout.api import constants
+from modelrollout.devcluster import kubectl
+from modelrollout.devcluster.stage import Load, Served, Stage, rollout_manifest
+
+pytestmark = pytest.mark.e2e
+
+FAST_STEPS = [{"weight": 25, "pause": "3s"}, {"weight": 50, "pause": "3s"}, {"weight": 100}]
+HOLD_STEPS = [{"weight": 25, "pause": "10m"}, {"weight": 100}]
+"""A canary that stays at 25% for as long as a drill needs (its analysis keeps running)."""
+CHECKS = {
+    "accuracy": {"tolerance": 0.02, "minSamples": 300},
+    "latency": {"minRequests": 10},
+    "errors": {"minRequests": 10},
+}
+ANALYSIS = {"interval": "2s", "window": "20s", "progressDeadline": "15m"}
+"""A progress deadline far beyond every drill: a rollback here is always a detection, never the deadline."""
+
+
+@pytest.fixture
+def stage(kubeconfig: Path, demo_models: Path) -> Iterator[Stage]:
+    with Stage(kubeconfig=kubeconfig, models=demo_models) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def stream(demo_models: Path) -> dict[str, np.ndarray]:
+    return dict(np.load(demo_models / "digits-stream.npz"))
+
+
+def begin(
+    stage: Stage,
+    stream: dict[str, np.ndarray],
+    name: str,
+    *,
+    steps: list[dict[str, Any]],
+    green_model: str = "digits-int8.onnx",
+    green_version: str = "v2",
+) -> tuple[Served, Load]:
+    served = stage.serve(name, green_model=green_model, green_version=green_version)
+    stage.apply(manifest(stage, name, steps=steps, green_model=green_model, green_version=green_version))
+    return served, Load(served.router_url, stream, model=name).start()  # a Pod serves its rollout's name
+
+
+def manifest(
+    stage: Stage, name: str, *, steps: list[dict[str, Any]], green_model: str, green_version: str
+) -> dict[str, Any]:
+    return rollout_manifest(
+        name,
+        models=stage.models,
+        green_model=green_model,
+        green_version=green_version,
+        prometheus_url=stage.prometheus.url,
+        steps=steps,
+        checks=CHECKS,
+        analysis=ANALYSIS,
+    )
+
+
+def wait_for(stage: Stage, name: str, what: str, predicate: Any, *, timeout: float = 180) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = stage.get(name)
+        if predicate(body):
+            return body
+        time.sleep(0.25)
+    status = body.get("status") or {}
+    raise TimeoutError(
+        f"{name}: {what} not reached in {timeout}s: phase {status.get('phase')}, message {status.get('message')!r}"
+        f"\n--- operator log tail ---\n{stage.operator_log()[-3000:]}"
+    )
+
+
+def live_at(weight: int) -> Any:
+    """The canary is Progressing and the router confirmed ``weight``% green for the weights' revision."""
+
+    def check(body: dict[str, Any]) -> bool:
+        status = body.get("status") or {}
+        applied = (body["metadata"].get("annotations") or {}).get(constants.ANNOTATION_ROUTER_APPLIED)
+        weights = status.get("weights") or {}
+        return (
+            status.get("phase") == "Progressing"
+            and weights.get("green") == weight
+            and applied == f"{weights.get('revision')}/{weight}"
+        )
+
+    return check
+
+
+def settled(*phases: str) -> Any:
+    return lambda body: (body.get("status") or {}).get("phase") in phases
+
+
+def reasons(body: dict[str, Any]) -> list[str]:
+    return [entry["reason"] for entry in body["status"]["history"]]
+
+
+def rollback_message(body: dict[str, Any]) -> str:
+    """What the rollback decision said (the values and thresholds that caused it)."""
+    return next(h["message"] for h in reversed(body["status"]["history"]) if h["action"] == "RollBack")
+
+
+def versions_answering(served: Served, stream: dict[str, np.ndarray], count: int = 20) -> set[str]:
+    """The model versions that answer ``count`` inference requests sent through the router."""
+    body = {
+        "inputs": [
+            {"name": "input", "shape": [1, 64], "datatype": "FP32", "data": stream["inputs"][0].ravel().tolist()}
+        ]
+    }
+    seen = set()
+    with httpx.Client(base_url=served.router_url, timeout=10) as client:
+        for _ in range(count):
+            answer = client.post(f"/v2/models/{served.name}/infer", json=body)
+            assert answer.status_code == 200, answer.text
+            seen.add(answer.json()["model_version"])
+    return seen
+
+
+def test_a_green_that_keeps_crashing_is_rolled_back(stage: Stage, stream: dict[str, np.ndarray]) -> None:
+    served, load = begin(stage, stream, "crashy", steps=HOLD_STEPS)
+    try:
+        wait_for(stage, "crashy", "25% green confirmed", live_at(25))
+        with served.kubelet.chaos(constants.GREEN, every=3):
+            body = wait_for(stage, "crashy", "a rollback", settled("RolledBack", "Promoted"))
+    finally:
+        load.stop()
+    status = body["status"]
+    assert status["phase"] == "RolledBack", status["message"]
+    assert status["rollbackReason"] == "AnalysisFailed", status["message"]
+    why = rollback_message(body)
+    assert "health:" in why or "errors:" in why, why
+    assert status["weights"]["green"] == 0
+    assert body["metadata"]["annotations"][constants.ANNOTATION_ROUTER_APPLIED] == f"{status['weights']['revision']}/0"
+
+
+def test_a_green_killed_once_and_left_dead_is_rolled_back_by_detection(
+    stage: Stage, stream: dict[str, np.ndarray]
+) -> None:
+    served, load = begin(stage, stream, "dead", steps=HOLD_STEPS)
+    try:
+        wait_for(stage, "dead", "25% green confirmed", live_at(25))
+        served.kubelet.hold_dead(constants.GREEN)
+        body = wait_for(stage, "dead", "a rollback", settled("RolledBack", "Promoted"), timeout=90)
+    finally:
+        load.stop()
+        served.kubelet.release(constants.GREEN)
+    status = body["status"]
+    assert status["phase"] == "RolledBack" and status["rollbackReason"] == "AnalysisFailed", status["message"]
+    assert "ProgressDeadlineExceeded" not in reasons(body)
+    why = rollback_message(body)
+    assert "errors:" in why or "health:" in why, why
+
+
+def test_a_promotion_then_a_replicas_change_keeps_all_traffic_on_the_promoted_model(
+    stage: Stage, stream: dict[str, np.ndarray]
+) -> None:
+    served, load = begin(stage, stream, "keep", steps=FAST_STEPS)
+    try:
+        body = wait_for(stage, "keep", "promotion", settled("Promoted", "RolledBack"))
+    finally:
+        load.stop()
+    status = body["status"]
+    assert status["phase"] == "Promoted", status["message"]
+    assert status["stable"]["model"]["version"] == "v2" and status["weights"]["green"] == 0
+    assert reasons(body)[-3:] == ["GreenIsStable", "BlueServesStable", "Promoted"]
+    assert versions_answering(served, stream) == {"v2"}  # blue now runs the promoted model
+
+    scaled = manifest(stage, "keep", steps=FAST_STEPS, green_model="digits-int8.onnx", green_version="v2")
+    scaled["spec"]["server"]["replicas"] = 2
+    stage.apply(scaled, wait=False)
+    after = wait_for(
+        stage,
+        "keep",
+        "the new generation observed",
+        lambda b: (b.get("status") or {}).get("observedGeneration") == b["metadata"]["generation"],
+    )
+    assert after["status"]["phase"] == "Promoted" and after["status"]["weights"]["green"] == 0
+    assert "GreenChanged" not in reasons(after)[len(reasons(body)) - 1 :]
+    deployment = json.loads(kubectl.run("get", "deploy", "keep-blue", "-o", "json", kubeconfig=stage.kubeconfig).stdout)
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["template"]["metadata"]["labels"][constants.LABEL_VERSION] == "v2"
+    assert versions_answering(served, stream) == {"v2"}
+
+
+def test_a_typo_command_is_refused_and_moves_nothing(stage: Stage, stream: dict[str, np.ndarray]) -> None:
+    _, load = begin(stage, stream, "typo", steps=HOLD_STEPS)
+    try:
+        before = wait_for(stage, "typo", "25% green confirmed", live_at(25))
+        stage.command("typo", "promte")
+        after = wait_for(
+            stage,
+            "typo",
+            "the command refused",
+            lambda b: constants.ANNOTATION_COMMAND not in (b["metadata"].get("annotations") or {}),
+        )
+    finally:
+        load.stop()
+    assert after["status"]["phase"] == "Progressing" and after["status"]["stepIndex"] == 0
+    assert after["status"]["weights"] == before["status"]["weights"]
+    assert "UnknownCommand" in reasons(after)
+    events = kubectl.run(
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=typo,reason=UnknownCommand",
+        "-o",
+        "json",
+        kubeconfig=stage.kubeconfig,
+    ).stdout
+    [event] = json.loads(events)["items"]
+    assert event["type"] == "Warning" and "'promte'" in event["message"] and "promote-full" in event["message"]
+
+
+def test_a_deployment_the_api_server_refuses_rolls_the_canary_back(stage: Stage, stream: dict[str, np.ndarray]) -> None:
+    """A spec the schema accepts but the API server cannot apply (a CPU request above its limit): every
+    reconcile fails, each is counted, and the canary rolls back instead of freezing."""
+    _, load = begin(stage, stream, "refused", steps=HOLD_STEPS)
+    try:
+        wait_for(stage, "refused", "25% green confirmed", live_at(25))
+        broken = manifest(stage, "refused", steps=HOLD_STEPS, green_model="digits-int8.onnx", green_version="v2")
+        broken["spec"]["server"]["resources"] = {"limits": {"cpu": "1"}, "requests": {"cpu": "2"}}
+        stage.apply(broken, wait=False)
+        body = wait_for(stage, "refused", "a rollback", settled("RolledBack", "Promoted"), timeout=90)
+    finally:
+        load.stop()
+    status = body["status"]
+    assert status["phase"] == "RolledBack" and status["rollbackReason"] == "ReconcileFailed", status["message"]
+    assert "Deployment" in status["lastError"] or "cpu" in status["lastError"], status["lastError"]
+    assert status["weights"]["green"] == 0
+
+
+def test_deleting_a_rollout_keeps_the_stable_model_serving(stage: Stage, stream: dict[str, np.ndarray]) -> None:
+    served, load = begin(stage, stream, "gone", steps=HOLD_STEPS)
+    try:
+        wait_for(stage, "gone", "25% green confirmed", live_at(25))
+        kubectl.run("delete", "mro", "gone", "--timeout=90s", kubeconfig=stage.kubeconfig)
+    finally:
+        load.stop()
+    names = json.loads(
+        kubectl.run(
+            "get", "deploy,svc", "-l", "modelrollout.dev/rollout=gone", "-o", "json", kubeconfig=stage.kubeconfig
+        ).stdout
+    )
+    kept = {(item["kind"], item["metadata"]["name"]) for item in names["items"]}
+    assert ("Deployment", "gone-blue") in kept and ("Service", "gone-blue") in kept
+    assert ("Deployment", "gone-green") not in kept
+    # The router was at 25% green; deletion moved it to blue first, so every request is answered by v1.
+    assert versions_answering(served, stream) == {"v1"}
