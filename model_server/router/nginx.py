@@ -102,6 +102,7 @@ http {{
   server {{
     listen {config.listen};
     location = /healthz {{ proxy_pass http://control; }}
+    location = /readyz {{ proxy_pass http://control; }}
     location = /router/config-version {{ default_type text/plain; return 200 '{config.version}'; }}
     location = /router/state {{ proxy_pass http://control; }}
     location = /metrics {{ proxy_pass http://control; }}

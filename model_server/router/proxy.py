@@ -118,6 +118,13 @@ class Router:
             )
         elif path in ("/healthz", "/v2/health/live"):
             await _respond(send, 200, b'{"live":true}', _JSON)
+        elif path == "/readyz":
+            # Ready only once it serves the weights its rollout asks for: a router that restarts during a
+            # promotion must not send users to blue's older model before it has read the status.
+            if self.state.known:
+                await _respond(send, 200, b'{"ready":true}', _JSON)
+            else:
+                await _respond(send, 503, b'{"ready":false,"reason":"weights not applied yet"}', _JSON)
         elif path.endswith("/feedback"):
             await self._feedback(scope, receive, send)
         elif path.startswith("/_mirror/"):

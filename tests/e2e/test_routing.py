@@ -196,6 +196,8 @@ def test_router_follows_the_rollout_weights(
     try:
         assert router.state()["greenWeight"] == 0  # no weights published yet: all blue
         assert router_report(kubeconfig, name) is None  # and nothing reported
+        # not Ready (a Deployment sends it no traffic) until it serves what its rollout asks for
+        assert httpx.get(f"{router.url}/readyz", timeout=2).status_code == 503
         assert send(router, stream, 50) == {"v1": 50}
         requests = 1500
         for revision, weight in enumerate((10, 25, 50), start=1):
@@ -209,6 +211,7 @@ def test_router_follows_the_rollout_weights(
             )
             applied_within = time.monotonic() - begun
             assert applied_within < 1.0
+            assert httpx.get(f"{router.url}/readyz", timeout=2).status_code == 200
             process.wait_until(
                 reported(kubeconfig, name, f"{revision}/{weight}"), timeout=5, what=f"report {revision}/{weight}"
             )
