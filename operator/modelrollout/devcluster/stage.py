@@ -167,8 +167,12 @@ class Stage:
 
     def __enter__(self) -> Stage:
         self.prometheus.start()
-        kubectl.install_crd(self.kubeconfig)
-        self.start_operator()
+        try:
+            kubectl.install_crd(self.kubeconfig)
+            self.start_operator()
+        except BaseException:
+            self.prometheus.stop()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
