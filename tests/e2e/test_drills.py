@@ -253,6 +253,7 @@ def test_a_spec_broken_mid_rollout_sends_gateway_api_traffic_back_to_blue(stage:
         analysis={"interval": "10m"},  # no analysis in this test: only the broken spec moves the weights
     )
     manifest["spec"]["traffic"].update(provider="gateway-api", gatewayApi={"parentRefs": [{"name": "public"}]})
+    stage.serve(name, green_model="digits-int8.onnx", green_version="v2")  # model servers for its Pods
     stage.apply(manifest)
 
     def green_weight() -> int | None:
