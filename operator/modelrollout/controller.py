@@ -15,6 +15,7 @@ import time
 
 import kopf
 import structlog
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from modelrollout import metrics
@@ -22,7 +23,7 @@ from modelrollout.analysis import checks, run
 from modelrollout.analysis.prometheus import PrometheusProvider
 from modelrollout.analysis.provider import SharedQueries
 from modelrollout.api import constants
-from modelrollout.api.spec import ColourSpec, ModelRolloutSpec
+from modelrollout.api.spec import ColourSpec, ModelRolloutSpec, serving_revision
 from modelrollout.api.status import ModelRolloutStatus, Phase, StableStatus, without_nulls
 from modelrollout.k8s import api, manifests, resources
 from modelrollout.rollout import commands, machine, steps
@@ -209,19 +210,37 @@ async def _gather(
     stable = stable_of(spec, status)
     green_replicas, fingerprint = _owned(body, spec, status)
     key = f"{ref.namespace}/{ref.name}"
+    refused = None
     if not _ensured_lately(key, fingerprint) and not _green_has_traffic_to_lose(spec, status):
-        await asyncio.to_thread(
-            resources.ensure,
-            ref,
-            _as_deployed(spec, status, stable),
-            stable=stable.model,
-            stable_server=stable.server,
-            green_replicas=green_replicas,
-        )
-        _ensured[key] = (fingerprint, time.monotonic())
+        try:
+            await asyncio.to_thread(
+                resources.ensure,
+                ref,
+                _as_deployed(spec, status, stable),
+                stable=stable.model,
+                stable_server=stable.server,
+                green_replicas=green_replicas,
+            )
+            _ensured[key] = (fingerprint, time.monotonic())
+        except ApiException as error:
+            # Refused (invalid, an admission webhook, a quota): counted, and the rest is still observed so
+            # that a rollback in progress can be confirmed.
+            refused = f"applying the owned objects: {_describe(error)}"
     blue_ready, green_ready = await asyncio.gather(
-        asyncio.to_thread(resources.available, ref, constants.BLUE, version=stable.model.version),
-        asyncio.to_thread(resources.available, ref, constants.GREEN, version=spec.green.model.version),
+        asyncio.to_thread(
+            resources.available,
+            ref,
+            constants.BLUE,
+            version=stable.model.version,
+            revision=serving_revision(stable.model, stable.server),
+        ),
+        asyncio.to_thread(
+            resources.available,
+            ref,
+            constants.GREEN,
+            version=spec.green.model.version,
+            revision=steps.green_revision(spec),
+        ),
     )
     analysis = None
     if steps.analysis_due(spec, status, now):
@@ -247,6 +266,7 @@ async def _gather(
         analysis=analysis,
         router=report,
         command=command,
+        error=refused,
     )
 
 

@@ -170,10 +170,13 @@ def test_an_http_route_goes_back_to_blue_without_its_spec() -> None:
 # --- is a colour rolled out, and how healthy are its pods -------------------------------------------------
 
 
-def deployment(*, version: str = "v2", replicas: int = 2, available: int = 2, updated: int = 2) -> dict[str, Any]:
+def deployment(
+    *, version: str = "v2", revision: str = "r2", replicas: int = 2, available: int = 2, updated: int = 2
+) -> dict[str, Any]:
+    template_labels = {constants.LABEL_VERSION: version, constants.LABEL_REVISION: revision}
     return {
         "metadata": {"name": "digits-green", "generation": 3},
-        "spec": {"replicas": replicas, "template": {"metadata": {"labels": {constants.LABEL_VERSION: version}}}},
+        "spec": {"replicas": replicas, "template": {"metadata": {"labels": template_labels}}},
         "status": {"observedGeneration": 3, "updatedReplicas": updated, "availableReplicas": available},
     }
 
@@ -181,13 +184,14 @@ def deployment(*, version: str = "v2", replicas: int = 2, available: int = 2, up
 def pod(
     version: str = "v2",
     *,
+    revision: str = "r2",
     ready: bool = True,
     terminating: bool = False,
     phase: str = "Running",
     restarts: tuple[int, ...] = (0,),
     init_restarts: tuple[int, ...] = (),
 ) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"labels": {constants.LABEL_VERSION: version}}
+    metadata: dict[str, Any] = {"labels": {constants.LABEL_VERSION: version, constants.LABEL_REVISION: revision}}
     if terminating:
         metadata["deletionTimestamp"] = "2026-11-23T04:00:00Z"
     return {
@@ -202,7 +206,7 @@ def pod(
 
 
 def test_a_colour_is_rolled_out_when_its_deployment_and_all_its_pods_run_the_version() -> None:
-    assert resources.rolled_out(deployment(), [pod(), pod()], version="v2")
+    assert resources.rolled_out(deployment(), [pod(), pod()], version="v2", revision="r2")
 
 
 @pytest.mark.parametrize(
@@ -210,6 +214,8 @@ def test_a_colour_is_rolled_out_when_its_deployment_and_all_its_pods_run_the_ver
     [
         ("no Deployment", None, [pod(), pod()]),
         ("template runs another version", deployment(version="v1"), [pod(), pod()]),
+        ("template runs the version with other settings", deployment(revision="r1"), [pod(), pod()]),
+        ("a pod runs the version with other settings", deployment(), [pod(), pod(revision="r1")]),
         ("replicas not yet available", deployment(available=1), [pod(), pod(ready=False)]),
         ("replicas not yet updated", deployment(updated=1), [pod(), pod()]),
         ("an old pod still serves", deployment(), [pod(), pod(), pod("v1")]),
@@ -219,18 +225,18 @@ def test_a_colour_is_rolled_out_when_its_deployment_and_all_its_pods_run_the_ver
     ],
 )
 def test_a_colour_is_not_rolled_out(why: str, found: dict[str, Any] | None, pods: list[dict[str, Any]]) -> None:
-    assert not resources.rolled_out(found, pods, version="v2"), why
+    assert not resources.rolled_out(found, pods, version="v2", revision="r2"), why
 
 
 def test_a_finished_pod_of_an_old_version_does_not_hold_a_colour_back() -> None:
     evicted = pod("v1", ready=False, phase="Failed")
-    assert resources.rolled_out(deployment(), [pod(), pod(), evicted], version="v2")
+    assert resources.rolled_out(deployment(), [pod(), pod(), evicted], version="v2", revision="r2")
 
 
 def test_a_deployment_observed_at_an_older_generation_is_not_rolled_out() -> None:
     stale = deployment()
     stale["status"]["observedGeneration"] = 2
-    assert not resources.rolled_out(stale, [pod(), pod()], version="v2")
+    assert not resources.rolled_out(stale, [pod(), pod()], version="v2", revision="r2")
 
 
 def test_pod_health_counts_pods_readiness_and_restarts_of_the_version_only() -> None:
@@ -262,8 +268,8 @@ def test_the_colour_selector_matches_what_the_deployment_selects() -> None:
 
 
 def managed(manager: str, operation: str, fields: dict[str, Any], subresource: str = "") -> dict[str, Any]:
-    entry = {"manager": manager, "operation": operation, "apiVersion": "apps/v1", "fieldsType": "FieldsV1"}
-    entry["fieldsV1"] = fields
+    entry: dict[str, Any] = {"manager": manager, "operation": operation, "apiVersion": "apps/v1"}
+    entry |= {"fieldsType": "FieldsV1", "fieldsV1": fields}
     if subresource:
         entry["subresource"] = subresource
     return entry

@@ -17,6 +17,9 @@ LABEL_ROLLOUT = f"{GROUP}/rollout"
 LABEL_COLOUR = f"{GROUP}/colour"
 LABEL_MODEL = f"{GROUP}/model"
 LABEL_VERSION = f"{GROUP}/version"
+LABEL_REVISION = f"{GROUP}/revision"
+"""On model-server pods: a hash of the model and server settings they run (see spec.serving_revision), so
+readiness means "runs this exactly", also when only settings changed and the version did not."""
 
 ANNOTATION_COMMAND = f"{GROUP}/command"
 """Manual control: ``kubectl annotate mro NAME modelrollout.dev/command=promote`` (see rollout.commands)."""

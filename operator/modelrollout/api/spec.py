@@ -6,6 +6,8 @@ Go-style strings in YAML ("30s", "1m30s", "500ms") and seconds here.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -300,3 +302,13 @@ class ModelRolloutSpec(ApiModel):
     def to_api(self) -> dict[str, Any]:
         """The camelCase dict the API server stores."""
         return self.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+def serving_revision(model: ModelRef, server: ServerSpec) -> str:
+    """A short hash of what a colour's pods run: the model and the server settings (replicas excluded:
+    scaling does not change what answers)."""
+    material = {
+        "green": model.model_dump(mode="json"),
+        "server": server.model_dump(mode="json", exclude={"replicas"}),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]

@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from modelrollout.api import constants
-from modelrollout.api.spec import ModelRef, ModelRolloutSpec, ServerSpec
+from modelrollout.api.spec import ModelRef, ModelRolloutSpec, ServerSpec, serving_revision
 
 SERVER_PORT = 8080
 ROUTER = "router"
@@ -90,7 +90,7 @@ def model_deployment(
     }
     if server.resources:
         container["resources"] = server.resources
-    pod_labels = labels(rollout, colour, model)
+    pod_labels = {**labels(rollout, colour, model), constants.LABEL_REVISION: serving_revision(model, server)}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

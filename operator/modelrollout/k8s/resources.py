@@ -146,11 +146,13 @@ def _restarts(pod: Mapping[str, Any]) -> int:
     return sum(int(container.get("restartCount") or 0) for container in containers)
 
 
-def rolled_out(deployment: Mapping[str, Any] | None, pods: Iterable[Mapping[str, Any]], *, version: str) -> bool:
-    """Whether a colour serves ``version`` and nothing else (a pure function of the colour's Deployment
-    and its pods): the Deployment's template runs ``version`` and all its replicas are updated and
-    available, and every pod of the colour that is not finished carries ``version``, is Ready and is not
-    terminating, so no pod of an older version can still answer."""
+def rolled_out(
+    deployment: Mapping[str, Any] | None, pods: Iterable[Mapping[str, Any]], *, version: str, revision: str
+) -> bool:
+    """Whether a colour serves ``version`` as ``revision`` (its model and server settings) and nothing else
+    (a pure function of the colour's Deployment and its pods): the Deployment's template runs it and all
+    its replicas are updated and available, and every pod of the colour that is not finished carries it,
+    is Ready and is not terminating, so no pod of an older version or settings can still answer."""
     if deployment is None:
         return False
     spec, status, metadata = deployment.get("spec") or {}, deployment.get("status") or {}, deployment["metadata"]
@@ -159,23 +161,28 @@ def rolled_out(deployment: Mapping[str, Any] | None, pods: Iterable[Mapping[str,
     template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
     deployment_ready = bool(
         template_labels.get(constants.LABEL_VERSION) == version
+        and template_labels.get(constants.LABEL_REVISION) == revision
         and (status.get("observedGeneration") or 0) >= (metadata.get("generation") or 0)
         and (status.get("updatedReplicas") or 0) >= wanted
         and (status.get("availableReplicas") or 0) >= wanted
     )
     return deployment_ready and all(
-        _labels(pod).get(constants.LABEL_VERSION) == version and _ready(pod) and not _terminating(pod)
+        _labels(pod).get(constants.LABEL_VERSION) == version
+        and _labels(pod).get(constants.LABEL_REVISION) == revision
+        and _ready(pod)
+        and not _terminating(pod)
         for pod in pods
         if not _finished(pod)
     )
 
 
-def available(rollout: RolloutRef, colour: str, *, version: str) -> bool:
-    """The colour serves ``version`` only, on all its replicas (see ``rolled_out``)."""
+def available(rollout: RolloutRef, colour: str, *, version: str, revision: str) -> bool:
+    """The colour serves ``version`` as ``revision`` only, on all its replicas (see ``rolled_out``)."""
     deployment = api.read("Deployment", rollout.namespace, f"{rollout.name}-{colour}")
     if deployment is None:
         return False
-    return rolled_out(deployment, api.list_pods(rollout.namespace, selector(rollout.name, colour)), version=version)
+    pods = api.list_pods(rollout.namespace, selector(rollout.name, colour))
+    return rolled_out(deployment, pods, version=version, revision=revision)
 
 
 @dataclass(frozen=True)

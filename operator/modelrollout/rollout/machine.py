@@ -150,13 +150,16 @@ def decide(
         _start_canary(draft, spec, revision, now)
         if observations.error is not None:  # the new canary's first reconcile failed: counted all the same
             s.consecutive_errors, s.last_error = 1, observations.error
-    elif observations.error is not None:
-        _count_error(draft, spec, observations.error)
-    elif command is not None and command.id != s.last_command_id:
-        s.last_command_id = command.id
-        _apply_command(draft, spec, command, now)
+    elif observations.error is not None and s.phase in CANARY_PHASES:
+        _count_error(draft, spec, observations.error)  # never advance on what could not be gathered
     else:
-        _PHASE_RULES[s.phase](draft, spec, observations, now)
+        if command is not None and command.id != s.last_command_id:
+            s.last_command_id = command.id
+            _apply_command(draft, spec, command, now)
+        else:
+            _PHASE_RULES[s.phase](draft, spec, observations, now)
+        if observations.error is not None:  # a rollback or a promotion still completes; the error is counted
+            _count_error(draft, spec, observations.error, quiet=draft.action not in QUIET_ACTIONS)
     if observations.error is None and observations.analysis is None and s.phase not in steps.ANALYSED_PHASES:
         s.consecutive_errors, s.last_error = 0, ""
     return _finish(draft, status, spec.traffic.confirm_deadline, now, steps_weight=_step_target(s, spec))
@@ -242,12 +245,15 @@ def _start_canary(draft: _Draft, spec: ModelRolloutSpec, revision: str, now: dat
         )
 
 
-def _count_error(draft: _Draft, spec: ModelRolloutSpec, error: str) -> None:
-    """A reconcile that could not gather or apply: recorded, retried next tick, and counted."""
+def _count_error(draft: _Draft, spec: ModelRolloutSpec, error: str, *, quiet: bool = False) -> None:
+    """A reconcile that could not gather or apply: recorded, retried next tick, and counted. ``quiet``
+    keeps the decision already taken this tick as what is said."""
     s = draft.status
     s.consecutive_errors += 1
     s.last_error = error
     limit = spec.analysis.consecutive_error_limit
+    if quiet:
+        return
     if s.phase in CANARY_PHASES and s.consecutive_errors >= limit:
         failed = f"{s.consecutive_errors} reconciles in a row failed (limit {limit}): {error}"
         _roll_back(draft, "ReconcileFailed", failed)

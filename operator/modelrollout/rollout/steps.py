@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import datetime
-import hashlib
-import json
 
-from modelrollout.api.spec import ModelRolloutSpec, Step
+from modelrollout.api.spec import ModelRolloutSpec, Step, serving_revision
 from modelrollout.api.status import ModelRolloutStatus, Phase
 
 ANALYSED_PHASES = frozenset({Phase.PROGRESSING, Phase.PAUSED})
@@ -21,13 +19,9 @@ def step_weight(steps: list[Step], index: int) -> int:
 
 
 def green_revision(spec: ModelRolloutSpec) -> str:
-    """A short hash of what makes green a different candidate: its model and the server it runs in
-    (replicas excluded: scaling is not a new candidate)."""
-    material = {
-        "green": spec.green.model_dump(mode="json"),
-        "server": spec.server.model_dump(mode="json", exclude={"replicas"}),
-    }
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+    """What makes green a different candidate: its model and the server it runs in (replicas excluded:
+    scaling is not a new candidate)."""
+    return serving_revision(spec.green.model, spec.server)
 
 
 def step_index(steps: list[Step], index: int) -> int:
