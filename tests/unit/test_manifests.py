@@ -372,3 +372,9 @@ def test_releasing_drops_only_our_owner_reference_and_labels_the_object() -> Non
     assert deletion.released(alone, "u1")["metadata"]["ownerReferences"] is None  # type: ignore[index]
     done = {"metadata": {"resourceVersion": "42", "labels": {manifests.LABEL_ORPHANED: "true"}}}
     assert deletion.released(done, "u1") is None
+
+
+def test_the_router_is_ready_only_once_it_serves_its_rollouts_weights() -> None:
+    router = manifests.router_deployment(rollout="digits", namespace="ml", spec=SPEC, owner=OWNER)
+    [container] = router["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"

@@ -184,7 +184,7 @@ def router_deployment(*, rollout: str, namespace: str, spec: ModelRolloutSpec, o
                             "args": ["python", "-m", "model_server.router"],
                             "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
                             "ports": [{"name": "http", "containerPort": SERVER_PORT}],
-                            "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 2},
+                            "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2},
                         }
                     ],
                 },
