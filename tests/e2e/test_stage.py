@@ -24,6 +24,7 @@ from modelrollout.devcluster import kubectl, process
 from modelrollout.devcluster import kubelet as kubelet_module
 from modelrollout.devcluster.kubelet import Kubelet
 from modelrollout.devcluster.prometheus import PrometheusServer
+from modelrollout.devcluster.stage import Load, Stage, rollout_manifest
 
 pytestmark = pytest.mark.e2e
 
@@ -357,3 +358,46 @@ def test_scaled_to_zero_means_no_process_and_a_refused_address(stand_in: tuple[K
     deployments.apply(model="digits-int8.onnx", version="v2", replicas=1)
     kubelet.wait_ready("green", timeout=60)
     httpx.get(f"{kubelet.url('green')}/v2/health/ready", timeout=2).raise_for_status()
+
+
+def test_stage_serves_a_rollout_through_the_nginx_router_and_prometheus_scrapes_the_router(
+    kubeconfig: Path, demo_models: Path
+) -> None:
+    name = "staged"
+    stream = dict(np.load(demo_models / "digits-stream.npz"))
+    with Stage(kubeconfig=kubeconfig, models=demo_models) as stage:
+        served = stage.serve(name, data_plane="nginx")
+        stage.apply(  # returns once both colours' Deployments are rolled out
+            rollout_manifest(
+                name,
+                models=demo_models,
+                green_model="digits-int8.onnx",
+                green_version="v2",
+                prometheus_url=stage.prometheus.url,
+                steps=[{"weight": 50, "pause": "manual"}, {"weight": 100}],
+            )
+        )
+        assert {p.version for p in served.kubelet.pods()} == {"v1", "v2"}
+        assert all(p.ready for p in served.kubelet.pods())
+        process.wait_until(
+            lambda: httpx.get(f"{served.router_url}/router/state").json()["greenWeight"] == 50,
+            timeout=60,
+            what="the router at 50% green",
+        )
+        load = Load(served.router_url, stream).start()  # addresses the model by the rollout's name
+        try:
+            query = f'modelrouter_requests_total{{rollout="{name}", namespace="default", service="{name}-router"}}'
+            process.wait_until(
+                lambda: (
+                    {r["metric"]["colour"] for r in stage.prometheus.query(query) if float(r["value"][1]) > 0}
+                    == {"blue", "green"}
+                ),
+                timeout=30,
+                what="the router's requests by colour in Prometheus",
+            )
+        finally:
+            load.stop()
+        assert load.sent > 0 and load.failed == 0
+        stage.command(name, "abort")
+        stage.wait_for_phase(name, {"Aborted"}, timeout=30)
+        kubectl.run("delete", "mro", name, kubeconfig=kubeconfig)

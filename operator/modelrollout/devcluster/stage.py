@@ -100,13 +100,19 @@ class Served:
         return self.router_url.removeprefix("http://")
 
 
+_ROLLOUT_OF_ROUTER: dict[str, str] = {}
+"""Router URL -> rollout name, for the routers Stages serve (Load's default model name)."""
+
+
 @dataclass
 class Load:
     """Labelled traffic through a router in the background: inference, then the true labels fed back."""
 
     url: str
     stream: dict[str, np.ndarray]
-    model: str = "digits"
+    model: str | None = None
+    """The model's name in the URL; by default the rollout's, when ``url`` is a router that a Stage serves
+    (a Pod serves its rollout's name), else ``digits``."""
     rows: int = 4
     rate: float = 60.0
     sent: int = 0
@@ -125,6 +131,7 @@ class Load:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        model = self.model or _ROLLOUT_OF_ROUTER.get(self.url, "digits")
         rng = random.Random(7)  # noqa: S311 - picks which test digits to send
         count = len(self.stream["labels"])
         with httpx.Client(base_url=self.url, timeout=10) as client:
@@ -141,10 +148,10 @@ class Load:
                     ]
                 }
                 try:
-                    answer = client.post(f"/v2/models/{self.model}/infer", json=body)
+                    answer = client.post(f"/v2/models/{model}/infer", json=body)
                     if answer.status_code == 200:
                         client.post(
-                            f"/v2/models/{self.model}/feedback", json={"id": answer.json()["id"], "labels": y.tolist()}
+                            f"/v2/models/{model}/feedback", json={"id": answer.json()["id"], "labels": y.tolist()}
                         )
                         self.sent += 1
                     else:
@@ -186,6 +193,7 @@ class Stage:
     def unserve(self, served: Served) -> None:
         """Stop the processes of one rollout (Prometheus forgets their targets)."""
         self.served.remove(served)
+        _ROLLOUT_OF_ROUTER.pop(served.router_url, None)
         try:
             process.stop(served.router.pid)
             served.router.poll()
@@ -290,6 +298,7 @@ class Stage:
             data_plane=data_plane,
         )
         self.served.append(served)
+        _ROLLOUT_OF_ROUTER[served.router_url] = name
         process.wait_until(
             lambda: httpx.get(f"{served.router_url}/healthz", timeout=1).status_code == 200,
             timeout=30,
@@ -306,19 +315,47 @@ class Stage:
         return next((served for served in self.served if served.name == name), None)
 
     def apply(self, manifest: dict[str, Any], *, wait: bool = True, timeout: float = 120.0) -> None:
-        """``kubectl apply``; for a rollout served here, then wait until blue and green each have a ready model
-        server (as ``kubectl rollout status`` would), so that traffic sent next finds them."""
+        """``kubectl apply``; for a rollout served here, then wait until its blue and green Deployments exist and
+        are rolled out (as ``kubectl rollout status`` would say), so that traffic sent next finds their model
+        servers ready."""
         kubectl.run("apply", "-f", "-", kubeconfig=self.kubeconfig, stdin=json.dumps(manifest))
-        served = self.served_as(manifest["metadata"]["name"]) if manifest.get("kind") == constants.KIND else None
-        if served is not None and wait:
-            for colour in constants.COLOURS:
-                try:
-                    served.kubelet.wait_ready(colour, timeout=timeout)
-                except TimeoutError as error:
-                    raise TimeoutError(
-                        f"{error}\n--- operator log tail ---\n{self.operator_log()[-3000:]}"
-                        f"\n--- {colour} model server log tail ---\n{served.kubelet.log(colour)[-3000:]}"
-                    ) from error
+        name = manifest["metadata"]["name"]
+        served = self.served_as(name) if manifest.get("kind") == constants.KIND else None
+        if served is None or not wait:
+            return
+        try:
+            process.wait_until(
+                lambda: self.rolled_out(name), timeout=timeout, what=f"{name}'s model servers", interval=0.5
+            )
+        except TimeoutError as error:
+            raise TimeoutError(
+                f"{error}\n--- operator log tail ---\n{self.operator_log()[-3000:]}"
+                f"\n--- model server log tail ---\n{served.kubelet.log()[-3000:]}"
+            ) from error
+
+    def rolled_out(self, name: str) -> bool:
+        """Whether ``<name>-blue`` and ``<name>-green`` exist and every replica they want is updated and ready."""
+        found = kubectl.run(
+            "get",
+            "deployments",
+            "-l",
+            f"{constants.LABEL_ROLLOUT}={name},app.kubernetes.io/name=model-server",
+            "-o",
+            "json",
+            kubeconfig=self.kubeconfig,
+        )
+        deployments = {item["metadata"]["name"]: item for item in json.loads(found.stdout)["items"]}
+        for colour in constants.COLOURS:
+            deployment = deployments.get(f"{name}-{colour}")
+            if deployment is None:
+                return False
+            wanted = deployment["spec"].get("replicas", 1)
+            status = deployment.get("status") or {}
+            if (status.get("observedGeneration") or 0) < deployment["metadata"]["generation"]:
+                return False
+            if (status.get("updatedReplicas") or 0) < wanted or (status.get("readyReplicas") or 0) < wanted:
+                return False
+        return True
 
     def get(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = json.loads(
