@@ -1,0 +1,533 @@
+"""The objects a ModelRollout owns, on the real control plane: server-side apply removes what the manifests
+stop setting, a colour is available only when no pod of an older version is left, and deleting a
+ModelRollout keeps the stable model serving (deletionPolicy keepStable) or removes everything (deleteAll).
+
+The deletion logic runs against the real API server and garbage collector; the builtin router is stood in
+for by a thread that reports ``status.weights`` back as the router does once it serves them. The last test
+deletes with ``kubectl delete`` while the operator runs as its own process.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from modelrollout.api import constants
+from modelrollout.api.spec import ModelRolloutSpec, serving_revision
+from modelrollout.devcluster import kubectl, process
+from modelrollout.k8s import api, deletion, manifests, resources
+from modelrollout.routing.base import RolloutRef
+
+pytestmark = pytest.mark.e2e
+
+NAMESPACE = "owned-objects"
+TEST_FINALIZER = f"{constants.GROUP}/test"
+"""Holds a ModelRollout while a test runs the operator's finalizer logic itself."""
+
+
+@pytest.fixture(scope="module")
+def cluster(kubeconfig: Path) -> Path:
+    kubectl.install_crd(kubeconfig)
+    api.configure(str(kubeconfig))
+    if kubectl.run("get", "namespace", NAMESPACE, kubeconfig=kubeconfig, check=False).returncode != 0:
+        kubectl.run("create", "namespace", NAMESPACE, kubeconfig=kubeconfig)
+    garbage_collector_follows_modelrollouts(kubeconfig)
+    return kubeconfig
+
+
+def garbage_collector_follows_modelrollouts(kubeconfig: Path) -> None:
+    """The garbage collector learns of a new CRD at its next discovery sync (every 30 s); an object owned by
+    a ModelRollout that it saw before then may outlive its owner for long. Wait until a probe is collected
+    at once."""
+    for attempt in range(10):
+        name = f"gc-probe-{attempt}"
+        probe = create_rollout(name, spec_body(), finalizers=())
+        api.core().create_namespaced_config_map(
+            NAMESPACE, {"metadata": {"name": f"{name}-sentinel", "ownerReferences": [api.owner_reference(probe)]}}
+        )
+        kubectl.run("delete", "mro", name, "-n", NAMESPACE, kubeconfig=kubeconfig)
+        try:
+            process.wait_until(lambda probe=probe: collected(probe), timeout=15, what="garbage collection")  # type: ignore[misc]
+            return
+        except TimeoutError:
+            continue
+    raise TimeoutError("the garbage collector does not collect objects owned by ModelRollouts")
+
+
+def spec_body(**overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "blue": {"model": {"uri": "file:///models/digits-fp32.onnx", "version": "v1"}},
+        "green": {"model": {"uri": "file:///models/digits-int8.onnx", "version": "v2"}},
+        "traffic": {"steps": [{"weight": 50}, {"weight": 100}]},
+    }
+    spec.update(overrides)
+    return spec
+
+
+def create_rollout(name: str, spec: dict[str, Any], *, finalizers: tuple[str, ...] = (TEST_FINALIZER,)) -> RolloutRef:
+    metadata: dict[str, Any] = {"name": name, "namespace": NAMESPACE, "finalizers": list(finalizers)}
+    api.create_custom(
+        constants.GROUP,
+        constants.VERSION,
+        constants.PLURAL,
+        NAMESPACE,
+        {"apiVersion": constants.API_VERSION, "kind": constants.KIND, "metadata": metadata, "spec": spec},
+    )
+    return deletion.rollout_ref(get_rollout(name))
+
+
+def get_rollout(name: str) -> dict[str, Any]:
+    found = api.get_custom(constants.GROUP, constants.VERSION, constants.PLURAL, NAMESPACE, name)
+    assert found is not None, f"ModelRollout {name} is gone"
+    return found
+
+
+def ensure(rollout: RolloutRef, spec: dict[str, Any] | None = None, *, green_replicas: int = 1) -> ModelRolloutSpec:
+    parsed = ModelRolloutSpec.model_validate(spec or rollout.body["spec"])
+    resources.ensure(
+        rollout, parsed, stable=parsed.blue.model, stable_server=parsed.server, green_replicas=green_replicas
+    )
+    return parsed
+
+
+def container_env(name: str) -> dict[str, str]:
+    live = api.read("Deployment", NAMESPACE, name)
+    assert live is not None
+    container = live["spec"]["template"]["spec"]["containers"][0]
+    return {item["name"]: item.get("value", "") for item in container.get("env", [])}
+
+
+def pods(rollout: str, colour: str) -> list[dict[str, Any]]:
+    return api.list_pods(NAMESPACE, resources.selector(rollout, colour))
+
+
+def make_ready(rollout: str, colour: str, replicas: int) -> None:
+    """Mark the colour's started pods Ready, as the kubelet would once the model server answers (the fake
+    nodes run no process; without a kubelet stand-in nothing else reports their readiness)."""
+
+    def started() -> bool:
+        live = [pod for pod in pods(rollout, colour) if not pod["metadata"].get("deletionTimestamp")]
+        return len(live) >= replicas and all(pod.get("status", {}).get("podIP") for pod in live)
+
+    process.wait_until(started, timeout=60, what=f"{rollout}-{colour} pods started")
+    ready = [{"type": kind, "status": "True"} for kind in ("Ready", "ContainersReady")]
+    for pod in pods(rollout, colour):
+        api.core().patch_namespaced_pod_status(pod["metadata"]["name"], NAMESPACE, {"status": {"conditions": ready}})
+
+
+def revision_of(rollout: RolloutRef, colour: str) -> str:
+    """The serving revision label of a colour's pods (the model and server settings it runs)."""
+    spec = ModelRolloutSpec.model_validate(rollout.body["spec"])
+    model = spec.blue.model if colour == constants.BLUE else spec.green.model
+    return serving_revision(model, spec.server)
+
+
+def available(rollout: RolloutRef, colour: str, version: str) -> bool:
+    return resources.available(rollout, colour, version=version, revision=revision_of(rollout, colour))
+
+
+def serving(rollout: RolloutRef, colour: str, version: str, replicas: int = 1) -> None:
+    make_ready(rollout.name, colour, replicas)
+    process.wait_until(lambda: available(rollout, colour, version), timeout=60, what=f"{colour} available")
+
+
+def gone(kind: str, name: str) -> bool:
+    return api.read(kind, NAMESPACE, name) is None
+
+
+# --- server-side apply ----------------------------------------------------------------------------------------
+
+
+def test_an_env_var_the_next_manifest_lacks_is_removed(cluster: Path) -> None:
+    model = {"uri": "file:///models/digits-int8.onnx", "version": "v2", "sha256": "a" * 64}
+    faulty = spec_body(green={"model": model}, server={"settings": {"MODELSERVER_FAULT_ERROR_RATE": "0.2"}})
+    rollout = create_rollout("ssa", faulty)
+    ensure(rollout, faulty)
+    before = container_env("ssa-green")
+    assert before["MODELSERVER_MODEL_SHA256"] == "a" * 64 and before["MODELSERVER_FAULT_ERROR_RATE"] == "0.2"
+
+    ensure(rollout, spec_body())
+    after = container_env("ssa-green")
+    assert "MODELSERVER_MODEL_SHA256" not in after and "MODELSERVER_FAULT_ERROR_RATE" not in after
+    assert after["MODELSERVER_MODEL_VERSION"] == "v2"
+    assert "MODELSERVER_FAULT_ERROR_RATE" not in container_env("ssa-blue")
+    live = api.read("Deployment", NAMESPACE, "ssa-green")
+    assert live is not None
+    managers = {(entry["manager"], entry["operation"]) for entry in live["metadata"]["managedFields"]}
+    assert (api.FIELD_MANAGER, "Apply") in managers
+
+
+def test_a_deployment_written_by_the_earlier_operator_loses_stale_fields_too(cluster: Path) -> None:
+    """Earlier versions created owned objects and strategic-merge patched them with the client's default
+    field manager: their fields are handed over to the apply manager, so the next apply can drop them."""
+    rollout = create_rollout("legacy", spec_body())
+    parsed = ModelRolloutSpec.model_validate(spec_body())
+    old = manifests.model_deployment(
+        rollout="legacy",
+        namespace=NAMESPACE,
+        colour=constants.GREEN,
+        model=parsed.green.model.model_copy(update={"sha256": "b" * 64}),
+        server=parsed.server,
+        owner=api.owner_reference(rollout),
+        replicas=1,
+    )
+    api.apps().create_namespaced_deployment(NAMESPACE, old)  # as the earlier operator did
+    assert container_env("legacy-green")["MODELSERVER_MODEL_SHA256"] == "b" * 64
+
+    ensure(rollout)
+    assert "MODELSERVER_MODEL_SHA256" not in container_env("legacy-green")
+    live = api.read("Deployment", NAMESPACE, "legacy-green")
+    assert live is not None
+    assert not [e for e in live["metadata"]["managedFields"] if e["manager"] in api.LEGACY_FIELD_MANAGERS]
+
+
+def test_the_startup_probe_reaches_the_api_server(cluster: Path) -> None:
+    rollout = create_rollout("probe", spec_body())
+    ensure(rollout)
+    live = api.read("Deployment", NAMESPACE, "probe-blue")
+    assert live is not None
+    probe = live["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    assert probe["periodSeconds"] == manifests.STARTUP_PERIOD_SECONDS
+    assert probe["failureThreshold"] == manifests.STARTUP_FAILURE_THRESHOLD
+
+
+# --- availability and pod health -----------------------------------------------------------------------------
+
+
+def test_a_colour_with_a_pod_of_an_older_version_is_not_available(cluster: Path) -> None:
+    rollout = create_rollout("avail", spec_body())
+    ensure(rollout)
+    serving(rollout, constants.BLUE, "v1")
+    assert resources.pod_health(rollout, constants.BLUE, version="v1") == resources.PodHealth(
+        pods=1, ready=1, restarts=0
+    )
+
+    old_labels = manifests.labels("avail", constants.BLUE) | {
+        constants.LABEL_VERSION: "v0",
+        constants.LABEL_REVISION: "r0",
+    }
+    old_pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "avail-blue-old", "namespace": NAMESPACE, "labels": old_labels},
+        "spec": {"containers": [{"name": "model-server", "image": "registry.invalid/model-server:old"}]},
+    }
+    api.core().create_namespaced_pod(NAMESPACE, old_pod)
+    make_ready("avail", constants.BLUE, 2)
+    assert not available(rollout, constants.BLUE, "v1")
+    # the old pod is not counted as v1's
+    assert resources.pod_health(rollout, constants.BLUE, version="v1").pods == 1
+    assert resources.pod_health(rollout, constants.BLUE, version="v0") == resources.PodHealth(
+        pods=1, ready=1, restarts=0
+    )
+
+    api.core().delete_namespaced_pod("avail-blue-old", NAMESPACE, grace_period_seconds=0)
+    process.wait_until(lambda: available(rollout, constants.BLUE, "v1"), timeout=60, what="old pod gone")
+
+
+def test_a_green_pod_that_loses_readiness_shows_in_its_health(cluster: Path) -> None:
+    rollout = create_rollout("health", spec_body())
+    ensure(rollout, green_replicas=2)
+    serving(rollout, constants.GREEN, "v2", replicas=2)
+    first = pods("health", constants.GREEN)[0]["metadata"]["name"]
+    unready = [{"type": "Ready", "status": "False"}]
+    api.core().patch_namespaced_pod_status(first, NAMESPACE, {"status": {"conditions": unready}})
+    assert resources.pod_health(rollout, constants.GREEN, version="v2") == resources.PodHealth(
+        pods=2, ready=1, restarts=0
+    )
+    assert not available(rollout, constants.GREEN, "v2")
+
+
+# --- deletion ---------------------------------------------------------------------------------------------------
+
+
+class FakeRouter:
+    """Reports ``status.weights`` back in the router-applied annotation, ``lag`` seconds after they change,
+    as the builtin router does once its data plane serves them."""
+
+    def __init__(self, name: str, *, lag: float = 0.5) -> None:
+        self.name, self.lag = name, lag
+        self.reports: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                body = api.get_custom(constants.GROUP, constants.VERSION, constants.PLURAL, NAMESPACE, self.name)
+            except ApiException:
+                continue
+            if body is None:
+                return
+            weights = (body.get("status") or {}).get("weights")
+            annotations = body["metadata"].get("annotations") or {}
+            if not weights:
+                continue
+            report = f"{weights.get('revision', 0)}/{weights['green']}"
+            if annotations.get(constants.ANNOTATION_ROUTER_APPLIED) != report:
+                time.sleep(self.lag)
+                patch = {"metadata": {"annotations": {constants.ANNOTATION_ROUTER_APPLIED: report}}}
+                try:
+                    api.patch_custom(constants.GROUP, constants.VERSION, constants.PLURAL, NAMESPACE, self.name, patch)
+                except ApiException:
+                    continue
+                self.reports.append(report)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def router_for() -> Iterator[Any]:
+    started: list[FakeRouter] = []
+
+    def start(name: str) -> FakeRouter:
+        router = FakeRouter(name)
+        started.append(router)
+        return router
+
+    yield start
+    for router in started:
+        router.stop()
+
+
+def publish_weights(name: str, *, green: int, revision: int) -> None:
+    """Where a canary in flight stands: weights the router has confirmed."""
+    status = {"weights": {"blue": 100 - green, "green": green, "revision": revision}}
+    api.patch_custom_status(constants.GROUP, constants.VERSION, constants.PLURAL, NAMESPACE, name, {"status": status})
+
+
+def sentinel(rollout: RolloutRef) -> None:
+    """A ConfigMap owned by the rollout: its disappearance shows that garbage collection has run."""
+    body = {
+        "metadata": {"name": f"{rollout.name}-sentinel", "ownerReferences": [api.owner_reference(rollout)]},
+        "data": {},
+    }
+    api.core().create_namespaced_config_map(NAMESPACE, body)
+
+
+def collected(rollout: RolloutRef) -> bool:
+    try:
+        api.core().read_namespaced_config_map(f"{rollout.name}-sentinel", NAMESPACE)
+    except ApiException as error:
+        return bool(error.status == 404)
+    return False
+
+
+def delete_rollout(kubeconfig: Path, name: str) -> None:
+    """``kubectl delete`` (background cascading, its default); the test's finalizer holds the object."""
+    kubectl.run("delete", "mro", name, "-n", NAMESPACE, "--wait=false", kubeconfig=kubeconfig)
+
+
+def run_finalizer(name: str, *, timeout: float) -> tuple[list[tuple[str, str, str]], int]:
+    """What kopf does with the delete handler: call it on the object as it is now until it returns, after
+    each kopf.TemporaryError's delay. Returns the Events it posted and how many times it had to wait."""
+    events: list[tuple[str, str, str]] = []
+    waits = 0
+    deadline = time.monotonic() + timeout
+    while True:
+        body = get_rollout(name)
+        assert body["metadata"].get("deletionTimestamp"), "the finalizer runs only once the object is deleted"
+        try:
+            deletion.finalize(body, post=lambda kind, reason, message: events.append((kind, reason, message)))
+            return events, waits
+        except kopf.TemporaryError as error:
+            waits += 1
+            assert time.monotonic() < deadline, f"still waiting after {timeout}s: {error}; events {events}"
+            time.sleep(error.delay or 1)
+
+
+def release(name: str) -> None:
+    """kopf removes its finalizer once the handler has returned."""
+    patch = {"metadata": {"finalizers": None}}
+    api.patch_custom(constants.GROUP, constants.VERSION, constants.PLURAL, NAMESPACE, name, patch)
+
+
+def rollout_gone(name: str) -> bool:
+    return api.get_custom(constants.GROUP, constants.VERSION, constants.PLURAL, NAMESPACE, name) is None
+
+
+def reasons(events: list[tuple[str, str, str]]) -> list[str]:
+    return [reason for _, reason, _ in events]
+
+
+def assert_stable_kept(rollout: RolloutRef) -> None:
+    for kind, name in deletion.stable_objects(rollout.name):
+        live = api.read(kind, NAMESPACE, name)
+        assert live is not None, f"{kind} {name} was not kept"
+        assert not live["metadata"].get("ownerReferences"), f"{kind} {name} is still owned"
+        assert live["metadata"]["labels"][manifests.LABEL_ORPHANED] == "true"
+    assert gone("Deployment", f"{rollout.name}-green") and gone("Service", f"{rollout.name}-green")
+
+
+def test_keep_stable_moves_traffic_to_blue_then_keeps_blue_and_the_router(cluster: Path, router_for: Any) -> None:
+    rollout = create_rollout("keep", spec_body())
+    ensure(rollout)
+    serving(rollout, constants.BLUE, "v1")
+    sentinel(rollout)
+    publish_weights("keep", green=50, revision=4)
+    router = router_for("keep")
+    process.wait_until(lambda: "4/50" in router.reports, timeout=10, what="router report 4/50")
+
+    delete_rollout(cluster, "keep")
+    events, waits = run_finalizer("keep", timeout=30)
+
+    body = get_rollout("keep")
+    assert body["status"]["weights"] == {"blue": 100, "green": 0, "revision": 5}
+    assert body["metadata"]["annotations"][constants.ANNOTATION_ROUTER_APPLIED] == "5/0"
+    assert waits >= 1  # green was deleted only after the router confirmed 100% blue
+    assert reasons(events) == ["TrafficToStable", "TrafficConfirmed", "StableKept", "CandidateDeleted"]
+    assert all(kind == "Normal" for kind, _, _ in events)
+
+    release("keep")
+    process.wait_until(lambda: collected(rollout), timeout=60, what="garbage collection")
+    assert_stable_kept(rollout)
+
+    # a rollout of the same name adopts the kept objects again
+    again = create_rollout("keep", spec_body(), finalizers=())
+    ensure(again)
+    blue = api.read("Deployment", NAMESPACE, "keep-blue")
+    assert blue is not None
+    assert [owner["uid"] for owner in blue["metadata"]["ownerReferences"]] == [again.uid]
+    assert manifests.LABEL_ORPHANED not in blue["metadata"]["labels"]
+
+
+def test_keep_stable_gives_up_waiting_at_the_confirm_deadline_with_a_warning(cluster: Path) -> None:
+    spec = spec_body(traffic={"steps": [{"weight": 50}, {"weight": 100}], "confirmDeadline": "3s"})
+    rollout = create_rollout("silent", spec)
+    ensure(rollout)
+    serving(rollout, constants.BLUE, "v1")
+    publish_weights("silent", green=50, revision=2)
+
+    delete_rollout(cluster, "silent")
+    events, waits = run_finalizer("silent", timeout=30)  # no router reports anything
+
+    assert waits >= 2
+    warning = next(event for event in events if event[1] == "TrafficUnconfirmed")
+    assert warning[0] == "Warning" and "traffic may still reach green" in warning[2]
+    assert get_rollout("silent")["status"]["weights"] == {"blue": 100, "green": 0, "revision": 3}
+    release("silent")
+    process.wait_until(lambda: rollout_gone("silent"), timeout=30, what="ModelRollout deleted")
+    assert_stable_kept(rollout)
+
+
+def test_keep_stable_does_not_wait_for_a_blue_that_serves_nothing(cluster: Path) -> None:
+    rollout = create_rollout("down", spec_body())
+    ensure(rollout)  # its pods never become Ready: no model server answers
+    delete_rollout(cluster, "down")
+    events, waits = run_finalizer("down", timeout=10)
+    assert waits == 0
+    assert ("Warning", "StableNotServing") in [(kind, reason) for kind, reason, _ in events]
+    release("down")
+    assert_stable_kept(rollout)
+
+
+def test_a_spec_that_no_longer_parses_is_deleted_keeping_the_stable_model(cluster: Path) -> None:
+    rollout = create_rollout("broken", spec_body())
+    ensure(rollout)
+    delete_rollout(cluster, "broken")
+    # a spec this operator cannot read (the API server refuses such a spec now; an older CRD did not)
+    body = get_rollout("broken")
+    body["spec"]["traffic"]["steps"] = [{"weight": 50}, {"weight": 40}]
+    assert deletion.spec_of(body) is None
+    events: list[tuple[str, str, str]] = []
+    deletion.finalize(body, post=lambda kind, reason, message: events.append((kind, reason, message)))
+    assert reasons(events)[0] == "KeepingStable"
+    release("broken")
+    assert_stable_kept(rollout)
+
+
+def test_delete_all_lets_garbage_collection_remove_everything(cluster: Path) -> None:
+    spec = spec_body(deletionPolicy="deleteAll")
+    rollout = create_rollout("all", spec)
+    ensure(rollout)
+    delete_rollout(cluster, "all")
+    events, waits = run_finalizer("all", timeout=10)
+    assert reasons(events) == ["DeletingAll"] and waits == 0
+    release("all")
+    owned = [*deletion.stable_objects("all"), ("Deployment", "all-green"), ("Service", "all-green")]
+    process.wait_until(
+        lambda: all(gone(kind, name) for kind, name in owned), timeout=60, what="garbage collection of all"
+    )
+
+
+# --- the operator's own finalizer -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def operator(cluster: Path) -> Iterator[Path]:
+    log_dir = Path(tempfile.mkdtemp(prefix="owned-objects-"))
+    running = process.start(
+        "operator",
+        [
+            str(Path(sys.executable).parent / "kopf"),
+            "run",
+            "--standalone",
+            "-n",
+            NAMESPACE,
+            "-m",
+            "modelrollout.handlers",
+        ],
+        log_dir=log_dir,
+        env={
+            "KUBECONFIG": str(cluster),
+            "MODELROLLOUT_METRICS_PORT": str(process.free_port()),
+            "MODELROLLOUT_METRICS_HOST": process.LOOPBACK,
+        },
+    )
+    try:
+        yield log_dir / "operator.log"
+    finally:
+        process.stop(running.pid)
+        running.poll()
+
+
+def events_of(kubeconfig: Path, name: str) -> list[dict[str, Any]]:
+    listed = kubectl.run(
+        "get",
+        "events",
+        "-n",
+        NAMESPACE,
+        "--field-selector",
+        f"involvedObject.name={name}",
+        "-o",
+        "json",
+        kubeconfig=kubeconfig,
+    )
+    items: list[dict[str, Any]] = json.loads(listed.stdout)["items"]
+    return items
+
+
+def test_kubectl_delete_keeps_the_stable_model_with_the_operator_running(
+    cluster: Path, operator: Path, router_for: Any
+) -> None:
+    rollout = create_rollout("kept", spec_body(), finalizers=())
+    process.wait_until(
+        lambda: bool(get_rollout("kept")["metadata"].get("finalizers")),
+        timeout=60,
+        what="the operator's finalizer on the ModelRollout",
+    )
+    ensure(rollout)
+    serving(rollout, constants.BLUE, "v1")
+    sentinel(rollout)
+    router_for("kept")
+
+    kubectl.run("delete", "mro", "kept", "-n", NAMESPACE, "--timeout=90s", kubeconfig=cluster)
+
+    assert rollout_gone("kept")
+    process.wait_until(lambda: collected(rollout), timeout=60, what="garbage collection")
+    assert_stable_kept(rollout)
+    posted = {event["reason"] for event in events_of(cluster, "kept")}
+    assert {"TrafficConfirmed", "StableKept", "CandidateDeleted"} <= posted, operator.read_text()[-3000:]
