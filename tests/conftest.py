@@ -19,13 +19,13 @@ CPU_HOGS = "MODELROLLOUT_TEST_CPU_HOGS"
 
 def cpu_hogs() -> int:
     value = os.environ.get(CPU_HOGS, "0") or "0"
-    try:
-        count = int(value)
-    except ValueError:
-        raise pytest.UsageError(f"{CPU_HOGS}={value!r}: give a number of busy processes, 0 or more") from None
-    if count < 0:
-        raise pytest.UsageError(f"{CPU_HOGS}={value!r}: give a number of busy processes, 0 or more")
-    return count
+    if not value.isdigit():
+        raise pytest.UsageError(f"{CPU_HOGS}={value!r}: give a number of busy processes (0 or more)")
+    return int(value)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    cpu_hogs()  # a wrong value stops the run before any test, once
 
 
 @pytest.fixture(scope="session", autouse=True)
