@@ -12,6 +12,7 @@ import dataclasses
 import datetime
 import hashlib
 import time
+from typing import Any
 
 import kopf
 import structlog
@@ -121,7 +122,7 @@ def _command(body: kopf.Body) -> commands.Command | None:
     return commands.parse(text, command_id)
 
 
-async def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
+async def reconcile(body: kopf.Body) -> None:
     """One tick. Whatever fails is recorded in status and as an Event and retried on the next tick (a
     second later): a failure is a state of the rollout, never a freeze."""
     begun = time.monotonic()
@@ -134,7 +135,7 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
         try:
             spec = _parse(body)
         except (ValidationError, ValueError) as error:
-            await _reject(body, patch, ref, status, _problem(error), now, begun)
+            await _reject(body, ref, status, _problem(error), now, begun)
             return
         command = _command(body)
         if _resting(body, spec, status, command):
@@ -156,28 +157,44 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
             _failures[key] = f"setting weights: {_describe(error)}"
             kopf.event(body, type="Warning", reason="ReconcileError", message=_failures[key][:1000])
             log.warning("weights not written", error=_failures[key])
-        if command is not None and decision.status.last_command_id == command.id:
-            annotations = patch.setdefault("metadata", {}).setdefault("annotations", {})
-            annotations[constants.ANNOTATION_COMMAND] = None
-            annotations[constants.ANNOTATION_COMMAND_ID] = None
-        _apply(body, patch, ref, decision, begun)
+        consumed = command is not None and decision.status.last_command_id == command.id
+        await _apply(body, ref, decision, begun, consumed_command=consumed)
     except Exception as error:  # noqa: BLE001 - recorded and retried on the next tick, never silent
-        _leave_a_trace(body, patch, status, _describe(error))
+        await _leave_a_trace(body, ref, status, _describe(error))
     finally:
         structlog.contextvars.unbind_contextvars("rollout", "step", "phase")
 
 
-def _leave_a_trace(body: kopf.Body, patch: kopf.Patch, status: ModelRolloutStatus, error: str) -> None:
+async def _leave_a_trace(body: kopf.Body, ref: RolloutRef, status: ModelRolloutStatus, error: str) -> None:
     """An unexpected failure (a bug, not a state the machine knows): counted in status and posted as an
     Event, so that it is seen and not silent; the next tick tries again."""
     log.error("reconcile failed", error=error)
     kopf.event(body, type="Warning", reason="ReconcileError", message=error[:1000])
-    patch["status"] = {"consecutiveErrors": status.consecutive_errors + 1, "lastError": error}
+    trace = {"status": {"consecutiveErrors": status.consecutive_errors + 1, "lastError": error}}
+    try:
+        await asyncio.to_thread(_patch_status, ref, trace)
+    except Exception as failed:  # noqa: BLE001 - the Event and the log carry it
+        log.error("status not written", error=_describe(failed))
+
+
+def _patch_status(ref: RolloutRef, patch: dict[str, Any]) -> None:
+    api.patch_custom_status(constants.GROUP, constants.VERSION, constants.PLURAL, ref.namespace, ref.name, patch)
+
+
+def _consume_command(ref: RolloutRef) -> None:
+    annotations = {constants.ANNOTATION_COMMAND: None, constants.ANNOTATION_COMMAND_ID: None}
+    api.patch_custom(
+        constants.GROUP,
+        constants.VERSION,
+        constants.PLURAL,
+        ref.namespace,
+        ref.name,
+        {"metadata": {"annotations": annotations}},
+    )
 
 
 async def _reject(
     body: kopf.Body,
-    patch: kopf.Patch,
     ref: RolloutRef,
     status: ModelRolloutStatus,
     problem: str,
@@ -189,7 +206,7 @@ async def _reject(
     decision = machine.reject(status, problem, machine.Observations(router=report), now)
     if decision.green_weight == 0:
         await asyncio.to_thread(factory.all_to_blue_without_spec, ref, revision=decision.weights_revision)
-    _apply(body, patch, ref, decision, begun)
+    await _apply(body, ref, decision, begun)
 
 
 def stable_of(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> StableStatus:
@@ -323,11 +340,25 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[:500]}"
 
 
-def _apply(body: kopf.Body, patch: kopf.Patch, ref: RolloutRef, decision: machine.Decision, begun: float) -> None:
+async def _apply(
+    body: kopf.Body, ref: RolloutRef, decision: machine.Decision, begun: float, *, consumed_command: bool = False
+) -> None:
+    """Write the decided status (then, if a command was acted on, remove its annotation), post the Event.
+    The operator writes these itself rather than through kopf's patch: a write that fails is counted by the
+    next tick, whereas a failed kopf patch would stop the rollout's timer for good."""
     decision.status.observed_generation = body["metadata"].get("generation") or 0
     wanted = decision.status.to_api()
-    if without_nulls(wanted) != dict(body.get("status") or {}):  # an unchanged status is not written again
-        patch["status"] = wanted
+    key = f"{ref.namespace}/{ref.name}"
+    try:
+        if without_nulls(wanted) != dict(body.get("status") or {}):  # an unchanged status is not written again
+            await asyncio.to_thread(_patch_status, ref, {"status": wanted})
+        if consumed_command:
+            await asyncio.to_thread(_consume_command, ref)
+    except Exception as error:  # noqa: BLE001 - counted by the next reconcile, never a freeze
+        _failures[key] = f"writing status: {_describe(error)}"
+        kopf.event(body, type="Warning", reason="ReconcileError", message=_failures[key][:1000])
+        log.warning("status not written", error=_failures[key])
+        return
     metrics.track_phase(f"{ref.namespace}/{ref.name}", decision.status.phase.value)
     if decision.recorded:
         kind = "Warning" if decision.reason in WARNING_REASONS else "Normal"

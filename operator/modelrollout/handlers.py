@@ -37,8 +37,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.timer(constants.GROUP, constants.VERSION, constants.PLURAL, interval=TICK_SECONDS, backoff=TICK_SECONDS)
-async def tick(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    await controller.reconcile(body, patch)
+async def tick(body: kopf.Body, **_: Any) -> None:
+    await controller.reconcile(body)
 
 
 @kopf.on.delete(constants.GROUP, constants.VERSION, constants.PLURAL)
