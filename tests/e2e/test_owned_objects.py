@@ -36,13 +36,19 @@ TEST_FINALIZER = f"{constants.GROUP}/test"
 
 
 @pytest.fixture(scope="module")
-def cluster(kubeconfig: Path) -> Path:
+def cluster(kubeconfig: Path) -> Iterator[Path]:
     kubectl.install_crd(kubeconfig)
     api.configure(str(kubeconfig))
     if kubectl.run("get", "namespace", NAMESPACE, kubeconfig=kubeconfig, check=False).returncode != 0:
         kubectl.run("create", "namespace", NAMESPACE, kubeconfig=kubeconfig)
     garbage_collector_follows_modelrollouts(kubeconfig)
-    return kubeconfig
+    yield kubeconfig
+    # no operator is left to finalize what the tests leave: drop the finalizers, then the namespace
+    for item in api.custom().list_namespaced_custom_object(
+        constants.GROUP, constants.VERSION, NAMESPACE, constants.PLURAL
+    )["items"]:
+        release(item["metadata"]["name"])
+    kubectl.run("delete", "namespace", NAMESPACE, "--wait=false", kubeconfig=kubeconfig)
 
 
 def garbage_collector_follows_modelrollouts(kubeconfig: Path) -> None:
