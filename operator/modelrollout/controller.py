@@ -213,7 +213,8 @@ def stable_of(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> StableStatu
     """What blue serves: the promoted model, or spec.blue before any promotion."""
     if status.stable is not None and status.stable.promoted_at is not None:
         return status.stable
-    return StableStatus(model=spec.blue.model, server=spec.server, revision="")
+    server = spec.server if status.stable is None else status.stable.server
+    return StableStatus(model=spec.blue.model, server=server, revision="")
 
 
 async def _gather(
@@ -273,6 +274,8 @@ async def _gather(
             blue_has_traffic=status.weights.blue > 0,
             pods=checks.PodHealth(pods=health.pods, ready=health.ready, restarts=health.restarts),
             stable_version=stable.model.version,
+            stable_golden_set=stable.model.golden_set is not None,
+            window_seconds=steps.evidence_window(spec, status, now),
         )
         metrics.ANALYSIS_DURATION.observe(time.monotonic() - started)
     router = factory.router_for(spec.traffic.provider)

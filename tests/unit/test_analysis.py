@@ -59,10 +59,18 @@ def test_green_restarts_fail_health_with_the_count() -> None:
     assert health.verdict is Verdict.PASSED
 
 
-def test_green_pods_not_ready_fail_health() -> None:
-    pods = checks.PodHealth(pods=3, ready=2, restarts=0)
-    [health] = [r for r in checks.built_in(CHECKS, green=HEALTHY, blue=HEALTHY, pods=pods) if r.name == "health"]
-    assert health.verdict is Verdict.FAILED and "1 of 3 green pods not ready" in health.message
+def health_with(pods: checks.PodHealth) -> evaluate.CheckResult:
+    return next(r for r in checks.built_in(CHECKS, green=HEALTHY, blue=HEALTHY, pods=pods) if r.name == "health")
+
+
+def test_a_green_with_no_ready_pod_fails_health() -> None:
+    dead = health_with(checks.PodHealth(pods=3, ready=0, restarts=0))
+    assert dead.verdict is Verdict.FAILED and "none of green's 3 pods is ready" in dead.message
+
+
+def test_a_green_pod_starting_beside_ready_ones_does_not_fail_health() -> None:
+    """A scale-up mid-canary or a pod replacing an evicted one must not roll a healthy canary back."""
+    assert health_with(checks.PodHealth(pods=3, ready=2, restarts=0)).verdict is Verdict.PASSED
 
 
 def test_a_bake_step_at_full_weight_does_not_compare_with_an_idle_blue() -> None:

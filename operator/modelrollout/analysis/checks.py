@@ -107,10 +107,10 @@ def health(checks: Checks, *, green: ColourMetrics, pods: PodHealth | None) -> C
             restarts,
             float(limit),
         )
-    if pods is not None and pods.ready < pods.pods:
-        return CheckResult(
-            "health", Verdict.FAILED, f"{pods.pods - pods.ready} of {pods.pods} green pods not ready", restarts, limit
-        )
+    if pods is not None and pods.pods > 0 and pods.ready == 0:
+        # Green has pods and none answers: dead, not starting up (a pod added by a scale-up or replacing an
+        # evicted one while others serve does not count against it).
+        return CheckResult("health", Verdict.FAILED, f"none of green's {pods.pods} pods is ready", restarts, limit)
     ready = f", {pods.ready}/{pods.pods} pods ready" if pods is not None else ""
     return CheckResult("health", Verdict.PASSED, f"{restarts:.0f} restarts{ready}", restarts, float(limit))
 

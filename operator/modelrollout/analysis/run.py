@@ -37,9 +37,11 @@ async def measure(
     rollout: str,
     canary_age_seconds: float,
     stable_version: str | None = None,
+    window_seconds: float | None = None,
 ) -> dict[str, checks.ColourMetrics]:
-    """Per-colour metrics of one rollout; raises ProviderError when the provider cannot answer."""
-    window = spec.analysis.window
+    """Per-colour metrics of one rollout (latency, errors and restarts over ``window_seconds``, default
+    ``analysis.window``; accuracy over the canary); raises ProviderError when the provider cannot answer."""
+    window = window_seconds or spec.analysis.window
 
     async def per_colour(template: str, window_seconds: float) -> Sequence[Sample]:
         answer = await provider.query(queries.render(template, window_seconds=window_seconds))
@@ -88,10 +90,12 @@ async def analyse(
     blue_has_traffic: bool = True,
     pods: checks.PodHealth | None = None,
     stable_version: str | None = None,
+    stable_golden_set: bool = True,
+    window_seconds: float | None = None,
 ) -> AnalysisOutcome:
     """Every enabled check of ``spec`` for this rollout; provider failures become Error verdicts."""
     enabled = spec.analysis.checks
-    golden_set = spec.green.model.golden_set is not None
+    golden_set = spec.green.model.golden_set is not None and stable_golden_set  # compared only when both have one
     try:
         metrics = await measure(
             provider,
@@ -100,6 +104,7 @@ async def analyse(
             rollout=rollout,
             canary_age_seconds=canary_age_seconds,
             stable_version=stable_version,
+            window_seconds=window_seconds,
         )
     except ProviderError as error:
         names = [

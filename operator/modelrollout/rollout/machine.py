@@ -216,7 +216,9 @@ def _follow_blue_until_promoted(s: ModelRolloutStatus, spec: ModelRolloutSpec) -
     """Before any promotion the stable model is spec.blue; after one it is the promoted green, whatever
     spec.blue says (a user who wants an older model back canaries it as green)."""
     if s.stable is None or s.stable.promoted_at is None:
-        s.stable = StableStatus(model=spec.blue.model, server=spec.server, revision="")
+        # Server settings (image, resources, settings) reach blue only through a canary and a promotion.
+        server = spec.server if s.stable is None else s.stable.server
+        s.stable = StableStatus(model=spec.blue.model, server=server, revision="")
 
 
 def _start_canary(draft: _Draft, spec: ModelRolloutSpec, revision: str, now: datetime.datetime) -> None:
@@ -331,7 +333,8 @@ def _analysed(draft: _Draft, spec: ModelRolloutSpec, observations: Observations,
     live_since = max(t for t in (s.step_started_at, s.weights_confirmed_at) if t is not None)
     elapsed = steps.seconds_since(live_since, now)
     analysis = s.analysis
-    fresh = analysis is not None and analysis.step_index == s.step_index and analysis.time >= live_since
+    # Strictly after: an analysis gathered in the tick that saw the confirmation measured the step before it.
+    fresh = analysis is not None and analysis.step_index == s.step_index and analysis.time > live_since
     if fresh and analysis is not None and analysis.verdict == Verdict.PASSED and elapsed >= step.pause_seconds:
         if step.manual:
             draft.go(Action.HOLD, "WaitingForPromote", f"step {s.step_index} passed; waiting for a promote command")

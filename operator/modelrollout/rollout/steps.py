@@ -42,3 +42,13 @@ def analysis_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: dateti
 
 def seconds_since(moment: datetime.datetime | None, now: datetime.datetime) -> float:
     return 0.0 if moment is None else max(0.0, (now - moment).total_seconds())
+
+
+def evidence_window(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime.datetime) -> float:
+    """Seconds of traffic the latency and error checks look at: ``analysis.window``, but never further back
+    than the moment the current step's weights went live (nor the canary's start), so that a step passes
+    on evidence of its own weight and a new green is not judged on the errors of the green before it."""
+    moments = [t for t in (status.started_at, status.step_started_at, status.weights_confirmed_at) if t is not None]
+    if not moments:
+        return spec.analysis.window
+    return max(1.0, min(spec.analysis.window, seconds_since(max(moments), now)))
