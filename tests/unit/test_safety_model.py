@@ -132,11 +132,12 @@ class Deployment:
         else:
             self.serving = frozenset({self.template})
 
-    def available(self, version: str) -> bool:
-        """As resources.available: the template runs ``version`` and every pod is updated and Ready."""
+    def available(self, build: Build) -> bool:
+        """As resources.available: the template runs ``build`` (version and settings, the revision label)
+        and every pod is updated and Ready."""
         return (
             self.template is not None
-            and self.template[0] == version
+            and self.template == build
             and self.replicas > 0
             and not self.crashed
             and self.serving == {self.template}
@@ -340,8 +341,8 @@ class World:
                 (deployed.green.model.version, deployed.server.settings.get("FLAVOUR", "")), green_replicas
             )
             self.ensured = (fingerprint, self.now)
-        blue_ready = self.blue.available(stable.model.version)
-        green_ready = self.green.available(spec.green.model.version)
+        blue_ready = self.blue.available((stable.model.version, stable.server.settings.get("FLAVOUR", "")))
+        green_ready = self.green.available((spec.green.model.version, spec.server.settings.get("FLAVOUR", "")))
         analysis = self._analyse(now) if steps.analysis_due(spec, status, now) else None
         return Observations(
             resources_ready=blue_ready and green_ready,
