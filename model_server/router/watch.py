@@ -30,6 +30,7 @@ from typing import Any
 
 import structlog
 from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
 
 from modelrollout.api import constants
 from modelrollout.routing.base import NOT_REPORTED, AppliedWeights, format_report, parse_report
@@ -235,9 +236,18 @@ class RolloutWatcher:
                 backoff = min(backoff * 2, 5.0)
 
     def _follow(self) -> None:
-        current = self._api.get_namespaced_custom_object(
-            constants.GROUP, constants.VERSION, self.namespace, constants.PLURAL, self.name
-        )
+        try:
+            current = self._api.get_namespaced_custom_object(
+                constants.GROUP, constants.VERSION, self.namespace, constants.PLURAL, self.name
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            # The ModelRollout was deleted, and its deletion moved all traffic to blue, the stable model, which
+            # stays serving: so does this router (also when it restarts later), until a rollout appears again.
+            self.follower.observe(ROLLOUT_GONE)
+            self._stop.wait(GONE_RECHECK_SECONDS)
+            return
         self.follower.observe(current)
         stream = watch.Watch()
         for event in stream.stream(
@@ -263,6 +273,14 @@ class RolloutWatcher:
         self._api.patch_namespaced_custom_object(
             constants.GROUP, constants.VERSION, self.namespace, constants.PLURAL, self.name, patch, _request_timeout=10
         )
+
+
+GONE_RECHECK_SECONDS = 5.0
+ROLLOUT_GONE: dict[str, Any] = {
+    "metadata": {"annotations": {constants.ANNOTATION_ROUTER_APPLIED: format_report(revision=-1, green=0)}},
+    "status": {"weights": {"blue": 100, "green": 0, "revision": -1}},
+}
+"""What a router follows once its ModelRollout is gone: all traffic to blue, nothing left to report."""
 
 
 def _in_cluster_client() -> client.ApiClient:

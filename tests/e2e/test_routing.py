@@ -529,3 +529,24 @@ def test_finalize_gives_an_adopted_route_back_and_leaves_a_created_one_on_blue(
     left = get_route(kubeconfig, "creator")
     assert gateway_api.green_weight_of(left, created_ref) == 0
     assert gateway_api.ANNOTATION_ADOPTED_SPEC not in (left["metadata"].get("annotations") or {})
+
+
+def test_a_router_whose_rollout_is_gone_serves_blue_and_is_ready(
+    kubeconfig: Path, crd: None, servers: tuple[ModelServer, ModelServer], stream: dict[str, np.ndarray]
+) -> None:
+    """After a keepStable deletion the router stays with the stable model; one that (re)starts then must be
+    Ready and send everything to blue, not wait forever for a ModelRollout that will not come back."""
+    blue, green = servers
+    router = RouterProcess(
+        data_plane="python",
+        blue=blue,
+        green=green,
+        args=["--rollout", "deleted-long-ago", "--kubeconfig", str(kubeconfig)],
+    )
+    try:
+        process.wait_until(
+            lambda: httpx.get(f"{router.url}/readyz", timeout=2).status_code == 200, timeout=10, what="ready"
+        )
+        assert send(router, stream, 30) == {"v1": 30}
+    finally:
+        router.stop()
