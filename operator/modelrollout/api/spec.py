@@ -269,8 +269,8 @@ class AnalysisSpec(ApiModel):
     """Range of the rate() queries for latency and errors."""
     checks: Checks = Field(default_factory=Checks)
     failure_limit: int = Field(default=2, ge=1)
-    """Failed analyses of one check at one step that roll back, counted over the step: a Passed analysis
-    in between does not reset the count (a check may set its own limit)."""
+    """Failed analyses of one check during the canary that roll back: a Passed analysis in between does
+    not reset the count (a check may set its own limit)."""
     consecutive_error_limit: int = Field(default=3, ge=1)
     """Consecutive analyses or reconciles that could not get an answer (Prometheus, the API server, the
     router) that roll a canary in flight back: blind is not safe."""

@@ -70,7 +70,7 @@ class CheckStatus(StatusModel):
     value: float | None = None
     threshold: float | None = None
     failures: int = 0
-    """Failed verdicts of this check at the current step (a Passed one in between does not reset it)."""
+    """Failed verdicts of this check during the canary (a Passed one in between does not reset it)."""
 
 
 class AnalysisStatus(StatusModel):
