@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import datetime
 import hashlib
+import json
 import time
 from typing import Any
 
@@ -339,6 +340,15 @@ def _resting(
 
 
 def _describe(error: BaseException) -> str:
+    """One line for status and Events; for the API server, its own message (which names the object and the
+    field it refused) rather than the HTTP headers."""
+    if isinstance(error, ApiException) and error.body:
+        try:
+            message = json.loads(error.body).get("message")
+        except (ValueError, AttributeError):
+            message = None
+        if message:
+            return f"API server refused ({error.status} {error.reason}): {message[:800]}"
     text = str(error).strip().replace("\n", " ")
     return f"{type(error).__name__}: {text[:500]}"
 

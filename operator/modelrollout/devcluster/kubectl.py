@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -35,4 +36,14 @@ def install_crd(kubeconfig: str | Path, crd: Path | None = None) -> None:
     """Apply the ModelRollout CRD (or ``crd``) and wait until the API server serves it."""
     path = crd or Path(__file__).resolve().parents[3] / "crds" / "modelrollout.yaml"
     run("apply", "-f", str(path), kubeconfig=kubeconfig)
-    run("wait", "--for=condition=Established", "--timeout=60s", "-f", str(path), kubeconfig=kubeconfig)
+    # kubectl wait fails at once (rather than waiting) while a just-created CRD has no status conditions yet
+    deadline = time.monotonic() + 60
+    while True:
+        waited = run(
+            "wait", "--for=condition=Established", "--timeout=60s", "-f", str(path), kubeconfig=kubeconfig, check=False
+        )
+        if waited.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"CRD {path.name} not Established: {waited.stderr.strip()}")
+        time.sleep(0.2)
