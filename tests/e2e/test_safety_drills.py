@@ -196,9 +196,17 @@ def test_a_promotion_then_a_replicas_change_keeps_all_traffic_on_the_promoted_mo
     )
     assert after["status"]["phase"] == "Promoted" and after["status"]["weights"]["green"] == 0
     assert "GreenChanged" not in reasons(after)[len(reasons(body)) - 1 :]
-    deployment = json.loads(kubectl.run("get", "deploy", "keep-blue", "-o", "json", kubeconfig=stage.kubeconfig).stdout)
-    assert deployment["spec"]["replicas"] == 2
-    assert deployment["spec"]["template"]["metadata"]["labels"][constants.LABEL_VERSION] == "v2"
+
+    def blue_deployment() -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(
+            kubectl.run("get", "deploy", "keep-blue", "-o", "json", kubeconfig=stage.kubeconfig).stdout
+        )
+        return found
+
+    # the operator converges (an apply that meets a conflict is retried on the next tick)
+    wait_for(stage, "keep", "blue scaled to 2", lambda _: blue_deployment()["spec"]["replicas"] == 2, timeout=60)
+    assert blue_deployment()["spec"]["template"]["metadata"]["labels"][constants.LABEL_VERSION] == "v2"
+    assert stage.get("keep")["status"]["phase"] == "Promoted"
     assert versions_answering(served, stream) == {"v2"}
 
 
