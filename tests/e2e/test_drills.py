@@ -142,8 +142,16 @@ def test_good_candidate_is_promoted(stage: Stage, stream: dict[str, np.ndarray])
         ("ServiceAccount", "good-router"),
         ("RoleBinding", "good-router"),
     } <= names
-    router = next(i for i in owned["items"] if i["kind"] == "Deployment" and i["metadata"]["name"] == "good-router")
-    assert router["status"].get("availableReplicas") == 1
+    process.wait_until(  # kwok makes the router's Pod Ready on its own schedule
+        lambda: (
+            json.loads(kubectl.run("get", "deploy", "good-router", "-o", "json", kubeconfig=stage.kubeconfig).stdout)[
+                "status"
+            ].get("availableReplicas")
+            == 1
+        ),
+        timeout=60,
+        what="the router Deployment available",
+    )
 
 
 @pytest.mark.parametrize(
