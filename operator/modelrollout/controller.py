@@ -21,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from modelrollout import metrics
-from modelrollout.analysis import checks, run
+from modelrollout.analysis import run
 from modelrollout.analysis.prometheus import PrometheusProvider
 from modelrollout.analysis.provider import SharedQueries
 from modelrollout.api import constants
@@ -273,7 +273,7 @@ async def _gather(
             now=now,
             canary_age_seconds=steps.seconds_since(status.started_at, now),
             blue_has_traffic=status.weights.blue > 0,
-            pods=checks.PodHealth(pods=health.pods, ready=health.ready, restarts=health.restarts),
+            pods=health,
             stable_version=stable.model.version,
             stable_golden_set=stable.model.golden_set is not None,
             window_seconds=steps.evidence_window(spec, status, now),

@@ -32,11 +32,15 @@ class ColourMetrics:
 
 @dataclass(frozen=True)
 class PodHealth:
-    """Green's pods as Kubernetes reports them (None when the operator cannot tell)."""
+    """How the pods of one colour and version fare, as Kubernetes reports them: evidence for the health check."""
 
     pods: int
+    """Pods of the version that are neither terminating nor finished."""
     ready: int
+    """Of those, the Ready ones."""
     restarts: int
+    """Container restarts (init and sidecar containers included) summed over every pod of the version,
+    terminating and finished ones included: a crash counts until its pod is gone."""
 
 
 def built_in(

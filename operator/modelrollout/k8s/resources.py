@@ -8,9 +8,9 @@ their fields handed over to the apply field manager the first time, so stale fie
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from modelrollout.analysis.checks import PodHealth
 from modelrollout.api import constants
 from modelrollout.api.spec import ModelRef, ModelRolloutSpec, ServerSpec
 from modelrollout.k8s import api, manifests
@@ -183,19 +183,6 @@ def available(rollout: RolloutRef, colour: str, *, version: str, revision: str) 
         return False
     pods = api.list_pods(rollout.namespace, selector(rollout.name, colour))
     return rolled_out(deployment, pods, version=version, revision=revision)
-
-
-@dataclass(frozen=True)
-class PodHealth:
-    """How the pods of one colour and version fare: evidence for the health check."""
-
-    pods: int
-    """Pods of the version that are neither terminating nor finished."""
-    ready: int
-    """Of those, the Ready ones."""
-    restarts: int
-    """Container restarts (init and sidecar containers included) summed over every pod of the version,
-    terminating and finished ones included: a crash counts until its pod is gone."""
 
 
 def health_of(pods: Iterable[Mapping[str, Any]], *, version: str) -> PodHealth:
