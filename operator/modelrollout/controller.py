@@ -25,7 +25,7 @@ from modelrollout.analysis import run
 from modelrollout.analysis.prometheus import PrometheusProvider
 from modelrollout.analysis.provider import SharedQueries
 from modelrollout.api import constants
-from modelrollout.api.spec import ColourSpec, ModelRolloutSpec, serving_revision
+from modelrollout.api.spec import AnalysisSpec, ColourSpec, ModelRolloutSpec, serving_revision
 from modelrollout.api.status import ModelRolloutStatus, Phase, StableStatus, without_nulls
 from modelrollout.k8s import api, manifests, resources
 from modelrollout.rollout import commands, machine, steps
@@ -59,6 +59,7 @@ WARNING_REASONS = {
     "ReconcileError",
     "ReconcileFailed",
     "WaitingForRouter",
+    "BlueNotReady",
 }
 
 
@@ -141,6 +142,8 @@ async def reconcile(body: kopf.Body) -> None:
         command = _command(body)
         if _resting(body, spec, status, command):
             return
+        if status.stable is None:
+            status = await asyncio.to_thread(_recovered, ref, spec, status, now)
         try:
             observations = await _gather(spec, status, ref, body, command, now)
         except Exception as error:  # noqa: BLE001 - any failure to gather is counted, not a freeze
@@ -168,14 +171,25 @@ async def reconcile(body: kopf.Body) -> None:
 
 async def _leave_a_trace(body: kopf.Body, ref: RolloutRef, status: ModelRolloutStatus, error: str) -> None:
     """An unexpected failure (a bug, not a state the machine knows): counted in status and posted as an
-    Event, so that it is seen and not silent; the next tick tries again."""
+    Event, so that it is seen and not silent; the next tick tries again. It counts toward the same
+    consecutive-error limit as any other failure: at the limit a canary in flight rolls back."""
     log.error("reconcile failed", error=error)
-    kopf.event(body, type="Warning", reason="ReconcileError", message=error[:1000])
-    trace = {"status": {"consecutiveErrors": status.consecutive_errors + 1, "lastError": error}}
+    limit = _error_limit(body)
+    decision = machine.failed_reconcile(status, error, limit=limit, now=datetime.datetime.now(datetime.UTC))
     try:
-        await asyncio.to_thread(_patch_status, ref, trace)
+        if decision.action is machine.Action.ROLL_BACK:
+            await asyncio.to_thread(factory.all_to_blue_without_spec, ref, revision=decision.weights_revision)
+        await _apply(body, ref, decision, time.monotonic())
     except Exception as failed:  # noqa: BLE001 - the Event and the log carry it
         log.error("status not written", error=_describe(failed))
+    if not decision.recorded:
+        kopf.event(body, type="Warning", reason="ReconcileError", message=error[:1000])
+
+
+def _error_limit(body: kopf.Body) -> int:
+    """spec.analysis.consecutiveErrorLimit as written, or its default when it cannot be read."""
+    raw = ((body.get("spec") or {}).get("analysis") or {}).get("consecutiveErrorLimit")
+    return raw if isinstance(raw, int) and raw > 0 else AnalysisSpec().consecutive_error_limit
 
 
 def _patch_status(ref: RolloutRef, patch: dict[str, Any]) -> None:
@@ -210,6 +224,19 @@ async def _reject(
     await _apply(body, ref, decision, begun)
 
 
+def _recovered(
+    ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime.datetime
+) -> ModelRolloutStatus:
+    """A status without ``stable`` (new, lost, or written by an operator that kept the promoted model on
+    green) with what the owned Deployments say blue and green serve (see machine.recover)."""
+    blue = resources.deployment(ref, constants.BLUE)
+    green = resources.deployment(ref, constants.GREEN)
+    serving = manifests.served_by(
+        green, rollout=ref.name, namespace=ref.namespace, candidate=(spec.green.model, spec.server)
+    )
+    return machine.recover(status, recorded=manifests.recorded_stable(blue), green_serves=serving, now=now)
+
+
 def stable_of(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> StableStatus:
     """What blue serves: the promoted model, or spec.blue before any promotion."""
     if status.stable is not None and status.stable.promoted_at is not None:
@@ -230,17 +257,19 @@ async def _gather(
     green_replicas, fingerprint = _owned(body, spec, status)
     key = f"{ref.namespace}/{ref.name}"
     refused = None
-    if not _ensured_lately(key, fingerprint) and not _green_has_traffic_to_lose(spec, status):
+    if not _ensured_lately(key, fingerprint):
+        replace_green = not _green_has_traffic_to_lose(spec, status)
         try:
             await asyncio.to_thread(
                 resources.ensure,
                 ref,
                 _as_deployed(spec, status, stable),
-                stable=stable.model,
-                stable_server=stable.server,
+                stable=stable,
                 green_replicas=green_replicas,
+                replace_green=replace_green,
             )
-            _ensured[key] = (fingerprint, time.monotonic())
+            if replace_green:
+                _ensured[key] = (fingerprint, time.monotonic())
         except ApiException as error:
             # Refused (invalid, an admission webhook, a quota): counted, and the rest is still observed so
             # that a rollback in progress can be confirmed.
@@ -264,7 +293,9 @@ async def _gather(
     analysis = None
     if steps.analysis_due(spec, status, now):
         started = time.monotonic()
-        health = await asyncio.to_thread(resources.pod_health, ref, constants.GREEN, version=spec.green.model.version)
+        health = await asyncio.to_thread(
+            resources.pod_health, ref, constants.GREEN, revision=steps.green_revision(spec)
+        )
         analysis = await run.analyse(
             provider_for(spec, ref.namespace),
             spec,
@@ -301,14 +332,17 @@ def _as_deployed(spec: ModelRolloutSpec, status: ModelRolloutStatus, stable: Sta
 
 
 def _green_has_traffic_to_lose(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
-    """A new green must not replace the old one while the router may still send it traffic: the owned
-    objects are applied again once the router reports 0% green (while Finalizing, green is built from
-    the stable model, which it already runs)."""
+    """A new green must not replace the old one while the router may still send it traffic: green's
+    Deployment is applied again once the router reports 0% green (while Finalizing, green is built from
+    the stable model, which it already runs). A router that reports nothing usable (a route its Gateway
+    has not accepted) may still serve the last weights it did accept, so it counts as traffic once any
+    weights were asked for."""
     if status.phase is Phase.FINALIZING:
         return False
     changed = status.green_revision not in ("", steps.green_revision(spec))
     moving = status.phase is Phase.PENDING and status.weights_confirmed_at is None
-    return (changed or moving) and (status.weights.green > 0 or (status.applied_green_weight or 0) > 0)
+    unknown = status.applied_revision is None and status.weights.revision > 0
+    return (changed or moving) and (status.weights.green > 0 or unknown or (status.applied_green_weight or 0) > 0)
 
 
 def _owned(body: kopf.Body, spec: ModelRolloutSpec, status: ModelRolloutStatus) -> tuple[int, str]:

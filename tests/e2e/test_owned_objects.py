@@ -24,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from modelrollout.api import constants
 from modelrollout.api.spec import ModelRolloutSpec, serving_revision
+from modelrollout.api.status import StableStatus
 from modelrollout.devcluster import kubectl, process
 from modelrollout.k8s import api, deletion, manifests, resources
 from modelrollout.routing.base import RolloutRef
@@ -100,9 +101,8 @@ def get_rollout(name: str) -> dict[str, Any]:
 
 def ensure(rollout: RolloutRef, spec: dict[str, Any] | None = None, *, green_replicas: int = 1) -> ModelRolloutSpec:
     parsed = ModelRolloutSpec.model_validate(spec or rollout.body["spec"])
-    resources.ensure(
-        rollout, parsed, stable=parsed.blue.model, stable_server=parsed.server, green_replicas=green_replicas
-    )
+    stable = StableStatus(model=parsed.blue.model, server=parsed.server, revision="")
+    resources.ensure(rollout, parsed, stable=stable, green_replicas=green_replicas)
     return parsed
 
 
@@ -214,9 +214,9 @@ def test_a_colour_with_a_pod_of_an_older_version_is_not_available(cluster: Path)
     rollout = create_rollout("avail", spec_body())
     ensure(rollout)
     serving(rollout, constants.BLUE, "v1")
-    assert resources.pod_health(rollout, constants.BLUE, version="v1") == resources.PodHealth(
-        pods=1, ready=1, restarts=0
-    )
+    assert resources.pod_health(
+        rollout, constants.BLUE, revision=revision_of(rollout, constants.BLUE)
+    ) == resources.PodHealth(pods=1, ready=1, restarts=0)
 
     old_labels = manifests.labels("avail", constants.BLUE) | {
         constants.LABEL_VERSION: "v0",
@@ -232,8 +232,8 @@ def test_a_colour_with_a_pod_of_an_older_version_is_not_available(cluster: Path)
     make_ready("avail", constants.BLUE, 2)
     assert not available(rollout, constants.BLUE, "v1")
     # the old pod is not counted as v1's
-    assert resources.pod_health(rollout, constants.BLUE, version="v1").pods == 1
-    assert resources.pod_health(rollout, constants.BLUE, version="v0") == resources.PodHealth(
+    assert resources.pod_health(rollout, constants.BLUE, revision=revision_of(rollout, constants.BLUE)).pods == 1
+    assert resources.pod_health(rollout, constants.BLUE, revision="r0") == resources.PodHealth(
         pods=1, ready=1, restarts=0
     )
 
@@ -248,9 +248,9 @@ def test_a_green_pod_that_loses_readiness_shows_in_its_health(cluster: Path) -> 
     first = pods("health", constants.GREEN)[0]["metadata"]["name"]
     unready = [{"type": "Ready", "status": "False"}]
     api.core().patch_namespaced_pod_status(first, NAMESPACE, {"status": {"conditions": unready}})
-    assert resources.pod_health(rollout, constants.GREEN, version="v2") == resources.PodHealth(
-        pods=2, ready=1, restarts=0
-    )
+    assert resources.pod_health(
+        rollout, constants.GREEN, revision=revision_of(rollout, constants.GREEN)
+    ) == resources.PodHealth(pods=2, ready=1, restarts=0)
     assert not available(rollout, constants.GREEN, "v2")
 
 

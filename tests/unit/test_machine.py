@@ -26,6 +26,8 @@ from modelrollout.rollout.machine import (
     Decision,
     Observations,
     decide,
+    failed_reconcile,
+    recover,
     reject,
 )
 from modelrollout.routing.base import NOT_REPORTED, AppliedWeights
@@ -422,9 +424,12 @@ def test_item3_promotion_hands_traffic_back_to_blue_only_once_blue_serves_the_pr
     for second in (3, 30, 300):
         decision = tick(SPEC, waiting, second, blue_ready=False)
         assert decision.status.phase is Phase.FINALIZING and decision.green_weight == 100
-        assert decision.reason == "WaitingForBlue"
+        # within progressDeadline (60 s) it waits; past it, it still waits (no way back), Degraded
+        assert decision.reason == ("WaitingForBlue" if second < 60 else "BlueNotReady")
+        assert condition(decision.status, "Degraded")[0] == ("False" if second < 60 else "True")
         waiting = decision.status
     back = tick(SPEC, waiting, 301)
+    assert condition(back.status, "Degraded")[0] == "False"
     assert back.reason == "BlueServesStable" and back.green_weight == 0
     stale = AppliedWeights(waiting.weights.revision, 100)
     assert tick(SPEC, back.status, 302, router=stale).status.phase is Phase.FINALIZING
@@ -689,7 +694,12 @@ def test_properties_over_any_sequence(
             assert after.weights.green == 0
         consumed = given_command is not None and after.last_command_id == given_command.id != before.last_command_id
         if consumed and given_command is not None and given_command.name is None:
-            assert after.phase is before.phase and after.weights == before.weights
+            # (a router report ahead of the status raises the revision, never the weights)
+            assert after.phase is before.phase
+            assert (after.weights.blue, after.weights.green) == (before.weights.blue, before.weights.green)
+            assert after.weights.revision == before.weights.revision or (
+                router.revision is not None and after.weights.revision == router.revision + 1
+            )
         if after.analysis and any(c.failures >= 2 for c in after.analysis.checks):
             assert after.phase not in (Phase.PROGRESSING, Phase.PAUSED)
         # promoted only by a user's promote or with a Passed analysis at the last step
@@ -710,3 +720,90 @@ def test_properties_over_any_sequence(
             assert after.last_error == error
         assert len(after.history) <= 20
         status = after
+
+
+# --- a status without `stable`: lost, or written by an operator that kept the promoted model on green
+
+
+def test_a_lost_status_takes_the_stable_model_recorded_on_blue() -> None:
+    record = promoted().stable
+    assert record is not None and record.model.version == "v2"
+    recovered = recover(ModelRolloutStatus(), recorded=record, green_serves=None, now=at(50))
+    assert recovered.stable == record
+    # spec.blue still says v1: the canary of v2 is not restarted, and nothing goes to the older v1 model
+    decision = tick(SPEC, recovered, 50)
+    assert decision.status.phase is Phase.PROMOTED and decision.reason == "GreenIsStable"
+    assert decision.status.stable == record
+
+
+def test_without_a_record_a_new_rollout_keeps_spec_blue_as_the_stable_model() -> None:
+    recovered = recover(ModelRolloutStatus(), recorded=None, green_serves=(SPEC.green.model, SPEC.server), now=at(0))
+    assert recovered.stable is None
+    assert tick(SPEC, recovered, 0).status.stable.model.version == "v1"  # type: ignore[union-attr]
+
+
+def test_a_rollout_promoted_on_green_by_an_older_operator_hands_back_to_blue_with_the_promoted_model() -> None:
+    # An older operator left promoted models on green: Promoted at 100% green, no stable, another hash.
+    old = ModelRolloutStatus(phase=Phase.PROMOTED, weights={"blue": 0, "green": 100}, green_revision="old-hash")
+    recovered = recover(old, recorded=None, green_serves=(SPEC.green.model, SPEC.server), now=at(0))
+    assert recovered.phase is Phase.FINALIZING and recovered.stable is not None
+    assert recovered.stable.model.version == "v2" and recovered.green_revision == steps.green_revision(SPEC)
+    waiting = tick(SPEC, recovered, 1, blue_ready=False)
+    assert waiting.status.phase is Phase.FINALIZING and waiting.green_weight == 100  # never to blue's v1
+    back = tick(SPEC, waiting.status, 2)
+    assert back.green_weight == 0 and back.reason == "BlueServesStable"
+    done = tick(SPEC, back.status, 3)
+    assert done.status.phase is Phase.PROMOTED and done.status.stable.model.version == "v2"  # type: ignore[union-attr]
+
+
+def test_a_status_that_has_stable_is_not_touched_by_recovery() -> None:
+    status = promoted()
+    other = make_spec(green="v9").green.model
+    assert recover(status, recorded=None, green_serves=(other, SPEC.server), now=at(9)) is status
+
+
+def test_a_router_report_newer_than_the_status_raises_the_revision_without_moving_traffic() -> None:
+    status = promoted()
+    ahead = AppliedWeights(status.weights.revision + 5, 0)
+    decision = tick(SPEC, status, 10, router=ahead)
+    assert decision.green_weight == 0 and decision.weights_revision == status.weights.revision + 6
+    assert decision.status.weights_confirmed_at is None  # the old report never confirms the new revision
+    assert tick(SPEC, decision.status, 11).status.weights_confirmed_at == at(11)
+
+
+# --- errors: unexpected exceptions count toward the limit; an abort does not wait behind errors
+
+
+def test_unexpected_reconcile_failures_roll_a_canary_back_at_the_error_limit() -> None:
+    status = progressing()
+    limit = SPEC.analysis.consecutive_error_limit
+    for attempt in range(1, limit):
+        decision = failed_reconcile(status, "KeyError: 'x'", limit=limit, now=at(attempt))
+        assert decision.action is Action.HOLD and decision.green_weight == 10
+        status = decision.status
+    decision = failed_reconcile(status, "KeyError: 'x'", limit=limit, now=at(limit))
+    assert decision.action is Action.ROLL_BACK and decision.green_weight == 0
+    assert decision.status.rollback_reason == "ReconcileFailed" and "KeyError" in decision.message
+
+
+def test_unexpected_reconcile_failures_never_move_a_settled_rollout() -> None:
+    status = promoted()
+    for attempt in range(10):
+        decision = failed_reconcile(status, "boom", limit=3, now=at(10 + attempt))
+        assert decision.action is Action.HOLD and decision.green_weight == 0 and decision.status.phase is Phase.PROMOTED
+        status = decision.status
+    assert condition(status, "Degraded") == ("True", "ReconcileError")
+
+
+@pytest.mark.parametrize("name", [CommandName.ABORT, CommandName.PAUSE])
+def test_an_abort_or_pause_is_acted_on_while_reconciles_fail(name: CommandName) -> None:
+    decision = tick(SPEC, progressing(), 1, error="API server refused", command=command(name, "now"))
+    assert decision.status.last_command_id == "now"
+    assert decision.status.phase is (Phase.ROLLING_BACK if name is CommandName.ABORT else Phase.PAUSED)
+
+
+def test_a_promote_waits_until_reconciles_succeed_again() -> None:
+    promote = command(CommandName.PROMOTE_FULL, "later")
+    held = tick(SPEC, progressing(), 1, error="API server refused", command=promote)
+    assert held.status.last_command_id != "later" and held.green_weight == 10
+    assert tick(SPEC, held.status, 2, command=promote).status.phase is Phase.PROMOTING

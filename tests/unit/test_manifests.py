@@ -12,7 +12,8 @@ import pytest
 
 from model_server.router.nginx import NginxConfig, render
 from modelrollout.api import constants
-from modelrollout.api.spec import ModelRolloutSpec
+from modelrollout.api.spec import ModelRef, ModelRolloutSpec, ServerSpec
+from modelrollout.api.status import StableStatus
 from modelrollout.k8s import api, deletion, manifests, resources
 from modelrollout.routing.base import parse_report
 
@@ -239,16 +240,17 @@ def test_a_deployment_observed_at_an_older_generation_is_not_rolled_out() -> Non
     assert not resources.rolled_out(stale, [pod(), pod()], version="v2", revision="r2")
 
 
-def test_pod_health_counts_pods_readiness_and_restarts_of_the_version_only() -> None:
+def test_pod_health_counts_pods_readiness_and_restarts_of_the_revision_only() -> None:
     pods = [
         pod(restarts=(2, 1), init_restarts=(1,)),
         pod(ready=False, restarts=(3,)),
         pod(terminating=True, restarts=(1,)),  # not counted as a pod, its restarts are
         pod(phase="Failed", ready=False, restarts=(4,)),  # a crash before an eviction counts too
-        pod("v1", restarts=(50,)),  # another version's restarts are not green's
+        pod("v1", revision="r1", restarts=(50,)),  # another version's restarts are not green's
+        pod(revision="r2-other-settings", restarts=(40,)),  # nor those of the same version run otherwise
     ]
-    assert resources.health_of(pods, version="v2") == resources.PodHealth(pods=2, ready=1, restarts=12)
-    assert resources.health_of([], version="v2") == resources.PodHealth(pods=0, ready=0, restarts=0)
+    assert resources.health_of(pods, revision="r2") == resources.PodHealth(pods=2, ready=1, restarts=12)
+    assert resources.health_of([], revision="r2") == resources.PodHealth(pods=0, ready=0, restarts=0)
 
 
 def test_the_colour_selector_matches_what_the_deployment_selects() -> None:
@@ -365,16 +367,98 @@ def test_keep_stable_keeps_blue_and_the_router_only() -> None:
 def test_releasing_drops_only_our_owner_reference_and_labels_the_object() -> None:
     other = {"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "u9"}
     live = {"metadata": {"resourceVersion": "41", "ownerReferences": [OWNER, other], "labels": {"a": "b"}}}
-    assert deletion.released(live, "u1") == {
+    assert manifests.released(live, "u1") == {
         "metadata": {"resourceVersion": "41", "ownerReferences": [other], "labels": {manifests.LABEL_ORPHANED: "true"}}
     }
     alone = {"metadata": {"resourceVersion": "41", "ownerReferences": [OWNER]}}
-    assert deletion.released(alone, "u1")["metadata"]["ownerReferences"] is None  # type: ignore[index]
+    assert manifests.released(alone, "u1")["metadata"]["ownerReferences"] is None  # type: ignore[index]
     done = {"metadata": {"resourceVersion": "42", "labels": {manifests.LABEL_ORPHANED: "true"}}}
-    assert deletion.released(done, "u1") is None
+    assert manifests.released(done, "u1") is None
 
 
 def test_the_router_is_ready_only_once_it_serves_its_rollouts_weights() -> None:
     router = manifests.router_deployment(rollout="digits", namespace="ml", spec=SPEC, owner=OWNER)
     [container] = router["spec"]["template"]["spec"]["containers"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+# --- blue's record of the stable model, and what a Deployment runs
+
+
+def test_blue_records_the_stable_model_and_the_record_reads_back() -> None:
+    stable = StableStatus(
+        model=SPEC.green.model,
+        server=SPEC.server,
+        revision="r2",
+        promoted_at=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
+    )
+    blue = manifests.model_deployment(
+        rollout="digits",
+        namespace="ns",
+        colour=constants.BLUE,
+        model=stable.model,
+        server=stable.server,
+        owner=OWNER,
+        replicas=2,
+        annotations=manifests.stable_annotation(stable),
+    )
+    assert manifests.recorded_stable(blue) == stable
+    assert manifests.recorded_stable(None) is None
+    blue["metadata"]["annotations"][manifests.ANNOTATION_STABLE] = "{not json"
+    assert manifests.recorded_stable(blue) is None
+
+
+def green_of(model: ModelRef, server: ServerSpec) -> dict[str, Any]:
+    return manifests.model_deployment(
+        rollout="digits", namespace="ns", colour=constants.GREEN, model=model, server=server, owner=OWNER, replicas=2
+    )
+
+
+def test_a_deployment_running_the_spec_is_read_as_the_spec_itself() -> None:
+    candidate = (SPEC.green.model, SPEC.server)
+    found = manifests.served_by(green_of(*candidate), rollout="digits", namespace="ns", candidate=candidate)
+    assert found is not None and found[0] is SPEC.green.model and found[1] is SPEC.server
+
+
+def test_a_deployment_running_something_else_is_read_from_its_template() -> None:
+    running = ModelRef(uri="file:///models/old.onnx", version="v0", sha256="b" * 64, golden_set="/models/g.npz")
+    server = ServerSpec(image="img:1", runtime="onnx", settings={"MODELSERVER_MAX_BATCH_SIZE": "4"})
+    found = manifests.served_by(
+        green_of(running, server), rollout="digits", namespace="ns", candidate=(SPEC.green.model, SPEC.server)
+    )
+    assert found is not None
+    model, read_server = found
+    assert (model.uri, model.version, model.sha256, model.golden_set) == (
+        "file:///models/old.onnx",
+        "v0",
+        "b" * 64,
+        "file:///models/g.npz",
+    )
+    assert (read_server.image, read_server.settings) == ("img:1", {"MODELSERVER_MAX_BATCH_SIZE": "4"})
+    assert read_server.replicas == SPEC.server.replicas
+    assert (
+        manifests.served_by(None, rollout="digits", namespace="ns", candidate=(SPEC.green.model, SPEC.server)) is None
+    )
+
+
+def test_a_deletion_while_a_promotion_hands_back_waits_for_blue_to_run_the_promoted_model() -> None:
+    stable = StableStatus(
+        model=SPEC.green.model,
+        server=SPEC.server,
+        revision="r2",
+        promoted_at=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
+    ).model_dump(by_alias=True, mode="json")
+    finalizing = {"phase": "Finalizing", "stable": stable, "weights": {"blue": 0, "green": 100, "revision": 7}}
+    assert deletion.promoted_model_only_on_green(finalizing, lambda _: False) == "v2"
+    assert deletion.promoted_model_only_on_green(finalizing, lambda s: s.model.version == "v2") == ""
+    handed_back = {**finalizing, "weights": {"blue": 100, "green": 0, "revision": 8}}
+    assert deletion.promoted_model_only_on_green(handed_back, lambda _: False) == ""
+    # a canary, even after an earlier promotion: green runs the candidate, blue the stable model
+    for promoted_at in (None, stable["promotedAt"]):
+        canary = {
+            "phase": "Progressing",
+            "stable": {**stable, "promotedAt": promoted_at},
+            "weights": finalizing["weights"],
+        }
+        assert deletion.promoted_model_only_on_green(canary, lambda _: False) == ""
+    assert deletion.promoted_model_only_on_green({}, lambda _: False) == ""

@@ -17,6 +17,7 @@ from model_server.router.nginx import NginxDataPlane
 from model_server.router.watch import Action, Serving, Wanted, WeightsFollower, next_action
 from modelrollout.api import constants
 from modelrollout.api.spec import ModelRolloutSpec
+from modelrollout.k8s import manifests
 from modelrollout.routing import gateway_api
 from modelrollout.routing.base import NOT_REPORTED, AppliedWeights, RolloutRef, format_report, parse_report
 from modelrollout.routing.builtin import BuiltinRouter
@@ -397,3 +398,47 @@ def test_restoring_an_adopted_route_puts_back_its_spec_labels_and_annotations() 
     assert restored["/spec"] == FOREIGN["spec"]
     assert restored["/metadata/labels"] == FOREIGN["metadata"]["labels"]
     assert restored["/metadata/annotations"] == FOREIGN["metadata"]["annotations"]
+
+
+def merged(live: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch applied (null removes)."""
+    result = copy.deepcopy(live)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def test_keep_stable_leaves_an_adopted_route_on_blue_with_its_old_spec_only_as_a_record() -> None:
+    # its old spec routes to digits-v0, a model older than the stable one: restoring it would send users back
+    patch = gateway_api.weights_patch(FOREIGN, ref(), SPEC, green=30, revision=3)
+    assert patch is not None
+    adopted = merged(FOREIGN, patch)
+    kept = gateway_api.kept_patch(adopted, ref())
+    assert kept is not None
+    left = merged(adopted, kept)
+    assert gateway_api.green_weight_of(left, ref()) == 0
+    assert [b["name"] for rule in left["spec"]["rules"] for b in rule["backendRefs"]] == ["digits-blue", "digits-green"]
+    annotations = left["metadata"]["annotations"]
+    assert json.loads(annotations[gateway_api.ANNOTATION_PRE_ADOPTION_SPEC]) == FOREIGN["spec"]
+    assert gateway_api.ANNOTATION_ADOPTED_SPEC not in annotations
+    assert constants.ANNOTATION_WEIGHTS_REVISION not in annotations
+    assert left["metadata"]["labels"][manifests.LABEL_ORPHANED] == "true"
+    assert kept["metadata"]["resourceVersion"] == "41"
+    assert gateway_api.kept_patch(left, ref()) is None  # done once
+
+
+def test_keep_stable_releases_a_created_route_from_the_rollout_instead_of_letting_it_be_collected() -> None:
+    created = route(green=40, revision="7")
+    created["metadata"]["resourceVersion"] = "9"
+    assert gateway_api.created_by(created, ref())
+    kept = gateway_api.kept_patch(created, ref())
+    assert kept is not None
+    left = merged(created, kept)
+    assert "ownerReferences" not in left["metadata"] and not gateway_api.created_by(left, ref())
+    assert gateway_api.green_weight_of(left, ref()) == 0
+    assert gateway_api.kept_patch(left, ref()) is None

@@ -8,7 +8,11 @@ until it returns; only then does the API server remove the object and garbage co
   (``spec.traffic.confirmDeadline`` at most, counted from the deletion; not at all when blue serves
   nothing). Then blue's Deployment and Service and the builtin router's objects are released from the
   ModelRollout, so garbage collection keeps them (labelled ``modelrollout.dev/orphaned=true``), and
-  green's Deployment and Service are deleted.
+  green's Deployment and Service are deleted. While a promotion hands back to blue (green runs the
+  promoted model, blue not yet), the deletion first waits for blue to serve it. The gateway-api provider's
+  HTTPRoute stays at 100% blue: a route it created is released like blue, an adopted one is not given its
+  old spec back (that may route to an older model; the old spec stays in the annotation
+  ``modelrollout.dev/pre-adoption-spec``).
 - ``deleteAll``: adopted HTTPRoutes are restored, and garbage collection removes everything else.
 
 Every step leaves an Event. Each step is idempotent: one that must wait raises ``kopf.TemporaryError``
@@ -30,9 +34,9 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from modelrollout.api import constants
-from modelrollout.api.spec import ModelRolloutSpec, TrafficSpec
-from modelrollout.api.status import Weights
-from modelrollout.k8s import api, manifests
+from modelrollout.api.spec import ModelRolloutSpec, TrafficSpec, serving_revision
+from modelrollout.api.status import StableStatus, Weights
+from modelrollout.k8s import api, manifests, resources
 from modelrollout.routing import factory
 from modelrollout.routing.base import AppliedWeights, RolloutRef, format_report, parse_report
 
@@ -115,23 +119,62 @@ def finalize(body: Mapping[str, Any], *, post: EventPoster, now: datetime.dateti
             "deletionPolicy deleteAll: garbage collection removes the model servers, their Services and the router",
         )
         return
+    _wait_for_stable_on_blue(rollout, post=post)
     if spec is None:
         post("Warning", "KeepingStable", "the spec no longer parses: deleting with deletionPolicy keepStable")
         factory.all_to_blue_without_spec(rollout)  # HTTPRoutes found by their label; failures are logged
     if spec is not None and spec.traffic.provider == "gateway-api":
-        _finalize_routes(rollout, spec, post=post, elapsed=elapsed, deadline=deadline)
+        _finalize_routes(rollout, spec, post=post, elapsed=elapsed, deadline=deadline, keep_stable=True)
     else:
         _all_traffic_to_blue(rollout, post=post, elapsed=elapsed, deadline=deadline)
     _keep_stable(rollout, post=post)
     _delete_candidate(rollout, post=post)
 
 
+def promoted_model_only_on_green(status: Mapping[str, Any], blue_serves: Callable[[StableStatus], bool]) -> str:
+    """The version of the promoted model when green has traffic and is the only colour that runs it (a
+    promotion still handing back to blue), else "" (a pure function of the status, given whether blue
+    serves a model). Moving traffic to blue then would send users back to the older model."""
+    stable_raw, weights = status.get("stable"), status.get("weights") or {}
+    if status.get("phase") != "Finalizing" or not isinstance(stable_raw, dict) or not weights.get("green"):
+        return ""
+    stable = StableStatus.model_validate(stable_raw)
+    if stable.promoted_at is None or blue_serves(stable):
+        return ""
+    return stable.model.version
+
+
+def _wait_for_stable_on_blue(rollout: RolloutRef, *, post: EventPoster) -> None:
+    """While a promotion hands back to blue, the deletion waits for blue to run the promoted model (it
+    does not wait for a rollout that is not promoting: blue then serves the stable model already)."""
+
+    def blue_serves(stable: StableStatus) -> bool:
+        revision = serving_revision(stable.model, stable.server)
+        return resources.available(rollout, constants.BLUE, version=stable.model.version, revision=revision)
+
+    version = promoted_model_only_on_green(rollout.body.get("status") or {}, blue_serves)
+    if version:
+        message = (
+            f"green runs the promoted model {version}, blue does not yet: traffic stays on green until blue "
+            f"serves it (set spec.deletionPolicy to deleteAll to delete now)"
+        )
+        post("Warning", "WaitingForStable", message)
+        raise kopf.TemporaryError(message, delay=RETRY_AFTER_ERROR_SECONDS)
+
+
 def _finalize_routes(
-    rollout: RolloutRef, spec: ModelRolloutSpec, *, post: EventPoster, elapsed: float, deadline: float
+    rollout: RolloutRef,
+    spec: ModelRolloutSpec,
+    *,
+    post: EventPoster,
+    elapsed: float,
+    deadline: float,
+    keep_stable: bool = False,
 ) -> None:
-    """The gateway-api provider puts its routes back on blue and restores adopted ones."""
+    """The gateway-api provider puts its routes back on blue; keepStable keeps them there (released from
+    the ModelRollout), deleteAll restores adopted ones."""
     try:
-        factory.router_for("gateway-api").finalize(rollout, spec)
+        factory.router_for("gateway-api").finalize(rollout, spec, keep_stable=keep_stable)
     except ApiException as error:
         problem = f"HTTPRoute {spec.traffic.gateway_api.route_name or rollout.name}: {error.status} {error.reason}"
         if elapsed < deadline:
@@ -143,7 +186,10 @@ def _finalize_routes(
             f"{problem}; gave up after confirmDeadline {deadline:g}s: traffic may still reach green",
         )
         return
-    post("Normal", "RoutesFinalized", "HTTPRoute traffic on blue; an adopted route is restored")
+    if keep_stable:
+        post("Normal", "RoutesFinalized", "HTTPRoute traffic on blue, kept serving the stable model")
+    else:
+        post("Normal", "RoutesFinalized", "HTTPRoute traffic on blue; an adopted route is restored")
 
 
 def _all_traffic_to_blue(rollout: RolloutRef, *, post: EventPoster, elapsed: float, deadline: float) -> None:
@@ -209,31 +255,12 @@ def stable_objects(rollout: str) -> list[tuple[str, str]]:
     ]
 
 
-def released(live: Mapping[str, Any], owner_uid: str) -> dict[str, Any] | None:
-    """The JSON merge patch that frees ``live`` from the owner ``owner_uid`` and labels it orphaned, or
-    None when that is done (a pure function). It carries the resourceVersion it was computed from, so
-    that it fails rather than drop an owner reference added meanwhile."""
-    metadata = live["metadata"]
-    owners = metadata.get("ownerReferences") or []
-    remaining = [owner for owner in owners if owner.get("uid") != owner_uid]
-    orphaned = (metadata.get("labels") or {}).get(manifests.LABEL_ORPHANED) == "true"
-    if len(remaining) == len(owners) and orphaned:
-        return None
-    return {
-        "metadata": {
-            "resourceVersion": metadata["resourceVersion"],
-            "ownerReferences": remaining or None,
-            "labels": {manifests.LABEL_ORPHANED: "true"},
-        }
-    }
-
-
 def _keep_stable(rollout: RolloutRef, *, post: EventPoster) -> None:
     kept = []
     for kind, name in stable_objects(rollout.name):
         try:
             live = api.read(kind, rollout.namespace, name)
-            patch = released(live, rollout.uid) if live is not None else None
+            patch = manifests.released(live, rollout.uid) if live is not None else None
             if patch is not None:
                 api.patch(kind, rollout.namespace, name, patch)
                 kept.append(f"{kind}/{name}")

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from modelrollout.api import constants
 from modelrollout.api.spec import ModelRef, ModelRolloutSpec, ServerSpec, serving_revision
+from modelrollout.api.status import StableStatus
 
 SERVER_PORT = 8080
 ROUTER = "router"
@@ -15,6 +16,25 @@ ROUTER = "router"
 LABEL_ORPHANED = f"{constants.GROUP}/orphaned"
 """``"true"`` on objects a deleted ModelRollout left serving (deletionPolicy keepStable); an apply by a
 rollout of the same name adopts them again and removes it."""
+
+ANNOTATION_STABLE = f"{constants.GROUP}/stable"
+"""On blue's Deployment: ``status.stable`` as JSON, a durable copy of what blue serves. A status that is
+lost (restored from a backup without it, written by an older operator) is recovered from it, so that the
+operator never falls back to spec.blue's older model."""
+IDENTITY_ENV = (
+    "MODELSERVER_MODEL_PATH",
+    "MODELSERVER_MODEL_NAME",
+    "MODELSERVER_MODEL_VERSION",
+    "MODELSERVER_RUNTIME",
+    "MODELSERVER_ROLLOUT",
+    "MODELSERVER_COLOUR",
+    "MODELSERVER_HOST",
+    "MODELSERVER_PORT",
+    "MODELSERVER_LOG_FORMAT",
+    "MODELSERVER_MODEL_SHA256",
+    "MODELSERVER_GOLDEN_SET",
+)
+"""Environment variables the operator sets itself; the others come from ``server.settings``."""
 
 STARTUP_PERIOD_SECONDS = 5
 STARTUP_FAILURE_THRESHOLD = 60
@@ -55,6 +75,7 @@ def model_deployment(
     server: ServerSpec,
     owner: dict[str, Any],
     replicas: int,
+    annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One colour's model server: blue runs the stable model (status.stable), green the candidate."""
     selector = {constants.LABEL_ROLLOUT: rollout, constants.LABEL_COLOUR: colour}
@@ -91,10 +112,13 @@ def model_deployment(
     if server.resources:
         container["resources"] = server.resources
     pod_labels = {**labels(rollout, colour, model), constants.LABEL_REVISION: serving_revision(model, server)}
+    metadata = _metadata(f"{rollout}-{colour}", namespace, owner, pod_labels)
+    if annotations:
+        metadata["annotations"] = annotations
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(f"{rollout}-{colour}", namespace, owner, pod_labels),
+        "metadata": metadata,
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": selector},
@@ -111,6 +135,78 @@ def model_deployment(
             },
         },
     }
+
+
+def released(live: dict[str, Any], owner_uid: str) -> dict[str, Any] | None:
+    """The JSON merge patch that frees ``live`` from the owner ``owner_uid`` and labels it orphaned, or
+    None when that is done (a pure function). It carries the resourceVersion it was computed from, so
+    that it fails rather than drop an owner reference added meanwhile."""
+    metadata = live["metadata"]
+    owners = metadata.get("ownerReferences") or []
+    remaining = [owner for owner in owners if owner.get("uid") != owner_uid]
+    orphaned = (metadata.get("labels") or {}).get(LABEL_ORPHANED) == "true"
+    if len(remaining) == len(owners) and orphaned:
+        return None
+    return {
+        "metadata": {
+            "resourceVersion": metadata["resourceVersion"],
+            "ownerReferences": remaining or None,
+            "labels": {LABEL_ORPHANED: "true"},
+        }
+    }
+
+
+def stable_annotation(stable: StableStatus) -> dict[str, str]:
+    """The annotations of blue's Deployment: its durable copy of status.stable."""
+    return {ANNOTATION_STABLE: stable.model_dump_json(by_alias=True, exclude_none=True)}
+
+
+def recorded_stable(deployment: dict[str, Any] | None) -> StableStatus | None:
+    """status.stable as recorded on blue's Deployment (None when there is no readable record)."""
+    text = ((deployment or {}).get("metadata", {}).get("annotations") or {}).get(ANNOTATION_STABLE)
+    if not text:
+        return None
+    try:
+        return StableStatus.model_validate_json(text)
+    except ValueError:
+        return None
+
+
+def served_by(
+    deployment: dict[str, Any] | None, *, rollout: str, namespace: str, candidate: tuple[ModelRef, ServerSpec]
+) -> tuple[ModelRef, ServerSpec] | None:
+    """The model and server settings a model-server Deployment runs (a pure function of its template; None
+    when it is not one of ours). ``candidate`` is returned itself when the Deployment runs exactly it, so
+    that the spec's own spelling (of URIs, for example) is kept."""
+    containers = (((deployment or {}).get("spec") or {}).get("template") or {}).get("spec", {}).get("containers")
+    if not containers:
+        return None
+    container = containers[0]
+    env = {item.get("name"): item.get("value", "") for item in container.get("env") or []}
+    if not env.get("MODELSERVER_MODEL_PATH") or not env.get("MODELSERVER_MODEL_VERSION"):
+        return None
+    model, server = candidate
+    colour = env.get("MODELSERVER_COLOUR", constants.GREEN)
+    built = model_deployment(
+        rollout=rollout, namespace=namespace, colour=colour, model=model, server=server, owner={}, replicas=1
+    )["spec"]["template"]["spec"]["containers"][0]
+    if all(built.get(key) == container.get(key) for key in ("image", "env", "resources")):
+        return candidate
+    golden = env.get("MODELSERVER_GOLDEN_SET")
+    served = ModelRef(
+        uri=f"file://{env['MODELSERVER_MODEL_PATH']}",
+        version=env["MODELSERVER_MODEL_VERSION"],
+        sha256=env.get("MODELSERVER_MODEL_SHA256") or None,
+        golden_set=f"file://{golden}" if golden else None,
+    )
+    settings = {name: value for name, value in env.items() if name and name not in IDENTITY_ENV}
+    return served, ServerSpec(
+        image=container.get("image", server.image),
+        runtime=env.get("MODELSERVER_RUNTIME", server.runtime),
+        replicas=server.replicas,
+        resources=container.get("resources") or None,
+        settings=settings,
+    )
 
 
 def service(*, rollout: str, namespace: str, colour: str, owner: dict[str, Any]) -> dict[str, Any]:

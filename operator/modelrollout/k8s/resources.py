@@ -13,6 +13,7 @@ from typing import Any
 from modelrollout.analysis.checks import PodHealth
 from modelrollout.api import constants
 from modelrollout.api.spec import ModelRef, ModelRolloutSpec, ServerSpec
+from modelrollout.api.status import StableStatus
 from modelrollout.k8s import api, manifests
 from modelrollout.routing.base import RolloutRef
 
@@ -88,15 +89,24 @@ def _apply(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def ensure(
-    rollout: RolloutRef, spec: ModelRolloutSpec, *, stable: ModelRef, stable_server: ServerSpec, green_replicas: int
+    rollout: RolloutRef,
+    spec: ModelRolloutSpec,
+    *,
+    stable: StableStatus,
+    green_replicas: int,
+    replace_green: bool = True,
 ) -> None:
-    """Every owned object as it should be (idempotent): blue serves ``stable``, green spec.green."""
+    """Every owned object as it should be (idempotent): blue serves ``stable`` (and records it, see
+    manifests.ANNOTATION_STABLE), green spec.green. Without ``replace_green`` green's Deployment is left
+    as it is (it may still have traffic)."""
     owner = api.owner_reference(rollout)
     name, namespace = rollout.name, rollout.namespace
-    for colour, model, server, replicas in (
-        (constants.BLUE, stable, stable_server, spec.server.replicas),
-        (constants.GREEN, spec.green.model, spec.server, green_replicas),
-    ):
+    colours: list[tuple[str, ModelRef, ServerSpec, int, dict[str, str] | None]] = [
+        (constants.BLUE, stable.model, stable.server, spec.server.replicas, manifests.stable_annotation(stable))
+    ]
+    if replace_green:
+        colours.append((constants.GREEN, spec.green.model, spec.server, green_replicas, None))
+    for colour, model, server, replicas, extra in colours:
         _apply(
             manifests.model_deployment(
                 rollout=name,
@@ -106,8 +116,10 @@ def ensure(
                 server=server,
                 owner=owner,
                 replicas=replicas,
+                annotations=extra,
             )
         )
+    for colour in constants.COLOURS:
         _apply(manifests.service(rollout=name, namespace=namespace, colour=colour, owner=owner))
     if spec.traffic.provider == "builtin":
         _apply(manifests.router_service_account(rollout=name, namespace=namespace, owner=owner))
@@ -185,9 +197,10 @@ def available(rollout: RolloutRef, colour: str, *, version: str, revision: str) 
     return rolled_out(deployment, pods, version=version, revision=revision)
 
 
-def health_of(pods: Iterable[Mapping[str, Any]], *, version: str) -> PodHealth:
-    """PodHealth of the pods that carry ``version`` (a pure function of the colour's pod list)."""
-    own = [pod for pod in pods if _labels(pod).get(constants.LABEL_VERSION) == version]
+def health_of(pods: Iterable[Mapping[str, Any]], *, revision: str) -> PodHealth:
+    """PodHealth of the pods that run ``revision`` (a pure function of the colour's pod list): a pod of
+    the same version with other server settings is another candidate's."""
+    own = [pod for pod in pods if _labels(pod).get(constants.LABEL_REVISION) == revision]
     live = [pod for pod in own if not _terminating(pod) and not _finished(pod)]
     return PodHealth(
         pods=len(live),
@@ -196,6 +209,11 @@ def health_of(pods: Iterable[Mapping[str, Any]], *, version: str) -> PodHealth:
     )
 
 
-def pod_health(rollout: RolloutRef, colour: str, *, version: str) -> PodHealth:
-    """PodHealth of the colour's pods of ``version`` (one list call)."""
-    return health_of(api.list_pods(rollout.namespace, selector(rollout.name, colour)), version=version)
+def pod_health(rollout: RolloutRef, colour: str, *, revision: str) -> PodHealth:
+    """PodHealth of the colour's pods of ``revision`` (one list call)."""
+    return health_of(api.list_pods(rollout.namespace, selector(rollout.name, colour)), revision=revision)
+
+
+def deployment(rollout: RolloutRef, colour: str) -> dict[str, Any] | None:
+    """A colour's Deployment as it is now (None when there is none)."""
+    return api.read("Deployment", rollout.namespace, f"{rollout.name}-{colour}")

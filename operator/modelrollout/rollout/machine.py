@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from modelrollout.analysis.evaluate import CheckResult, Verdict, overall
-from modelrollout.api.spec import ModelRolloutSpec
+from modelrollout.api.spec import ModelRef, ModelRolloutSpec, ServerSpec, serving_revision
 from modelrollout.api.status import (
     HISTORY_LIMIT,
     TERMINAL_PHASES,
@@ -69,6 +69,9 @@ QUIET_ACTIONS = frozenset({Action.WAIT, Action.HOLD})
 
 CANARY_PHASES = frozenset({Phase.PENDING, Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING})
 """A candidate may have traffic and is not yet the stable model: bad input or faults roll these back."""
+
+DEGRADING_REASONS = frozenset({"BlueNotReady"})
+"""Reasons that make the Degraded condition True in a phase that is otherwise fine."""
 
 DEFAULT_CONFIRM_DEADLINE = 60.0
 """traffic.confirmDeadline when the spec cannot be read."""
@@ -150,7 +153,7 @@ def decide(
         _start_canary(draft, spec, revision, now)
         if observations.error is not None:  # the new canary's first reconcile failed: counted all the same
             s.consecutive_errors, s.last_error = 1, observations.error
-    elif observations.error is not None and s.phase in CANARY_PHASES:
+    elif observations.error is not None and s.phase in CANARY_PHASES and not _urgent(command, s):
         _count_error(draft, spec, observations.error)  # never advance on what could not be gathered
     else:
         if command is not None and command.id != s.last_command_id:
@@ -163,6 +166,48 @@ def decide(
     if observations.error is None and observations.analysis is None and s.phase not in steps.ANALYSED_PHASES:
         s.consecutive_errors, s.last_error = 0, ""
     return _finish(draft, status, spec.traffic.confirm_deadline, now, steps_weight=_step_target(s, spec))
+
+
+def recover(
+    status: ModelRolloutStatus,
+    *,
+    recorded: StableStatus | None,
+    green_serves: tuple[ModelRef, ServerSpec] | None,
+    now: datetime.datetime,
+) -> ModelRolloutStatus:
+    """A status without ``stable``, completed from the cluster before deciding (a pure function):
+
+    - a status that lost it (restored without it) takes blue Deployment's record of it;
+    - a rollout promoted by an operator that left the promoted model on green (Promoted at 100% green,
+      no record on blue) makes what green runs the stable model and hands traffic back through
+      Finalizing, as a promotion does now;
+    - otherwise (a new rollout) it stays None: the stable model is spec.blue.
+    Without this, the next decision would take spec.blue, an older model, as the stable one.
+    """
+    if status.stable is not None:
+        return status
+    recovered = status.model_copy(deep=True)
+    if recorded is not None:
+        recovered.stable = recorded
+    elif status.phase is Phase.PROMOTED and status.weights.green == 100 and green_serves is not None:
+        model, server = green_serves
+        revision = serving_revision(model, server)
+        recovered.stable = StableStatus(model=model, server=server, revision=revision, promoted_at=now)
+        recovered.green_revision = revision
+        recovered.phase = Phase.FINALIZING
+        recovered.message = f"promoted by an earlier operator version: blue is redeployed with {model.version}"
+    return recovered
+
+
+def failed_reconcile(status: ModelRolloutStatus, error: str, *, limit: int, now: datetime.datetime) -> Decision:
+    """The decision when a reconcile failed before it could decide (an unexpected error): counted with the
+    other errors; at ``limit`` in a row a canary in flight rolls back to the stable model."""
+    draft = _Draft(status=status.model_copy(deep=True))
+    s = draft.status
+    s.consecutive_errors += 1
+    s.last_error = error
+    _at_error_limit(draft, limit, error)
+    return _finish(draft, status, DEFAULT_CONFIRM_DEADLINE, now, steps_weight=s.weights.green)
 
 
 def reject(status: ModelRolloutStatus, problem: str, observations: Observations, now: datetime.datetime) -> Decision:
@@ -192,12 +237,18 @@ def _finish(
     s.router_stalled = _unconfirmed_for(s, now) > confirm_deadline
     s.message = draft.message
     recorded = _record(draft, before, now)
-    s.conditions = conditions(s, previous=before.conditions, now=now)
+    stuck = draft.reason if draft.reason in DEGRADING_REASONS else None
+    s.conditions = conditions(s, previous=before.conditions, now=now, degraded_by=stuck)
     return Decision(draft.action, s, draft.reason, draft.message, recorded)
 
 
 def _observe_router(s: ModelRolloutStatus, report: AppliedWeights, now: datetime.datetime) -> None:
     s.applied_green_weight, s.applied_revision = report.green, report.revision
+    if report.revision is not None and report.revision > s.weights.revision:
+        # The router applied a revision this status never asked for: the status was lost or restored from
+        # an older copy. Revisions only go up, so these weights are asked for again under a newer one.
+        s.weights = s.weights.model_copy(update={"revision": report.revision + 1})
+        s.weights_changed_at, s.weights_confirmed_at = now, None
     if s.weights_changed_at is None:
         s.weights_changed_at = now
     if s.weights_confirmed_at is None and report.confirms(revision=s.weights.revision, green=s.weights.green):
@@ -253,14 +304,26 @@ def _count_error(draft: _Draft, spec: ModelRolloutSpec, error: str, *, quiet: bo
     s = draft.status
     s.consecutive_errors += 1
     s.last_error = error
-    limit = spec.analysis.consecutive_error_limit
-    if quiet:
-        return
+    if not quiet:
+        _at_error_limit(draft, spec.analysis.consecutive_error_limit, error)
+
+
+def _at_error_limit(draft: _Draft, limit: int, error: str) -> None:
+    s = draft.status
     if s.phase in CANARY_PHASES and s.consecutive_errors >= limit:
         failed = f"{s.consecutive_errors} reconciles in a row failed (limit {limit}): {error}"
         _roll_back(draft, "ReconcileFailed", failed)
     else:
         draft.go(Action.HOLD, "ReconcileError", f"reconcile failed ({s.consecutive_errors}x, retrying): {error}")
+
+
+def _urgent(command: Command | None, s: ModelRolloutStatus) -> bool:
+    """A new abort or pause is acted on even while reconciles fail (a promote waits for them to succeed)."""
+    return (
+        command is not None
+        and command.id != s.last_command_id
+        and command.name in (CommandName.ABORT, CommandName.PAUSE)
+    )
 
 
 def _apply_command(draft: _Draft, spec: ModelRolloutSpec, command: Command, now: datetime.datetime) -> None:
@@ -395,7 +458,17 @@ def _finalizing(draft: _Draft, spec: ModelRolloutSpec, observations: Observation
         draft.green_target = 0
         draft.go(Action.FINALIZE, "BlueServesStable", f"blue serves {version}: traffic moves back to blue")
     elif s.weights.green > 0:
-        draft.go(Action.WAIT, "WaitingForBlue", f"blue is being redeployed with {version}; green keeps all traffic")
+        waited = steps.seconds_since(s.stable.promoted_at if s.stable else None, now)
+        if waited > spec.analysis.progress_deadline:
+            # No way back: green runs the stable model and keeps all traffic; someone must look at blue.
+            draft.go(
+                Action.WAIT,
+                "BlueNotReady",
+                f"blue has not served {version} for {waited:.0f}s (progressDeadline "
+                f"{spec.analysis.progress_deadline:.0f}s); green keeps all traffic until it does",
+            )
+        else:
+            draft.go(Action.WAIT, "WaitingForBlue", f"blue is being redeployed with {version}; green keeps all traffic")
     else:
         draft.go(Action.WAIT, "WaitingForRouter", _router_message(s, _unconfirmed_for(s, now)))
 
@@ -579,11 +652,13 @@ def _record(draft: _Draft, before: ModelRolloutStatus, now: datetime.datetime) -
     return True
 
 
-def conditions(status: ModelRolloutStatus, *, previous: list[Condition], now: datetime.datetime) -> list[Condition]:
+def conditions(
+    status: ModelRolloutStatus, *, previous: list[Condition], now: datetime.datetime, degraded_by: str | None = None
+) -> list[Condition]:
     """Ready, Progressing and Degraded, per the Kubernetes API conventions (transition time kept when the
-    status of a condition does not change)."""
+    status of a condition does not change). ``degraded_by`` names a problem the status alone does not show."""
     phase = status.phase
-    degraded_by = (
+    degraded_reason = degraded_by or (
         "InvalidSpec"
         if status.invalid_spec
         else "RouterNotConfirming"
@@ -600,8 +675,8 @@ def conditions(status: ModelRolloutStatus, *, previous: list[Condition], now: da
         ),
         "Degraded": (
             phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK, Phase.ABORTED, Phase.FAILED)
-            or bool(status.invalid_spec or status.router_stalled or status.last_error),
-            degraded_by,
+            or bool(status.invalid_spec or status.router_stalled or status.last_error or degraded_by),
+            degraded_reason,
         ),
     }
     old = {c.type: c for c in previous}

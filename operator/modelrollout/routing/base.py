@@ -73,6 +73,7 @@ class TrafficRouter(Protocol):
         """What the data plane reports it serves (NOT_REPORTED when it reports nothing usable)."""
         ...
 
-    def finalize(self, rollout: RolloutRef, spec: ModelRolloutSpec) -> None:
-        """Leave traffic on the stable model and release or restore what reconcile created or adopted."""
+    def finalize(self, rollout: RolloutRef, spec: ModelRolloutSpec, *, keep_stable: bool = False) -> None:
+        """Leave traffic on the stable model; with ``keep_stable`` keep what routes it serving without the
+        ModelRollout, else restore what reconcile adopted (what it created goes with the rollout)."""
         ...

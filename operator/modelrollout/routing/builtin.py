@@ -23,5 +23,5 @@ class BuiltinRouter:
         annotations = rollout.body.get("metadata", {}).get("annotations") or {}
         return parse_report(annotations.get(constants.ANNOTATION_ROUTER_APPLIED))
 
-    def finalize(self, rollout: RolloutRef, spec: ModelRolloutSpec) -> None:
+    def finalize(self, rollout: RolloutRef, spec: ModelRolloutSpec, *, keep_stable: bool = False) -> None:
         """The router is owned by the ModelRollout and goes with it."""

@@ -3,8 +3,9 @@
 Works with any Gateway API implementation (Envoy Gateway, Istio, Cilium, NGINX Gateway Fabric...).
 The route is created (owned by the ModelRollout) or, when one of that name exists, adopted: its original
 ``spec`` is saved as JSON in the annotation ``modelrollout.dev/adopted-spec``, then its rules are replaced
-by one rule with the two weighted backends. ``finalize`` puts an adopted route back as it was, and leaves a
-route it created at 100% blue (it goes with the ModelRollout).
+by one rule with the two weighted backends. ``finalize`` leaves every route at 100% blue; with the
+deletion policy deleteAll an adopted route is put back as it was and a created one goes with the
+ModelRollout, with keepStable both keep serving the stable model (see ``kept_patch``).
 
 Confirmation. ``set_weights`` writes the weights and, in the annotation ``modelrollout.dev/weights-revision``,
 the ``status.weights.revision`` they are for. ``applied`` reads the route back (``applied_of``, a pure
@@ -21,7 +22,7 @@ from typing import Any
 
 from modelrollout.api import constants
 from modelrollout.api.spec import ModelRolloutSpec
-from modelrollout.k8s import api
+from modelrollout.k8s import api, manifests
 from modelrollout.routing.base import AppliedWeights, RolloutRef
 
 GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
@@ -248,6 +249,46 @@ def restore_patch(route: dict[str, Any], rollout: RolloutRef) -> list[dict[str, 
     ]
 
 
+ANNOTATION_PRE_ADOPTION_SPEC = f"{constants.GROUP}/pre-adoption-spec"
+"""On an adopted route a keepStable deletion left on blue: the route's spec before it was adopted."""
+
+
+def kept_patch(route: dict[str, Any], rollout: RolloutRef) -> dict[str, Any] | None:
+    """The merge patch that leaves a route serving the stable model without the ModelRollout (a pure
+    function; None when that is done): 100% blue, no weights revision, not owned by the rollout but
+    labelled orphaned; an adopted route keeps its old spec as a record only, since it may send traffic
+    to a model older than the stable one. Guarded by the route's resourceVersion."""
+    metadata = route.get("metadata", {})
+    annotations = metadata.get("annotations") or {}
+    adopted = annotations.get(ANNOTATION_ADOPTED_SPEC)
+    owners = metadata.get("ownerReferences") or []
+    remaining = [owner for owner in owners if owner.get("uid") != rollout.uid]
+    on_blue = green_weight_of(route, rollout) in (0, None)
+    labelled = (metadata.get("labels") or {}).get(manifests.LABEL_ORPHANED) == "true"
+    if (
+        on_blue
+        and adopted is None
+        and constants.ANNOTATION_WEIGHTS_REVISION not in annotations
+        and labelled
+        and (len(remaining) == len(owners))
+    ):
+        return None
+    new_annotations: dict[str, str | None] = {constants.ANNOTATION_WEIGHTS_REVISION: None}
+    if adopted is not None:
+        new_annotations |= {ANNOTATION_ADOPTED_SPEC: None, ANNOTATION_PRE_ADOPTION_SPEC: adopted}
+    patch: dict[str, Any] = {
+        "metadata": {
+            "resourceVersion": metadata.get("resourceVersion"),
+            "annotations": new_annotations,
+            "labels": {manifests.LABEL_ORPHANED: "true"},
+            "ownerReferences": remaining or None,
+        }
+    }
+    if not on_blue:
+        patch["spec"] = {"rules": blue_only_rules(route, rollout)}
+    return patch
+
+
 class GatewayApiRouter:
     def reconcile(self, rollout: RolloutRef, spec: ModelRolloutSpec) -> None:
         """Create the route at 100% blue when there is none (it claims no weights revision until
@@ -272,13 +313,20 @@ class GatewayApiRouter:
         route = api.get_custom(GROUP, VERSION, PLURAL, rollout.namespace, route_name(rollout, spec))
         return applied_of(route, rollout)
 
-    def finalize(self, rollout: RolloutRef, spec: ModelRolloutSpec) -> None:
-        """An adopted route gets its original spec back, without our labels and annotations; a route this
-        rollout created is left at 100% blue (it is deleted with the ModelRollout). A route changed
-        meanwhile makes the restore fail with 409/422 (raised: retry)."""
+    def finalize(self, rollout: RolloutRef, spec: ModelRolloutSpec, *, keep_stable: bool = False) -> None:
+        """Without ``keep_stable`` (deleteAll) an adopted route gets its original spec back, without our
+        labels and annotations, and a route this rollout created is left at 100% blue (it is deleted with
+        the ModelRollout). With ``keep_stable`` every route stays at 100% blue and serving: a created one
+        is released from the ModelRollout, an adopted one keeps its original spec only as a record
+        (``kept_patch``). A route changed meanwhile makes the patch fail with 409/422 (raised: retry)."""
         name = route_name(rollout, spec)
         route = api.get_custom(GROUP, VERSION, PLURAL, rollout.namespace, name)
         if route is None:
+            return
+        if keep_stable:
+            patch = kept_patch(route, rollout)
+            if patch is not None:
+                api.patch_custom(GROUP, VERSION, PLURAL, rollout.namespace, name, patch)
             return
         if ANNOTATION_ADOPTED_SPEC in (route.get("metadata", {}).get("annotations") or {}):
             api.custom().patch_namespaced_custom_object(
