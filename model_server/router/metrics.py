@@ -39,6 +39,12 @@ class RouterMetrics:
             ["rollout"],
             registry=r,
         )
+        self.mirror_errors = Counter(
+            "modelrouter_mirror_errors_total",
+            "Mirrored copies green could not answer (kept apart from upstream errors: no user saw them).",
+            ["rollout"],
+            registry=r,
+        )
         self.overhead = Histogram(
             "modelrouter_overhead_seconds",
             "Time spent in the router beyond the upstream.",
@@ -52,12 +58,16 @@ class RouterMetrics:
         self._weight = self.applied_weight.labels(rollout=self.rollout)
         self._comparisons = self.mirror_comparisons.labels(rollout=self.rollout)
         self._disagreements = self.mirror_disagreements.labels(rollout=self.rollout)
+        self._mirror_errors = self.mirror_errors.labels(rollout=self.rollout)
 
     def routed(self, colour: str) -> None:
         self._by_colour[colour].inc()
 
     def upstream_error(self, colour: str) -> None:
         self._errors[colour].inc()
+
+    def mirror_failed(self) -> None:
+        self._mirror_errors.inc()
 
     def observe_overhead(self, seconds: float) -> None:
         self._overhead.observe(seconds)

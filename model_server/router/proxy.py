@@ -191,7 +191,9 @@ class Router:
         try:
             green_answer = await self.upstreams[split.GREEN].request(method, target, body, content_type)
         except UpstreamError:
-            self.metrics.upstream_error(split.GREEN)
+            # Not an upstream error: green's share of user requests is what the errors check divides by,
+            # and no user waited for this copy.
+            self.metrics.mirror_failed()
             return
         blue_prediction, green_prediction = predictions(blue_answer.body), predictions(green_answer.body)
         if blue_prediction is None or green_answer.status != 200:

@@ -9,6 +9,7 @@ deletes with ``kubectl delete`` while the operator runs as its own process.
 
 from __future__ import annotations
 
+import datetime
 import json
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from modelrollout.api.spec import ModelRolloutSpec, serving_revision
 from modelrollout.api.status import StableStatus
 from modelrollout.devcluster import kubectl, process
 from modelrollout.k8s import api, deletion, manifests, resources
+from modelrollout.rollout import steps
 from modelrollout.routing.base import RolloutRef
 
 pytestmark = pytest.mark.e2e
@@ -408,6 +410,56 @@ def test_keep_stable_moves_traffic_to_blue_then_keeps_blue_and_the_router(cluste
     assert blue is not None
     assert [owner["uid"] for owner in blue["metadata"]["ownerReferences"]] == [again.uid]
     assert manifests.LABEL_ORPHANED not in blue["metadata"]["labels"]
+
+
+def test_a_deletion_while_a_promotion_hands_back_waits_for_blue_to_serve_the_promoted_model(
+    cluster: Path, router_for: Any
+) -> None:
+    rollout = create_rollout("handback", spec_body())
+    spec = ensure(rollout)
+    serving(rollout, constants.BLUE, "v1")
+    serving(rollout, constants.GREEN, "v2")
+    # v2 is promoted and has all traffic; blue is being redeployed with it (Finalizing)
+    promoted = StableStatus(
+        model=spec.green.model,
+        server=spec.server,
+        revision=steps.green_revision(spec),
+        promoted_at=datetime.datetime.now(datetime.UTC),
+    )
+    resources.ensure(rollout, spec, stable=promoted, green_replicas=1)
+    status = {
+        "phase": "Finalizing",
+        "stable": promoted.model_dump(by_alias=True, mode="json"),
+        "weights": {"blue": 0, "green": 100, "revision": 4},
+    }
+    api.patch_custom_status(
+        constants.GROUP, constants.VERSION, constants.PLURAL, NAMESPACE, "handback", {"status": status}
+    )
+    router = router_for("handback")
+    process.wait_until(lambda: "4/100" in router.reports, timeout=10, what="router report 4/100")
+
+    delete_rollout(cluster, "handback")
+    events: list[tuple[str, str, str]] = []
+    with pytest.raises(kopf.TemporaryError):
+        deletion.finalize(
+            get_rollout("handback"), post=lambda kind, reason, message: events.append((kind, reason, message))
+        )
+    assert reasons(events) == ["WaitingForStable"] and "v2" in events[0][2]
+    assert get_rollout("handback")["status"]["weights"] == {"blue": 0, "green": 100, "revision": 4}  # users stay on v2
+    assert not gone("Deployment", "handback-green")
+
+    make_ready("handback", constants.BLUE, 1)
+    blue_v2 = serving_revision(promoted.model, promoted.server)
+    process.wait_until(
+        lambda: resources.available(rollout, constants.BLUE, version="v2", revision=blue_v2),
+        timeout=60,
+        what="blue serves v2",
+    )
+    events, _ = run_finalizer("handback", timeout=30)
+    assert reasons(events) == ["TrafficToStable", "TrafficConfirmed", "StableKept", "CandidateDeleted"]
+    assert get_rollout("handback")["metadata"]["annotations"][constants.ANNOTATION_ROUTER_APPLIED] == "5/0"
+    release("handback")
+    process.wait_until(lambda: rollout_gone("handback"), timeout=30, what="ModelRollout deleted")
 
 
 def test_keep_stable_gives_up_waiting_at_the_confirm_deadline_with_a_warning(cluster: Path) -> None:

@@ -11,11 +11,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from modelrollout.api import constants
 from modelrollout.api.spec import ModelRolloutSpec
@@ -336,16 +338,50 @@ def test_mirroring_a_degraded_green_counts_disagreements(
     )
     try:
         assert send(router, stream, 400) == {"v1": 400}  # mirrored answers are discarded
-        time.sleep(0.5)
-        metrics = httpx.get(f"{router.url}/metrics").text
-        values = {
-            line.split("{")[0]: float(line.split()[-1])
-            for line in metrics.splitlines()
-            if line.startswith("modelrouter_mirror")
-        }
-        assert values["modelrouter_mirror_comparisons_total"] >= 390
-        rate = values["modelrouter_mirror_disagreements_total"] / values["modelrouter_mirror_comparisons_total"]
+        compared = ("modelrouter_mirror_comparisons_total", "")
+        process.wait_until(
+            lambda: router_samples(router).get(compared, 0) >= 390, timeout=20, what="390 mirrored answers compared"
+        )
+        values = router_samples(router)
+        rate = values[("modelrouter_mirror_disagreements_total", "")] / values[compared]
         assert 0.02 < rate < 0.2  # the 2-bit model disagrees with fp32 on several percent of digits
+    finally:
+        router.stop()
+
+
+def router_samples(router: RouterProcess) -> dict[tuple[str, str], float]:
+    """The router's counters: (sample name, colour label or "") -> value."""
+    text = httpx.get(f"{router.url}/metrics", timeout=5).text
+    return {
+        (sample.name, sample.labels.get("colour", "")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+@DATA_PLANES
+def test_mirrored_copies_a_dead_green_cannot_answer_are_not_counted_as_its_upstream_errors(
+    servers: tuple[ModelServer, ModelServer], stream: dict[str, np.ndarray], data_plane: str
+) -> None:
+    """Green's upstream errors are divided by green's share of user requests: a mirrored copy no user waited
+    for must not count there (at 0% weight it would read as an infinite error rate)."""
+    blue, _ = servers
+    dead = cast(
+        ModelServer, SimpleNamespace(url=f"http://{process.LOOPBACK}:{process.free_port()}", log_dir=blue.log_dir)
+    )
+    router = RouterProcess(
+        data_plane=data_plane, blue=blue, green=dead, args=["--weight", "0", "--mirror-percent", "100"]
+    )
+    try:
+        assert send(router, stream, 40) == {"v1": 40}
+        process.wait_until(
+            lambda: router_samples(router).get(("modelrouter_mirror_errors_total", ""), 0) >= 40,
+            timeout=20,
+            what="40 mirror errors counted",
+        )
+        samples = router_samples(router)
+        assert samples.get(("modelrouter_upstream_errors_total", "green"), 0) == 0
+        assert samples.get(("modelrouter_upstream_errors_total", "blue"), 0) == 0
     finally:
         router.stop()
 
@@ -529,6 +565,41 @@ def test_finalize_gives_an_adopted_route_back_and_leaves_a_created_one_on_blue(
     left = get_route(kubeconfig, "creator")
     assert gateway_api.green_weight_of(left, created_ref) == 0
     assert gateway_api.ANNOTATION_ADOPTED_SPEC not in (left["metadata"].get("annotations") or {})
+
+
+def test_keep_stable_finalize_leaves_routes_on_blue_and_out_of_garbage_collection(
+    kubeconfig: Path, httproute_crd: None
+) -> None:
+    theirs = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "kept-shop", "namespace": "default", "labels": {"team": "ml"}},
+        "spec": {
+            "parentRefs": [{"name": "their-gateway"}],
+            "rules": [{"backendRefs": [{"name": "digits-v0", "port": 80}]}],
+        },
+    }
+    kubectl.run("apply", "-f", "-", kubeconfig=kubeconfig, stdin=json.dumps(theirs))
+    before = get_route(kubeconfig, "kept-shop")
+    router = GatewayApiRouter()
+    adopter, adopter_spec = gateway_rollout(kubeconfig, "kept-adopter", routeName="kept-shop")
+    router.set_weights(adopter, adopter_spec, green=30, revision=1)
+    router.finalize(adopter, adopter_spec, keep_stable=True)
+    adopted = get_route(kubeconfig, "kept-shop")
+    # not restored: its old spec routes to digits-v0, older than the stable model blue serves
+    assert gateway_api.green_weight_of(adopted, adopter) == 0
+    annotations = adopted["metadata"]["annotations"]
+    assert json.loads(annotations[gateway_api.ANNOTATION_PRE_ADOPTION_SPEC]) == before["spec"]
+    assert gateway_api.ANNOTATION_ADOPTED_SPEC not in annotations
+
+    creator, creator_spec = gateway_rollout(kubeconfig, "kept-creator")
+    router.set_weights(creator, creator_spec, green=40, revision=1)
+    assert get_route(kubeconfig, "kept-creator")["metadata"]["ownerReferences"][0]["uid"] == creator.uid
+    router.finalize(creator, creator_spec, keep_stable=True)
+    created = get_route(kubeconfig, "kept-creator")
+    assert gateway_api.green_weight_of(created, creator) == 0
+    assert not created["metadata"].get("ownerReferences")  # garbage collection has nothing to follow
+    assert created["metadata"]["labels"]["modelrollout.dev/orphaned"] == "true"
 
 
 def test_a_router_whose_rollout_is_gone_serves_blue_and_is_ready(
