@@ -209,6 +209,33 @@ def test_a_promotion_then_a_replicas_change_keeps_all_traffic_on_the_promoted_mo
     assert stage.get("keep")["status"]["phase"] == "Promoted"
     assert versions_answering(served, stream) == {"v2"}
 
+    # The status is lost (a restore from a backup without it): spec.blue still says v1, but blue's Deployment
+    # records the stable model, so the operator picks v2 up again instead of redeploying blue with v1.
+    kubectl.run(
+        "patch",
+        "mro",
+        "keep",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status":null}',
+        kubeconfig=stage.kubeconfig,
+    )
+    recovered = wait_for(
+        stage,
+        "keep",
+        "the status recovered and the router confirming it",
+        lambda b: (
+            (b.get("status") or {}).get("phase") == "Promoted"
+            and (b.get("status") or {}).get("weightsConfirmedAt") is not None
+        ),
+        timeout=60,
+    )
+    assert recovered["status"]["stable"]["model"]["version"] == "v2"
+    assert recovered["status"]["weights"]["green"] == 0
+    assert blue_deployment()["spec"]["template"]["metadata"]["labels"][constants.LABEL_VERSION] == "v2"
+    assert versions_answering(served, stream) == {"v2"}
+
 
 def test_a_typo_command_is_refused_and_moves_nothing(stage: Stage, stream: dict[str, np.ndarray]) -> None:
     _, load = begin(stage, stream, "typo", steps=HOLD_STEPS)
