@@ -434,7 +434,9 @@ def test_a_deployment_running_something_else_is_read_from_its_template() -> None
         "b" * 64,
         "file:///models/g.npz",
     )
-    assert (read_server.image, read_server.settings) == ("img:1", {"MODELSERVER_MAX_BATCH_SIZE": "4"})
+    assert read_server.image == "img:1" and read_server.settings["MODELSERVER_MAX_BATCH_SIZE"] == "4"
+    # what was read runs exactly as what was running
+    assert env(green_of(model, read_server)) == env(green_of(running, server))
     assert read_server.replicas == SPEC.server.replicas
     assert (
         manifests.served_by(None, rollout="digits", namespace="ns", candidate=(SPEC.green.model, SPEC.server)) is None

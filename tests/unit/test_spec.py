@@ -85,6 +85,15 @@ def test_bad_durations_are_rejected(bad: str) -> None:
         ({"analysis": {"checks": {"health": {"maxRestarts": -1}}}}, "checks.health.maxRestarts"),
         ({"analysis": {"checks": {"golden": {"tolerance": 1.5}}}}, "checks.golden.tolerance"),
         ({"traffic": {"confirmDeadline": "soon"}}, "traffic.confirmDeadline"),
+        # mirrored from the CRD's CEL rules, for an API server whose CRD is older than the operator
+        ({"server": {"settings": {"MODELSERVER_COLOUR": "blue"}}}, "server.settings"),
+        ({"traffic": {"stickyHeader": "x user"}}, "traffic.stickyHeader"),
+        ({"traffic": {"provider": "gateway-api", "stickyHeader": "x-user"}}, "traffic"),
+        ({"traffic": {"provider": "gateway-api", "mirror": {"percent": 5}}}, "traffic"),
+        (
+            {"analysis": {"checks": {"custom": [{"name": "errors", "query": "up", "max": 1}]}}},
+            "analysis.checks.custom.0.name",
+        ),
     ],
 )
 def test_invalid_specs_name_the_field(overrides: dict[str, Any], field: str) -> None:

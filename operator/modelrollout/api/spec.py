@@ -11,7 +11,16 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -70,6 +79,24 @@ class ApiModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
+RESERVED_SETTINGS = frozenset(
+    {
+        "MODELSERVER_MODEL_PATH",
+        "MODELSERVER_MODEL_NAME",
+        "MODELSERVER_MODEL_VERSION",
+        "MODELSERVER_RUNTIME",
+        "MODELSERVER_ROLLOUT",
+        "MODELSERVER_COLOUR",
+        "MODELSERVER_HOST",
+        "MODELSERVER_PORT",
+        "MODELSERVER_MODEL_SHA256",
+        "MODELSERVER_GOLDEN_SET",
+    }
+)
+"""Environment the operator writes itself: the metrics the analysis compares are labelled by it."""
+BUILTIN_CHECKS = frozenset({"latency", "latency-vs-blue", "errors", "accuracy", "health", "golden"})
+
+
 class ServerSpec(ApiModel):
     image: str = "modelrollout/model-server:0.1.0"
     """Container image of the bundled model server."""
@@ -77,8 +104,16 @@ class ServerSpec(ApiModel):
     replicas: int = Field(default=1, ge=1, le=100)
     resources: dict[str, Any] | None = None
     """Kubernetes ResourceRequirements for the model-server container."""
-    settings: dict[str, str] = Field(default_factory=dict)
+    settings: dict[str, str] = Field(default_factory=dict, max_length=64)
     """Extra MODELSERVER_* environment settings for both colours."""
+
+    @field_validator("settings")
+    @classmethod
+    def _not_the_operators_own(cls, value: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(set(value) & RESERVED_SETTINGS)
+        if reserved:
+            raise ValueError(f"{', '.join(reserved)}: set by the operator itself (through the spec), not a setting")
+        return value
 
 
 def _sha256(value: str | None) -> str | None:
@@ -158,13 +193,19 @@ class GatewayApiSpec(ApiModel):
 class TrafficSpec(ApiModel):
     provider: Literal["builtin", "gateway-api"] = "builtin"
     steps: list[Step] = Field(default_factory=_default_steps, min_length=1, max_length=50)
-    sticky_header: str | None = None
+    sticky_header: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?$")
     """Requests with the same value of this header go to the same colour."""
     mirror: MirrorSpec = Field(default_factory=MirrorSpec)
     gateway_api: GatewayApiSpec = Field(default_factory=GatewayApiSpec)
     confirm_deadline: Duration = 60.0
     """Longest the router may take to confirm new weights. Past it the rollout is Degraded; a canary in
     flight or a promotion rolls back to the stable model."""
+
+    @model_validator(mode="after")
+    def _provider_supports(self) -> TrafficSpec:
+        if self.provider == "gateway-api" and (self.sticky_header or self.mirror.percent):
+            raise ValueError("the gateway-api provider supports neither stickyHeader nor mirror.percent")
+        return self
 
     @model_validator(mode="after")
     def _weights_strictly_increase(self) -> TrafficSpec:
@@ -245,6 +286,13 @@ class CustomCheck(ApiModel):
     min: float | None = None
     max: float | None = None
     failure_limit: int | None = Field(default=None, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _not_builtin(cls, value: str) -> str:
+        if value in BUILTIN_CHECKS:
+            raise ValueError(f"{value!r} is the name of a built-in check; choose another")
+        return value
 
     @model_validator(mode="after")
     def _has_a_bound(self) -> CustomCheck:

@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from modelrollout.api import constants
-from modelrollout.api.spec import ModelRef, ModelRolloutSpec, ServerSpec, serving_revision
+from modelrollout.api.spec import RESERVED_SETTINGS, ModelRef, ModelRolloutSpec, ServerSpec, serving_revision
 from modelrollout.api.status import StableStatus
 
 SERVER_PORT = 8080
@@ -21,19 +21,7 @@ ANNOTATION_STABLE = f"{constants.GROUP}/stable"
 """On blue's Deployment: ``status.stable`` as JSON, a durable copy of what blue serves. A status that is
 lost (restored from a backup without it, written by an older operator) is recovered from it, so that the
 operator never falls back to spec.blue's older model."""
-IDENTITY_ENV = (
-    "MODELSERVER_MODEL_PATH",
-    "MODELSERVER_MODEL_NAME",
-    "MODELSERVER_MODEL_VERSION",
-    "MODELSERVER_RUNTIME",
-    "MODELSERVER_ROLLOUT",
-    "MODELSERVER_COLOUR",
-    "MODELSERVER_HOST",
-    "MODELSERVER_PORT",
-    "MODELSERVER_LOG_FORMAT",
-    "MODELSERVER_MODEL_SHA256",
-    "MODELSERVER_GOLDEN_SET",
-)
+IDENTITY_ENV = RESERVED_SETTINGS
 """Environment variables the operator sets itself; the others come from ``server.settings``."""
 
 STARTUP_PERIOD_SECONDS = 5
