@@ -344,8 +344,8 @@ class ModelRolloutSpec(ApiModel):
     rollback: RollbackSpec = Field(default_factory=RollbackSpec)
     deletion_policy: Literal["keepStable", "deleteAll"] = "keepStable"
     """What deleting the ModelRollout does: ``keepStable`` leaves the stable model (blue Deployment and
-    Service, and the builtin router at 100% blue) serving and restores adopted routes; ``deleteAll``
-    removes everything the rollout created."""
+    Service, and the router or HTTPRoute at 100% blue) serving; ``deleteAll`` removes everything the
+    rollout created and restores adopted routes."""
 
     def to_api(self) -> dict[str, Any]:
         """The camelCase dict the API server stores."""
