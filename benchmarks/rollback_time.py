@@ -29,7 +29,7 @@ import numpy as np
 
 from modelrollout.devcluster import cluster, process
 from modelrollout.devcluster.modelservers import demo_models_dir
-from modelrollout.devcluster.stage import Load, Stage, rollout_manifest
+from modelrollout.devcluster.stage import Load, Stage
 
 RESULTS = Path(__file__).parent / "results" / "rollback_time.json"
 
@@ -46,20 +46,10 @@ def wait_router(url: str, green: int, *, timeout: float) -> float:
 
 
 def drill(stage: Stage, name: str, stream: dict[str, Any]) -> dict[str, float]:
-    served = stage.serve(name, green_model="digits-int8.onnx", green_version="v2")
+    # default analysis settings; a long first step keeps the canary in flight until the fault
+    served = stage.canary(name, steps=[{"weight": 50, "pause": "30m"}, {"weight": 100}])
     load = Load(served.router_url, stream, model=name, rows=1, rate=80).start()
     try:
-        # default analysis settings; a long first step keeps the canary at 50% until the fault
-        stage.apply(
-            rollout_manifest(
-                name,
-                models=stage.models,
-                green_model="digits-int8.onnx",
-                green_version="v2",
-                prometheus_url=stage.prometheus.url,
-                steps=[{"weight": 50, "pause": "30m"}, {"weight": 100}],
-            )
-        )
         stage.wait_for_phase(name, {"Progressing"}, timeout=120)
         wait_router(served.router_url, 50, timeout=30)
         process.wait_until(

@@ -39,7 +39,7 @@ from benchmarks.rollback_time import wait_router
 from modelrollout.api import constants
 from modelrollout.devcluster import cluster, process
 from modelrollout.devcluster.modelservers import demo_models_dir
-from modelrollout.devcluster.stage import Load, Stage, rollout_manifest
+from modelrollout.devcluster.stage import Load, Stage
 from tests.unit import test_safety_model as model
 
 RESULTS = Path(__file__).parent / "results" / "safety.json"
@@ -107,19 +107,10 @@ def _fault_drill(stage: Stage, name: str, stream: dict[str, Any], fault: str) ->
     (``crash``: SIGKILLed now and every 3 s, restarted each time) or dies for good (``dead``). Returns the
     seconds from the first kill to the router applying 0% green."""
 
-    served = stage.serve(name, green_model="digits-int8.onnx", green_version="v2")
+    # default analysis settings; a long first step keeps the canary in flight until the fault
+    served = stage.canary(name, steps=[{"weight": 25, "pause": "30m"}, {"weight": 100}])
     load = Load(served.router_url, stream, model=name, rows=1, rate=80).start()
     try:
-        stage.apply(
-            rollout_manifest(
-                name,
-                models=stage.models,
-                green_model="digits-int8.onnx",
-                green_version="v2",
-                prometheus_url=stage.prometheus.url,
-                steps=[{"weight": 25, "pause": "30m"}, {"weight": 100}],
-            )
-        )
         wait_router(served.router_url, 25, timeout=120)
         process.wait_until(
             lambda: any(

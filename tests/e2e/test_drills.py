@@ -17,32 +17,14 @@ import yaml
 
 from modelrollout.api import constants
 from modelrollout.devcluster import binaries, kubectl, process
-from modelrollout.devcluster.stage import Load, Stage, rollout_manifest
+from modelrollout.devcluster.stage import DRILL_CHECKS, DRILL_STEPS, Load, Stage, rollout_manifest
 from modelrollout.routing.base import parse_report
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 
-FAST_STEPS = [{"weight": 25, "pause": "3s"}, {"weight": 50, "pause": "3s"}, {"weight": 100}]
-# Demo-sized evidence: two points of tolerance and 300 labelled outcomes per colour keep a drill short.
-CHECKS = {
-    "accuracy": {"tolerance": 0.02, "minSamples": 300},
-    "latency": {"minRequests": 10},
-    "errors": {"minRequests": 10},
-}
 ANALYSIS = {"interval": "2s", "window": "20s", "progressDeadline": "150s"}
-
-
-@pytest.fixture
-def stage(kubeconfig: Path, demo_models: Path) -> Iterator[Stage]:
-    with Stage(kubeconfig=kubeconfig, models=demo_models) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def stream(demo_models: Path) -> dict[str, np.ndarray]:
-    return dict(np.load(demo_models / "digits-stream.npz"))
 
 
 def start(
@@ -55,18 +37,14 @@ def start(
     green_env: dict[str, str] | None = None,
     steps: list[dict[str, Any]] | None = None,
 ) -> Load:
-    served = stage.serve(name, green_model=green_model, green_version=green_version, green_env=green_env)
-    stage.apply(
-        rollout_manifest(
-            name,
-            models=stage.models,
-            green_model=green_model,
-            green_version=green_version,
-            prometheus_url=stage.prometheus.url,
-            steps=steps or FAST_STEPS,
-            checks=CHECKS,
-            analysis=ANALYSIS,
-        )
+    served = stage.canary(
+        name,
+        green_model=green_model,
+        green_version=green_version,
+        green_env=green_env,
+        steps=steps or DRILL_STEPS,
+        checks=DRILL_CHECKS,
+        analysis=ANALYSIS,
     )
     return Load(served.router_url, stream, model=name).start()  # a Pod serves its rollout's name
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from modelrollout.devcluster import binaries, kubectl
-from modelrollout.devcluster.stage import Load, Stage, rollout_manifest
+from modelrollout.devcluster.stage import Load, Stage
 
 pytestmark = pytest.mark.e2e
 
@@ -103,18 +103,11 @@ def test_operator_promotes_a_rollout_with_only_the_charts_rbac(
     stream = dict(np.load(demo_models / "digits-stream.npz"))
     name = "charted"
     with Stage(kubeconfig=kubeconfig, models=demo_models, operator_kubeconfig=operator_config) as stage:
-        served = stage.serve(name, green_model="digits-int8.onnx", green_version="v2")
-        stage.apply(
-            rollout_manifest(
-                name,
-                models=stage.models,
-                green_model="digits-int8.onnx",
-                green_version="v2",
-                prometheus_url=stage.prometheus.url,
-                steps=[{"weight": 50, "pause": "2s"}, {"weight": 100}],
-                checks={"accuracy": {"tolerance": 0.02, "minSamples": 300}, "latency": {"minRequests": 10}},
-                analysis={"interval": "2s", "window": "20s", "progressDeadline": "150s"},
-            )
+        served = stage.canary(
+            name,
+            steps=[{"weight": 50, "pause": "2s"}, {"weight": 100}],
+            checks={"accuracy": {"tolerance": 0.02, "minSamples": 300}, "latency": {"minRequests": 10}},
+            analysis={"interval": "2s", "window": "20s", "progressDeadline": "150s"},
         )
         load = Load(served.router_url, stream).start()
         try:

@@ -144,11 +144,6 @@ def servers(demo_models: Path) -> Iterator[tuple[ModelServer, ModelServer]]:
         yield blue, green
 
 
-@pytest.fixture(scope="module")
-def stream(demo_models: Path) -> dict[str, np.ndarray]:
-    return dict(np.load(demo_models / "digits-stream.npz"))
-
-
 def send(
     router: RouterProcess,
     stream: dict[str, np.ndarray],

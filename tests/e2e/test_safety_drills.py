@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,58 +17,33 @@ import pytest
 
 from modelrollout.api import constants
 from modelrollout.devcluster import kubectl
-from modelrollout.devcluster.stage import Load, Served, Stage, rollout_manifest
+from modelrollout.devcluster.stage import DRILL_CHECKS, DRILL_STEPS, Load, Served, Stage, rollout_manifest
 
 pytestmark = pytest.mark.e2e
 
-FAST_STEPS = [{"weight": 25, "pause": "3s"}, {"weight": 50, "pause": "3s"}, {"weight": 100}]
 HOLD_STEPS = [{"weight": 25, "pause": "10m"}, {"weight": 100}]
 """A canary that stays at 25% for as long as a drill needs (its analysis keeps running)."""
-CHECKS = {
-    "accuracy": {"tolerance": 0.02, "minSamples": 300},
-    "latency": {"minRequests": 10},
-    "errors": {"minRequests": 10},
-}
 ANALYSIS = {"interval": "2s", "window": "20s", "progressDeadline": "15m"}
 """A progress deadline far beyond every drill: a rollback here is always a detection, never the deadline."""
 
 
-@pytest.fixture
-def stage(kubeconfig: Path, demo_models: Path) -> Iterator[Stage]:
-    with Stage(kubeconfig=kubeconfig, models=demo_models) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def stream(demo_models: Path) -> dict[str, np.ndarray]:
-    return dict(np.load(demo_models / "digits-stream.npz"))
-
-
 def begin(
-    stage: Stage,
-    stream: dict[str, np.ndarray],
-    name: str,
-    *,
-    steps: list[dict[str, Any]],
-    green_model: str = "digits-int8.onnx",
-    green_version: str = "v2",
+    stage: Stage, stream: dict[str, np.ndarray], name: str, *, steps: list[dict[str, Any]]
 ) -> tuple[Served, Load]:
-    served = stage.serve(name, green_model=green_model, green_version=green_version)
-    stage.apply(manifest(stage, name, steps=steps, green_model=green_model, green_version=green_version))
+    served = stage.canary(name, steps=steps, checks=DRILL_CHECKS, analysis=ANALYSIS)
     return served, Load(served.router_url, stream, model=name).start()  # a Pod serves its rollout's name
 
 
-def manifest(
-    stage: Stage, name: str, *, steps: list[dict[str, Any]], green_model: str, green_version: str
-) -> dict[str, Any]:
+def manifest(stage: Stage, name: str, *, steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest ``begin`` applied, to edit and apply again."""
     return rollout_manifest(
         name,
         models=stage.models,
-        green_model=green_model,
-        green_version=green_version,
+        green_model="digits-int8.onnx",
+        green_version="v2",
         prometheus_url=stage.prometheus.url,
         steps=steps,
-        checks=CHECKS,
+        checks=DRILL_CHECKS,
         analysis=ANALYSIS,
     )
 
@@ -173,7 +146,7 @@ def test_a_green_killed_once_and_left_dead_is_rolled_back_by_detection(
 def test_a_promotion_then_a_replicas_change_keeps_all_traffic_on_the_promoted_model(
     stage: Stage, stream: dict[str, np.ndarray]
 ) -> None:
-    served, load = begin(stage, stream, "keep", steps=FAST_STEPS)
+    served, load = begin(stage, stream, "keep", steps=DRILL_STEPS)
     try:
         body = wait_for(stage, "keep", "promotion", settled("Promoted", "RolledBack"))
     finally:
@@ -185,7 +158,7 @@ def test_a_promotion_then_a_replicas_change_keeps_all_traffic_on_the_promoted_mo
     assert handover == ["GreenIsStable", "BlueServesStable", "Promoted"]  # back to blue only once it serves v2
     assert versions_answering(served, stream) == {"v2"}  # blue now runs the promoted model
 
-    scaled = manifest(stage, "keep", steps=FAST_STEPS, green_model="digits-int8.onnx", green_version="v2")
+    scaled = manifest(stage, "keep", steps=DRILL_STEPS)
     scaled["spec"]["server"]["replicas"] = 2
     stage.apply(scaled, wait=False)
     after = wait_for(
@@ -272,7 +245,7 @@ def test_a_deployment_the_api_server_refuses_rolls_the_canary_back(stage: Stage,
     _, load = begin(stage, stream, "refused", steps=HOLD_STEPS)
     try:
         wait_for(stage, "refused", "25% green confirmed", live_at(25))
-        broken = manifest(stage, "refused", steps=HOLD_STEPS, green_model="digits-int8.onnx", green_version="v2")
+        broken = manifest(stage, "refused", steps=HOLD_STEPS)
         broken["spec"]["server"]["resources"] = {"limits": {"cpu": "1"}, "requests": {"cpu": "2"}}
         stage.apply(broken, wait=False)
         body = wait_for(stage, "refused", "a rollback", settled("RolledBack", "Promoted"), timeout=90)

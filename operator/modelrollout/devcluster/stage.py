@@ -31,6 +31,16 @@ from modelrollout.devcluster.prometheus import PrometheusServer
 REPO = Path(__file__).resolve().parents[3]
 
 
+DRILL_STEPS = [{"weight": 25, "pause": "3s"}, {"weight": 50, "pause": "3s"}, {"weight": 100}]
+"""A short canary: two 3-second steps, then promotion."""
+DRILL_CHECKS = {
+    "accuracy": {"tolerance": 0.02, "minSamples": 300},
+    "latency": {"minRequests": 10},
+    "errors": {"minRequests": 10},
+}
+"""Demo-sized evidence: two points of tolerance and 300 labelled outcomes per colour keep a drill short."""
+
+
 def rollout_manifest(
     name: str,
     *,
@@ -309,6 +319,34 @@ class Stage:
             self.prometheus, served.router_address, {"namespace": "default", "service": f"{name}-router"}
         )
         self.prometheus.wait_for_target(served.router_address)
+        return served
+
+    def canary(
+        self,
+        name: str,
+        *,
+        steps: list[dict[str, Any]],
+        green_model: str = "digits-int8.onnx",
+        green_version: str = "v2",
+        checks: dict[str, Any] | None = None,
+        analysis: dict[str, Any] | None = None,
+        green_env: dict[str, str] | None = None,
+    ) -> Served:
+        """Serve rollout ``name`` (see ``serve``) and apply it: blue the demo's fp32 model (v1), green
+        ``green_model`` as ``green_version``, analysed by this stage's Prometheus."""
+        served = self.serve(name, green_model=green_model, green_version=green_version, green_env=green_env)
+        self.apply(
+            rollout_manifest(
+                name,
+                models=self.models,
+                green_model=green_model,
+                green_version=green_version,
+                prometheus_url=self.prometheus.url,
+                steps=steps,
+                checks=checks,
+                analysis=analysis,
+            )
+        )
         return served
 
     def served_as(self, name: str) -> Served | None:
