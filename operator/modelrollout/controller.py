@@ -143,7 +143,13 @@ async def reconcile(body: kopf.Body) -> None:
         if _resting(body, spec, status, command):
             return
         if status.stable is None:
-            status = await asyncio.to_thread(_recovered, ref, spec, status, now)
+            try:
+                status = await asyncio.to_thread(_recovered, ref, spec, status, now)
+            except Exception as error:  # noqa: BLE001 - deciding without it could send users to spec.blue
+                unread = f"reading what blue and green serve: {_describe(error)}; nothing moves until it is read"
+                kopf.event(body, type="Warning", reason="ReconcileError", message=unread[:1000])
+                log.warning("stable model not recovered", error=unread)
+                return
         try:
             observations = await _gather(spec, status, ref, body, command, now)
         except Exception as error:  # noqa: BLE001 - any failure to gather is counted, not a freeze
@@ -161,12 +167,34 @@ async def reconcile(body: kopf.Body) -> None:
             _failures[key] = f"setting weights: {_describe(error)}"
             kopf.event(body, type="Warning", reason="ReconcileError", message=_failures[key][:1000])
             log.warning("weights not written", error=_failures[key])
+        if not await _record_promotion(body, ref, status, decision):
+            return
         consumed = command is not None and decision.status.last_command_id == command.id
         await _apply(body, ref, decision, begun, consumed_command=consumed)
     except Exception as error:  # noqa: BLE001 - recorded and retried on the next tick, never silent
         await _leave_a_trace(body, ref, status, _describe(error))
     finally:
         structlog.contextvars.unbind_contextvars("rollout", "step", "phase")
+
+
+async def _record_promotion(
+    body: kopf.Body, ref: RolloutRef, status: ModelRolloutStatus, decision: machine.Decision
+) -> bool:
+    """A newly promoted stable model is recorded on blue's Deployment before the status says so (a status
+    lost later is recovered from that record). False when the record could not be written: the status is
+    not written either, the failure is counted, and the next tick decides again."""
+    stable = decision.status.stable
+    if stable is None or stable.promoted_at is None or stable == status.stable:
+        return True
+    try:
+        await asyncio.to_thread(resources.record_stable, ref, stable)
+    except Exception as error:  # noqa: BLE001 - counted by the next reconcile, never a freeze
+        key = f"{ref.namespace}/{ref.name}"
+        _failures[key] = f"recording the stable model on blue: {_describe(error)}"
+        kopf.event(body, type="Warning", reason="ReconcileError", message=_failures[key][:1000])
+        log.warning("stable model not recorded", error=_failures[key])
+        return False
+    return True
 
 
 async def _leave_a_trace(body: kopf.Body, ref: RolloutRef, status: ModelRolloutStatus, error: str) -> None:
@@ -234,7 +262,10 @@ def _recovered(
     serving = manifests.served_by(
         green, rollout=ref.name, namespace=ref.namespace, candidate=(spec.green.model, spec.server)
     )
-    return machine.recover(status, recorded=manifests.recorded_stable(blue), green_serves=serving, now=now)
+    report = factory.router_for(spec.traffic.provider).applied(ref, spec)
+    return machine.recover(
+        status, recorded=manifests.recorded_stable(blue), green_serves=serving, router=report, now=now
+    )
 
 
 def stable_of(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> StableStatus:

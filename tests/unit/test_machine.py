@@ -728,7 +728,7 @@ def test_properties_over_any_sequence(
 def test_a_lost_status_takes_the_stable_model_recorded_on_blue() -> None:
     record = promoted().stable
     assert record is not None and record.model.version == "v2"
-    recovered = recover(ModelRolloutStatus(), recorded=record, green_serves=None, now=at(50))
+    recovered = recover(ModelRolloutStatus(), recorded=record, green_serves=None, router=NOT_REPORTED, now=at(50))
     assert recovered.stable == record
     # spec.blue still says v1: the canary of v2 is not restarted, and nothing goes to the older v1 model
     decision = tick(SPEC, recovered, 50)
@@ -737,7 +737,13 @@ def test_a_lost_status_takes_the_stable_model_recorded_on_blue() -> None:
 
 
 def test_without_a_record_a_new_rollout_keeps_spec_blue_as_the_stable_model() -> None:
-    recovered = recover(ModelRolloutStatus(), recorded=None, green_serves=(SPEC.green.model, SPEC.server), now=at(0))
+    recovered = recover(
+        ModelRolloutStatus(),
+        recorded=None,
+        green_serves=(SPEC.green.model, SPEC.server),
+        router=NOT_REPORTED,
+        now=at(0),
+    )
     assert recovered.stable is None
     assert tick(SPEC, recovered, 0).status.stable.model.version == "v1"  # type: ignore[union-attr]
 
@@ -745,7 +751,9 @@ def test_without_a_record_a_new_rollout_keeps_spec_blue_as_the_stable_model() ->
 def test_a_rollout_promoted_on_green_by_an_older_operator_hands_back_to_blue_with_the_promoted_model() -> None:
     # An older operator left promoted models on green: Promoted at 100% green, no stable, another hash.
     old = ModelRolloutStatus(phase=Phase.PROMOTED, weights={"blue": 0, "green": 100}, green_revision="old-hash")
-    recovered = recover(old, recorded=None, green_serves=(SPEC.green.model, SPEC.server), now=at(0))
+    recovered = recover(
+        old, recorded=None, green_serves=(SPEC.green.model, SPEC.server), router=NOT_REPORTED, now=at(0)
+    )
     assert recovered.phase is Phase.FINALIZING and recovered.stable is not None
     assert recovered.stable.model.version == "v2" and recovered.green_revision == steps.green_revision(SPEC)
     waiting = tick(SPEC, recovered, 1, blue_ready=False)
@@ -759,7 +767,7 @@ def test_a_rollout_promoted_on_green_by_an_older_operator_hands_back_to_blue_wit
 def test_a_status_that_has_stable_is_not_touched_by_recovery() -> None:
     status = promoted()
     other = make_spec(green="v9").green.model
-    assert recover(status, recorded=None, green_serves=(other, SPEC.server), now=at(9)) is status
+    assert recover(status, recorded=None, green_serves=(other, SPEC.server), router=NOT_REPORTED, now=at(9)) is status
 
 
 def test_a_router_report_newer_than_the_status_raises_the_revision_without_moving_traffic() -> None:
@@ -807,3 +815,24 @@ def test_a_promote_waits_until_reconciles_succeed_again() -> None:
     held = tick(SPEC, progressing(), 1, error="API server refused", command=promote)
     assert held.status.last_command_id != "later" and held.green_weight == 10
     assert tick(SPEC, held.status, 2, command=promote).status.phase is Phase.PROMOTING
+
+
+def test_a_status_lost_while_a_promotion_hands_back_keeps_traffic_on_green_until_blue_runs_it() -> None:
+    finalizing = tick(SPEC, promoting_by_user(), 2, blue_ready=False).status
+    record = finalizing.stable
+    assert finalizing.phase is Phase.FINALIZING and record is not None
+    router = AppliedWeights(finalizing.weights.revision, 100)  # green (v2, the promoted model) has all traffic
+    recovered = recover(
+        ModelRolloutStatus(), recorded=record, green_serves=(SPEC.green.model, SPEC.server), router=router, now=at(9)
+    )
+    assert recovered.phase is Phase.FINALIZING and recovered.weights.green == 100
+    held = tick(SPEC, recovered, 9, blue_ready=False, router=router)
+    assert held.green_weight == 100 and held.status.phase is Phase.FINALIZING  # not back to blue's older v1
+    back = tick(SPEC, held.status, 10, router=router)
+    assert back.green_weight == 0 and back.reason == "BlueServesStable"
+    # the same loss once green runs something else: blue runs the stable model, a canary starts against it
+    other = make_spec(green="v3")
+    lost = recover(
+        ModelRolloutStatus(), recorded=record, green_serves=(other.green.model, other.server), router=router, now=at(9)
+    )
+    assert lost.phase is Phase.PENDING and lost.stable == record

@@ -52,8 +52,8 @@ from pydantic import ValidationError
 
 from modelrollout import controller
 from modelrollout.analysis.evaluate import CheckResult, Verdict
-from modelrollout.api.spec import ModelRolloutSpec
-from modelrollout.api.status import ModelRolloutStatus, Phase, without_nulls
+from modelrollout.api.spec import ModelRef, ModelRolloutSpec, ServerSpec
+from modelrollout.api.status import ModelRolloutStatus, Phase, StableStatus, without_nulls
 from modelrollout.rollout import commands, steps
 from modelrollout.rollout.commands import CommandName
 from modelrollout.rollout.machine import (
@@ -64,6 +64,7 @@ from modelrollout.rollout.machine import (
     Decision,
     Observations,
     decide,
+    recover,
     reject,
 )
 from modelrollout.routing.base import NOT_REPORTED, AppliedWeights
@@ -115,9 +116,13 @@ class Deployment:
     serving: frozenset[Build] = frozenset()
     crashed: bool = False
     """Its pods lost readiness (crash loop, failed probes): nothing answers."""
+    record: StableStatus | None = None
+    """Blue only: the stable model recorded on the Deployment (manifests.ANNOTATION_STABLE)."""
 
-    def apply(self, build: Build, replicas: int) -> None:
+    def apply(self, build: Build, replicas: int, record: StableStatus | None = None) -> None:
         self.template, self.replicas = build, replicas
+        if record is not None:
+            self.record = record
         if replicas == 0:
             self.serving = frozenset()
 
@@ -293,6 +298,17 @@ class World:
         command = self.annotation
         if self._resting(spec, before, command, body):
             return
+        if before.stable is None and self.api_down:  # controller._recovered failed: an Event, nothing else
+            return
+        if before.stable is None:  # controller._recovered
+            running = self.green.template
+            green_serves = None
+            if running is not None:
+                model = ModelRef(uri=f"file:///models/{running[0]}.onnx", version=running[0])
+                green_serves = (model, ServerSpec(replicas=self.replicas, settings={"FLAVOUR": running[1]}))
+            before = recover(
+                before, recorded=self.blue.record, green_serves=green_serves, router=self.router.report, now=now
+            )
         if self.api_down:
             observations = Observations(command=command, error="ApiException: (503) Service Unavailable")
         else:
@@ -304,6 +320,12 @@ class World:
         if self.weights_write_fails:
             self.failures = "setting weights: ApiException: (409) Conflict"
         self._check_decision(spec, before, observations, decision)
+        promoted = decision.status.stable
+        if promoted is not None and promoted.promoted_at is not None and promoted != before.stable:
+            if self.api_down:  # controller._record_promotion: no record, no status
+                self.failures = "recording the stable model on blue: ApiException: (503) Service Unavailable"
+                return
+            self.blue.record = promoted
         self._write(before, decision, command, spec=spec, ready=observations.resources_ready)
 
     def _resting(
@@ -332,15 +354,16 @@ class World:
         green_replicas, fingerprint = controller._owned(body, spec, status)
         lately = self.ensured is not None and self.ensured[0] == fingerprint
         lately = lately and self.ensured is not None and self.now - self.ensured[1] <= controller.ENSURE_EVERY_SECONDS
-        if not lately and not controller._green_has_traffic_to_lose(spec, status):
+        if not lately:
             blue_build = (stable.model.version, stable.server.settings.get("FLAVOUR", ""))
             self.introduce(blue_build)
-            self.blue.apply(blue_build, spec.server.replicas)
-            deployed = controller._as_deployed(spec, status, stable)
-            self.green.apply(
-                (deployed.green.model.version, deployed.server.settings.get("FLAVOUR", "")), green_replicas
-            )
-            self.ensured = (fingerprint, self.now)
+            self.blue.apply(blue_build, spec.server.replicas, record=stable)
+            if not controller._green_has_traffic_to_lose(spec, status):
+                deployed = controller._as_deployed(spec, status, stable)
+                self.green.apply(
+                    (deployed.green.model.version, deployed.server.settings.get("FLAVOUR", "")), green_replicas
+                )
+                self.ensured = (fingerprint, self.now)
         blue_ready = self.blue.available((stable.model.version, stable.server.settings.get("FLAVOUR", "")))
         green_ready = self.green.available((spec.green.model.version, spec.server.settings.get("FLAVOUR", "")))
         analysis = self._analyse(now) if steps.analysis_due(spec, status, now) else None
@@ -591,6 +614,8 @@ def _fault(world: World, kind: str) -> None:
         world.weights_write_fails = kind == "weights-write-fails"
     elif kind == "lose-next-write":
         world.lose_next_write = True
+    elif kind == "lose-status":  # restored from a backup without it
+        world.status_doc = {}
 
 
 EDITS = (
@@ -614,7 +639,15 @@ EVENTS: dict[str, tuple[tuple[str, ...], Callable[[World, str], None]]] = {
     "analysis": (QUALITIES, _analysis),
     "user": ((*(f"command:{t}" for t in COMMAND_TEXTS), *EDITS), _user),
     "fault": (
-        ("operator-restart", "api-down", "api-up", "weights-write-fails", "weights-write-ok", "lose-next-write"),
+        (
+            "operator-restart",
+            "api-down",
+            "api-up",
+            "weights-write-fails",
+            "weights-write-ok",
+            "lose-next-write",
+            "lose-status",
+        ),
         _fault,
     ),
 }

@@ -173,11 +173,15 @@ def recover(
     *,
     recorded: StableStatus | None,
     green_serves: tuple[ModelRef, ServerSpec] | None,
+    router: AppliedWeights,
     now: datetime.datetime,
 ) -> ModelRolloutStatus:
     """A status without ``stable``, completed from the cluster before deciding (a pure function):
 
-    - a status that lost it (restored without it) takes blue Deployment's record of it;
+    - a status that lost it (restored without it) takes blue Deployment's record of it; lost while a
+      promotion handed back to blue (green runs the recorded model and the router still sends it
+      traffic), it resumes Finalizing at the router's weights, so traffic leaves green only once blue
+      runs the promoted model;
     - a rollout promoted by an operator that left the promoted model on green (Promoted at 100% green,
       no record on blue) makes what green runs the stable model and hands traffic back through
       Finalizing, as a promotion does now;
@@ -187,8 +191,16 @@ def recover(
     if status.stable is not None:
         return status
     recovered = status.model_copy(deep=True)
+    green_revision = serving_revision(*green_serves) if green_serves is not None else None
     if recorded is not None:
         recovered.stable = recorded
+        handing_back = recorded.promoted_at is not None and green_revision == recorded.revision
+        if handing_back and router.revision is not None and (router.green or 0) > 0:
+            green = router.green or 0
+            recovered.phase, recovered.green_revision = Phase.FINALIZING, recorded.revision
+            recovered.weights = Weights(blue=100 - green, green=green, revision=router.revision)
+            recovered.weights_changed_at, recovered.weights_confirmed_at = now, None
+            recovered.message = f"status recovered while {recorded.model.version} was handed back to blue"
     elif status.phase is Phase.PROMOTED and status.weights.green == 100 and green_serves is not None:
         model, server = green_serves
         revision = serving_revision(model, server)
