@@ -137,6 +137,13 @@ async def reconcile(body: kopf.Body) -> None:
         try:
             spec = _parse(body)
         except (ValidationError, ValueError) as error:
+            lost = status.stable is None and (await asyncio.to_thread(factory.applied_without_spec, ref)).revision
+            if lost is not None:
+                # The status is lost (the router served weights it asked for) and the spec cannot say
+                # what green is: deciding now could send users to an older model. Nothing moves.
+                unread = f"the status is lost and the spec cannot be rolled out: {_problem(error)}"
+                kopf.event(body, type="Warning", reason="InvalidSpec", message=unread[:1000])
+                return
             await _reject(body, ref, status, _problem(error), now, begun)
             return
         command = _command(body)
@@ -262,9 +269,15 @@ def _recovered(
     serving = manifests.served_by(
         green, rollout=ref.name, namespace=ref.namespace, candidate=(spec.green.model, spec.server)
     )
+    recorded = manifests.recorded_stable(blue)
+    serving_stable = (False, False)
+    if recorded is not None:
+        revision = serving_revision(recorded.model, recorded.server)
+        green_template = serving is not None and serving_revision(*serving) == revision
+        serving_stable = (resources.running_only(ref, constants.BLUE, revision=revision), green_template)
     report = factory.router_for(spec.traffic.provider).applied(ref, spec)
     return machine.recover(
-        status, recorded=manifests.recorded_stable(blue), green_serves=serving, router=report, now=now
+        status, recorded=recorded, green_serves=serving, serving_stable=serving_stable, router=report, now=now
     )
 
 

@@ -728,7 +728,14 @@ def test_properties_over_any_sequence(
 def test_a_lost_status_takes_the_stable_model_recorded_on_blue() -> None:
     record = promoted().stable
     assert record is not None and record.model.version == "v2"
-    recovered = recover(ModelRolloutStatus(), recorded=record, green_serves=None, router=NOT_REPORTED, now=at(50))
+    recovered = recover(
+        ModelRolloutStatus(),
+        recorded=record,
+        green_serves=None,
+        serving_stable=(True, False),
+        router=NOT_REPORTED,
+        now=at(50),
+    )
     assert recovered.stable == record
     # spec.blue still says v1: the canary of v2 is not restarted, and nothing goes to the older v1 model
     decision = tick(SPEC, recovered, 50)
@@ -741,6 +748,7 @@ def test_without_a_record_a_new_rollout_keeps_spec_blue_as_the_stable_model() ->
         ModelRolloutStatus(),
         recorded=None,
         green_serves=(SPEC.green.model, SPEC.server),
+        serving_stable=(False, False),
         router=NOT_REPORTED,
         now=at(0),
     )
@@ -752,7 +760,12 @@ def test_a_rollout_promoted_on_green_by_an_older_operator_hands_back_to_blue_wit
     # An older operator left promoted models on green: Promoted at 100% green, no stable, another hash.
     old = ModelRolloutStatus(phase=Phase.PROMOTED, weights={"blue": 0, "green": 100}, green_revision="old-hash")
     recovered = recover(
-        old, recorded=None, green_serves=(SPEC.green.model, SPEC.server), router=NOT_REPORTED, now=at(0)
+        old,
+        recorded=None,
+        green_serves=(SPEC.green.model, SPEC.server),
+        serving_stable=(True, False),
+        router=NOT_REPORTED,
+        now=at(0),
     )
     assert recovered.phase is Phase.FINALIZING and recovered.stable is not None
     assert recovered.stable.model.version == "v2" and recovered.green_revision == steps.green_revision(SPEC)
@@ -767,7 +780,17 @@ def test_a_rollout_promoted_on_green_by_an_older_operator_hands_back_to_blue_wit
 def test_a_status_that_has_stable_is_not_touched_by_recovery() -> None:
     status = promoted()
     other = make_spec(green="v9").green.model
-    assert recover(status, recorded=None, green_serves=(other, SPEC.server), router=NOT_REPORTED, now=at(9)) is status
+    assert (
+        recover(
+            status,
+            recorded=None,
+            green_serves=(other, SPEC.server),
+            serving_stable=(True, False),
+            router=NOT_REPORTED,
+            now=at(9),
+        )
+        is status
+    )
 
 
 def test_a_router_report_newer_than_the_status_raises_the_revision_without_moving_traffic() -> None:
@@ -822,8 +845,14 @@ def test_a_status_lost_while_a_promotion_hands_back_keeps_traffic_on_green_until
     record = finalizing.stable
     assert finalizing.phase is Phase.FINALIZING and record is not None
     router = AppliedWeights(finalizing.weights.revision, 100)  # green (v2, the promoted model) has all traffic
+    green_serves = (SPEC.green.model, SPEC.server)
     recovered = recover(
-        ModelRolloutStatus(), recorded=record, green_serves=(SPEC.green.model, SPEC.server), router=router, now=at(9)
+        ModelRolloutStatus(),
+        recorded=record,
+        green_serves=green_serves,
+        serving_stable=(False, True),
+        router=router,
+        now=at(9),
     )
     assert recovered.phase is Phase.FINALIZING and recovered.weights.green == 100
     held = tick(SPEC, recovered, 9, blue_ready=False, router=router)
@@ -833,6 +862,21 @@ def test_a_status_lost_while_a_promotion_hands_back_keeps_traffic_on_green_until
     # the same loss once green runs something else: blue runs the stable model, a canary starts against it
     other = make_spec(green="v3")
     lost = recover(
-        ModelRolloutStatus(), recorded=record, green_serves=(other.green.model, other.server), router=router, now=at(9)
+        ModelRolloutStatus(),
+        recorded=record,
+        green_serves=(other.green.model, other.server),
+        serving_stable=(True, False),
+        router=router,
+        now=at(9),
     )
     assert lost.phase is Phase.PENDING and lost.stable == record
+    # the router's report lost too: green, the only colour that runs v2, gets all traffic at a new revision
+    unknown = recover(
+        ModelRolloutStatus(),
+        recorded=record,
+        green_serves=green_serves,
+        serving_stable=(False, True),
+        router=NOT_REPORTED,
+        now=at(9),
+    )
+    assert unknown.phase is Phase.FINALIZING and unknown.weights.green == 100 and unknown.weights.revision == 1

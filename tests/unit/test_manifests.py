@@ -464,3 +464,11 @@ def test_a_deletion_while_a_promotion_hands_back_waits_for_blue_to_run_the_promo
         }
         assert deletion.promoted_model_only_on_green(canary, lambda _: False) == ""
     assert deletion.promoted_model_only_on_green({}, lambda _: False) == ""
+
+
+def test_a_colour_runs_only_a_revision_when_its_template_and_every_live_pod_carry_it() -> None:
+    assert resources.runs_only(deployment(), [pod(), pod(ready=False)], revision="r2")  # readiness aside
+    assert resources.runs_only(deployment(), [pod(), pod("v1", revision="r1", phase="Failed")], revision="r2")
+    assert not resources.runs_only(deployment(), [pod(), pod("v1", revision="r1")], revision="r2")  # rolling
+    assert not resources.runs_only(deployment(), [pod()], revision="r3")
+    assert not resources.runs_only(None, [], revision="r2")

@@ -290,6 +290,8 @@ class World:
         try:
             spec = ModelRolloutSpec.model_validate(self.spec_doc())
         except ValidationError as error:
+            if before.stable is None and self.router.report.revision is not None:
+                return  # controller.reconcile: a lost status and an invalid spec move nothing (an Event)
             problem = controller._problem(error)
             decision = reject(before, problem, Observations(router=self.router.report), now)
             self._check_reject(before, decision)
@@ -306,8 +308,19 @@ class World:
             if running is not None:
                 model = ModelRef(uri=f"file:///models/{running[0]}.onnx", version=running[0])
                 green_serves = (model, ServerSpec(replicas=self.replicas, settings={"FLAVOUR": running[1]}))
+            record = self.blue.record
+            stable_build = (record.model.version, record.server.settings.get("FLAVOUR", "")) if record else None
+            serving_stable = (
+                stable_build is not None and self.blue.template == stable_build and self.blue.serving <= {stable_build},
+                stable_build is not None and self.green.template == stable_build,
+            )
             before = recover(
-                before, recorded=self.blue.record, green_serves=green_serves, router=self.router.report, now=now
+                before,
+                recorded=record,
+                green_serves=green_serves,
+                serving_stable=serving_stable,
+                router=self.router.report,
+                now=now,
             )
         if self.api_down:
             observations = Observations(command=command, error="ApiException: (503) Service Unavailable")

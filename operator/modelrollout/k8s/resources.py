@@ -210,6 +210,26 @@ def rolled_out(
     )
 
 
+def runs_only(deployment: Mapping[str, Any] | None, pods: Iterable[Mapping[str, Any]], *, revision: str) -> bool:
+    """Whether a colour runs ``revision`` and nothing else, ready or not (a pure function): its template
+    and every pod that is not finished carry it. Weaker than ``rolled_out``: a crashed or slow pod of the
+    right revision counts."""
+    if deployment is None:
+        return False
+    template_labels = (((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels")
+    return (template_labels or {}).get(constants.LABEL_REVISION) == revision and all(
+        _labels(pod).get(constants.LABEL_REVISION) == revision for pod in pods if not _finished(pod)
+    )
+
+
+def running_only(rollout: RolloutRef, colour: str, *, revision: str) -> bool:
+    """See ``runs_only``."""
+    deployment = api.read("Deployment", rollout.namespace, f"{rollout.name}-{colour}")
+    if deployment is None:
+        return False
+    return runs_only(deployment, api.list_pods(rollout.namespace, selector(rollout.name, colour)), revision=revision)
+
+
 def available(rollout: RolloutRef, colour: str, *, version: str, revision: str) -> bool:
     """The colour serves ``version`` as ``revision`` only, on all its replicas (see ``rolled_out``)."""
     deployment = api.read("Deployment", rollout.namespace, f"{rollout.name}-{colour}")

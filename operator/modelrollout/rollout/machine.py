@@ -173,15 +173,18 @@ def recover(
     *,
     recorded: StableStatus | None,
     green_serves: tuple[ModelRef, ServerSpec] | None,
+    serving_stable: tuple[bool, bool],
     router: AppliedWeights,
     now: datetime.datetime,
 ) -> ModelRolloutStatus:
-    """A status without ``stable``, completed from the cluster before deciding (a pure function):
+    """A status without ``stable``, completed from the cluster before deciding (a pure function).
+    ``serving_stable`` says whether blue runs the recorded model only (every pod, ready or not) and whether
+    green's Deployment runs it.
 
     - a status that lost it (restored without it) takes blue Deployment's record of it; lost while a
-      promotion handed back to blue (green runs the recorded model and the router still sends it
-      traffic), it resumes Finalizing at the router's weights, so traffic leaves green only once blue
-      runs the promoted model;
+      promotion handed back to blue (green runs the recorded model, blue not yet), it resumes Finalizing
+      with traffic on green (at the router's weights when it reports green traffic, else all of it), so
+      traffic goes to blue only once blue runs the promoted model;
     - a rollout promoted by an operator that left the promoted model on green (Promoted at 100% green,
       no record on blue) makes what green runs the stable model and hands traffic back through
       Finalizing, as a promotion does now;
@@ -191,14 +194,15 @@ def recover(
     if status.stable is not None:
         return status
     recovered = status.model_copy(deep=True)
-    green_revision = serving_revision(*green_serves) if green_serves is not None else None
+    blue_runs_it, green_runs_it = serving_stable
     if recorded is not None:
         recovered.stable = recorded
-        handing_back = recorded.promoted_at is not None and green_revision == recorded.revision
-        if handing_back and router.revision is not None and (router.green or 0) > 0:
-            green = router.green or 0
-            recovered.phase, recovered.green_revision = Phase.FINALIZING, recorded.revision
-            recovered.weights = Weights(blue=100 - green, green=green, revision=router.revision)
+        if recorded.promoted_at is not None and green_runs_it and not blue_runs_it:
+            if router.revision is not None and (router.green or 0) > 0:
+                weights = Weights(blue=100 - (router.green or 0), green=router.green or 0, revision=router.revision)
+            else:
+                weights = Weights(blue=0, green=100, revision=(router.revision or 0) + 1)
+            recovered.phase, recovered.green_revision, recovered.weights = Phase.FINALIZING, recorded.revision, weights
             recovered.weights_changed_at, recovered.weights_confirmed_at = now, None
             recovered.message = f"status recovered while {recorded.model.version} was handed back to blue"
     elif status.phase is Phase.PROMOTED and status.weights.green == 100 and green_serves is not None:
