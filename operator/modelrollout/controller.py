@@ -12,6 +12,7 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import os
 import time
 from typing import Any
 
@@ -45,6 +46,9 @@ _ensured: dict[str, tuple[str, float]] = {}
 first reconcile applies them again, which is idempotent)."""
 ENSURE_EVERY_SECONDS = 60.0
 """Owned objects are re-applied at least this often, to repair drift, and at once when the spec changes."""
+ROUTER_IMAGE = os.environ.get("MODELROLLOUT_ROUTER_IMAGE", "")
+"""The builtin router's image (the Helm chart sets the operator's own); unset: the stable model's server
+image. Never the candidate's."""
 SETTLED = {Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.FAILED}
 WARNING_REASONS = {
     "AnalysisFailed",
@@ -165,6 +169,13 @@ async def reconcile(body: kopf.Body) -> None:
         if earlier and observations.error is None:
             observations = dataclasses.replace(observations, error=earlier)
         decision = machine.decide(spec, status, observations, now)
+        if not await _record_promotion(body, ref, status, decision):
+            return
+        consumed = command is not None and decision.status.last_command_id == command.id
+        # The status (what is wanted) is written before the data plane is asked for it, so that a route
+        # is never ahead of a status that could be lost.
+        if not await _apply(body, ref, decision, begun, consumed_command=consumed):
+            return
         try:
             router = factory.router_for(spec.traffic.provider)
             await asyncio.to_thread(
@@ -174,10 +185,6 @@ async def reconcile(body: kopf.Body) -> None:
             _failures[key] = f"setting weights: {_describe(error)}"
             kopf.event(body, type="Warning", reason="ReconcileError", message=_failures[key][:1000])
             log.warning("weights not written", error=_failures[key])
-        if not await _record_promotion(body, ref, status, decision):
-            return
-        consumed = command is not None and decision.status.last_command_id == command.id
-        await _apply(body, ref, decision, begun, consumed_command=consumed)
     except Exception as error:  # noqa: BLE001 - recorded and retried on the next tick, never silent
         await _leave_a_trace(body, ref, status, _describe(error))
     finally:
@@ -212,9 +219,9 @@ async def _leave_a_trace(body: kopf.Body, ref: RolloutRef, status: ModelRolloutS
     limit = _error_limit(body)
     decision = machine.failed_reconcile(status, error, limit=limit, now=datetime.datetime.now(datetime.UTC))
     try:
-        if decision.action is machine.Action.ROLL_BACK:
+        written = await _apply(body, ref, decision, time.monotonic())
+        if written and decision.action is machine.Action.ROLL_BACK:
             await asyncio.to_thread(factory.all_to_blue_without_spec, ref, revision=decision.weights_revision)
-        await _apply(body, ref, decision, time.monotonic())
     except Exception as failed:  # noqa: BLE001 - the Event and the log carry it
         log.error("status not written", error=_describe(failed))
     if not decision.recorded:
@@ -232,15 +239,24 @@ def _patch_status(ref: RolloutRef, patch: dict[str, Any]) -> None:
 
 
 def _consume_command(ref: RolloutRef) -> None:
-    annotations = {constants.ANNOTATION_COMMAND: None, constants.ANNOTATION_COMMAND_ID: None}
-    api.patch_custom(
-        constants.GROUP,
-        constants.VERSION,
-        constants.PLURAL,
-        ref.namespace,
-        ref.name,
-        {"metadata": {"annotations": annotations}},
-    )
+    """Remove the command annotation (and its id), only if it still says what was acted on (a JSON patch
+    whose test fails with 422 when the user wrote another command meanwhile)."""
+    annotations = ref.body.get("metadata", {}).get("annotations") or {}
+    operations: list[dict[str, Any]] = []
+    for key in (constants.ANNOTATION_COMMAND, constants.ANNOTATION_COMMAND_ID):
+        if key in annotations:
+            path = f"/metadata/annotations/{key.replace('~', '~0').replace('/', '~1')}"
+            operations += [{"op": "test", "path": path, "value": annotations[key]}, {"op": "remove", "path": path}]
+    if operations:
+        api.custom().patch_namespaced_custom_object(
+            constants.GROUP,
+            constants.VERSION,
+            ref.namespace,
+            constants.PLURAL,
+            ref.name,
+            operations,
+            _content_type="application/json-patch+json",
+        )
 
 
 async def _reject(
@@ -254,9 +270,8 @@ async def _reject(
     """A spec the operator cannot serve: reported; a canary in flight rolls back to the stable model."""
     report = await asyncio.to_thread(factory.applied_without_spec, ref)
     decision = machine.reject(status, problem, machine.Observations(router=report), now)
-    if decision.green_weight == 0:
+    if await _apply(body, ref, decision, begun) and decision.green_weight == 0:
         await asyncio.to_thread(factory.all_to_blue_without_spec, ref, revision=decision.weights_revision)
-    await _apply(body, ref, decision, begun)
 
 
 def _recovered(
@@ -311,6 +326,7 @@ async def _gather(
                 stable=stable,
                 green_replicas=green_replicas,
                 replace_green=replace_green,
+                router_image=ROUTER_IMAGE,
             )
             if replace_green:
                 _ensured[key] = (fingerprint, time.monotonic())
@@ -409,8 +425,8 @@ def _resting(
 ) -> bool:
     """A settled rollout whose spec has not changed since it was reconciled, with no command waiting and its
     owned objects as they should be: no work (no reads, no writes) until those are due to be re-applied."""
-    if status.phase not in SETTLED or command is not None:
-        return False
+    if status.phase not in SETTLED or command is not None or status.weights_confirmed_at is None:
+        return False  # a settled phase whose weights the router has not confirmed yet is still watched
     if status.observed_generation != body["metadata"].get("generation"):
         return False
     key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
@@ -433,23 +449,33 @@ def _describe(error: BaseException) -> str:
 
 async def _apply(
     body: kopf.Body, ref: RolloutRef, decision: machine.Decision, begun: float, *, consumed_command: bool = False
-) -> None:
+) -> bool:
     """Write the decided status (then, if a command was acted on, remove its annotation), post the Event.
     The operator writes these itself rather than through kopf's patch: a write that fails is counted by the
-    next tick, whereas a failed kopf patch would stop the rollout's timer for good."""
+    next tick, whereas a failed kopf patch would stop the rollout's timer for good. False when the status
+    could not be written."""
     decision.status.observed_generation = body["metadata"].get("generation") or 0
     wanted = decision.status.to_api()
     key = f"{ref.namespace}/{ref.name}"
+    if consumed_command:
+        # Removed before the status says it was acted on: a command is acted on at most once, even when
+        # the operator stops between the two writes (then it is lost, and the Event below says so).
+        try:
+            await asyncio.to_thread(_consume_command, ref)
+        except Exception as error:  # noqa: BLE001 - not acted on; the next tick sees the command again
+            _failures[key] = f"removing the command annotation: {_describe(error)}"
+            kopf.event(body, type="Warning", reason="ReconcileError", message=_failures[key][:1000])
+            return False
     try:
         if without_nulls(wanted) != dict(body.get("status") or {}):  # an unchanged status is not written again
             await asyncio.to_thread(_patch_status, ref, {"status": wanted})
-        if consumed_command:
-            await asyncio.to_thread(_consume_command, ref)
     except Exception as error:  # noqa: BLE001 - counted by the next reconcile, never a freeze
         _failures[key] = f"writing status: {_describe(error)}"
+        if consumed_command:
+            _failures[key] += f"; the command {decision.status.last_command_id!r} was not applied: give it again"
         kopf.event(body, type="Warning", reason="ReconcileError", message=_failures[key][:1000])
         log.warning("status not written", error=_failures[key])
-        return
+        return False
     metrics.track_phase(f"{ref.namespace}/{ref.name}", decision.status.phase.value)
     if decision.recorded:
         kind = "Warning" if decision.reason in WARNING_REASONS else "Normal"
@@ -465,6 +491,7 @@ async def _apply(
         if decision.action is machine.Action.ROLL_BACK:
             metrics.ROLLBACKS.labels(reason=decision.reason).inc()
     metrics.DECISION_LATENCY.observe(time.monotonic() - begun)
+    return True
 
 
 def _problem(error: Exception) -> str:

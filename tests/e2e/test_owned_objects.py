@@ -209,6 +209,25 @@ def test_the_startup_probe_reaches_the_api_server(cluster: Path) -> None:
     assert probe["failureThreshold"] == manifests.STARTUP_FAILURE_THRESHOLD
 
 
+def test_the_router_never_runs_the_candidates_image(cluster: Path) -> None:
+    rollout = create_rollout("imaged", spec_body(server={"image": "registry.invalid/candidate:2"}))
+    parsed = ModelRolloutSpec.model_validate(rollout.body["spec"])
+    stable_server = parsed.server.model_copy(update={"image": "registry.invalid/stable:1"})
+    stable = StableStatus(model=parsed.blue.model, server=stable_server, revision="")
+
+    def router_container() -> dict[str, Any]:
+        live = api.read("Deployment", NAMESPACE, "imaged-router")
+        assert live is not None
+        container: dict[str, Any] = live["spec"]["template"]["spec"]["containers"][0]
+        return container
+
+    resources.ensure(rollout, parsed, stable=stable, green_replicas=1)
+    assert router_container()["image"] == "registry.invalid/stable:1"  # the candidate's is not vetted yet
+    assert router_container()["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    resources.ensure(rollout, parsed, stable=stable, green_replicas=1, router_image="registry.invalid/release:3")
+    assert router_container()["image"] == "registry.invalid/release:3"
+
+
 # --- availability and pod health -----------------------------------------------------------------------------
 
 

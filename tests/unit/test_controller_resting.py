@@ -28,8 +28,11 @@ def clean() -> None:
     controller._ensured.clear()
 
 
+CONFIRMED = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+
 def settled(phase: Phase = Phase.PROMOTED, generation: int = 3) -> ModelRolloutStatus:
-    return ModelRolloutStatus(phase=phase, observed_generation=generation)
+    return ModelRolloutStatus(phase=phase, observed_generation=generation, weights_confirmed_at=CONFIRMED)
 
 
 def ensured_now(status: ModelRolloutStatus) -> None:
@@ -49,6 +52,12 @@ def test_it_wakes_for_a_command_a_spec_change_or_time() -> None:
     assert not controller._resting(BODY, SPEC, status, Command(name=CommandName.RETRY, id="c1"))
     assert not controller._resting(BODY, SPEC, settled(generation=2), None)
     controller._ensured["default/r"] = (controller._ensured["default/r"][0], time.monotonic() - 61)
+    assert not controller._resting(BODY, SPEC, status, None)
+
+
+def test_a_settled_rollout_whose_weights_are_not_confirmed_yet_does_not_rest() -> None:
+    status = settled().model_copy(update={"weights_confirmed_at": None})
+    ensured_now(status)
     assert not controller._resting(BODY, SPEC, status, None)
 
 

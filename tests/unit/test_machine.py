@@ -880,3 +880,18 @@ def test_a_status_lost_while_a_promotion_hands_back_keeps_traffic_on_green_until
         now=at(9),
     )
     assert unknown.phase is Phase.FINALIZING and unknown.weights.green == 100 and unknown.weights.revision == 1
+
+
+def test_a_canary_set_back_to_the_stable_model_hands_its_traffic_back_before_it_is_promoted() -> None:
+    # v2 promoted; a canary of v3 runs at 10%; the user sets green back to v2 (the stable model)
+    spec_v3 = make_spec(green="v3")
+    canary = tick(spec_v3, promoted(), 10, resources_ready=False).status
+    canary = tick(spec_v3, canary, 11).status
+    canary = tick(spec_v3, canary, 11).status
+    assert canary.phase is Phase.PROGRESSING and canary.weights.green == 10
+    back = tick(SPEC, canary, 12, blue_ready=True)
+    assert back.status.phase is Phase.FINALIZING and back.reason == "GreenIsStable"
+    assert condition(back.status, "Ready")[0] == "False"  # not Promoted while green still has traffic
+    handed = tick(SPEC, back.status, 13)
+    assert handed.green_weight == 0 and handed.status.phase is Phase.FINALIZING
+    assert tick(SPEC, handed.status, 14).status.phase is Phase.PROMOTED

@@ -108,7 +108,9 @@ def test_services_select_their_colour() -> None:
 
 
 def test_router_runs_as_its_own_account_bound_to_the_router_role() -> None:
-    deployment = manifests.router_deployment(rollout="digits", namespace="ml", spec=SPEC, owner=OWNER)
+    deployment = manifests.router_deployment(
+        rollout="digits", namespace="ml", spec=SPEC, owner=OWNER, image="release:1"
+    )
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "digits-router"
     assert env(deployment)["MODELROUTER_STICKY_HEADER"] == "x-user"
     binding = manifests.router_role_binding(rollout="digits", namespace="ml", owner=OWNER)
@@ -377,7 +379,7 @@ def test_releasing_drops_only_our_owner_reference_and_labels_the_object() -> Non
 
 
 def test_the_router_is_ready_only_once_it_serves_its_rollouts_weights() -> None:
-    router = manifests.router_deployment(rollout="digits", namespace="ml", spec=SPEC, owner=OWNER)
+    router = manifests.router_deployment(rollout="digits", namespace="ml", spec=SPEC, owner=OWNER, image="release:1")
     [container] = router["spec"]["template"]["spec"]["containers"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
 

@@ -348,7 +348,7 @@ class World:
         command: commands.Command | None,
         body: dict[str, Any],
     ) -> bool:
-        if status.phase not in controller.SETTLED or command is not None:
+        if status.phase not in controller.SETTLED or command is not None or status.weights_confirmed_at is None:
             return False
         if status.observed_generation != self.generation or self.ensured is None:
             return False

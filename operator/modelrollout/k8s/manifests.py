@@ -233,8 +233,12 @@ def router_role_binding(*, rollout: str, namespace: str, owner: dict[str, Any]) 
     }
 
 
-def router_deployment(*, rollout: str, namespace: str, spec: ModelRolloutSpec, owner: dict[str, Any]) -> dict[str, Any]:
-    """The builtin router, running as ``<rollout>-router`` (see router_role_binding)."""
+def router_deployment(
+    *, rollout: str, namespace: str, spec: ModelRolloutSpec, owner: dict[str, Any], image: str
+) -> dict[str, Any]:
+    """The builtin router, running as ``<rollout>-router`` (see router_role_binding), from ``image``: the
+    operator's own release or the stable model's server image, never a candidate's (all traffic passes
+    through the router, and a candidate's image is not vetted yet)."""
     env = {
         "MODELROUTER_ROLLOUT": rollout,
         "MODELROUTER_NAMESPACE": namespace,
@@ -264,11 +268,17 @@ def router_deployment(*, rollout: str, namespace: str, spec: ModelRolloutSpec, o
                     "containers": [
                         {
                             "name": "router",
-                            "image": spec.server.image,
+                            "image": image,
                             "args": ["python", "-m", "model_server.router"],
                             "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
                             "ports": [{"name": "http", "containerPort": SERVER_PORT}],
                             "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2},
+                            # /healthz passes through nginx to the router process: either one gone restarts it
+                            "livenessProbe": {
+                                "httpGet": {"path": "/healthz", "port": "http"},
+                                "periodSeconds": 5,
+                                "failureThreshold": 3,
+                            },
                         }
                     ],
                 },

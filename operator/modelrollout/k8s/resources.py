@@ -95,10 +95,12 @@ def ensure(
     stable: StableStatus,
     green_replicas: int,
     replace_green: bool = True,
+    router_image: str = "",
 ) -> None:
     """Every owned object as it should be (idempotent): blue serves ``stable`` (and records it, see
     manifests.ANNOTATION_STABLE), green spec.green. Without ``replace_green`` green's Deployment is left
-    as it is (it may still have traffic)."""
+    as it is (it may still have traffic). The router runs ``router_image``, or else the stable model's
+    server image."""
     owner = api.owner_reference(rollout)
     name, namespace = rollout.name, rollout.namespace
     colours: list[tuple[str, ModelRef, ServerSpec, int, dict[str, str] | None]] = [
@@ -124,7 +126,8 @@ def ensure(
     if spec.traffic.provider == "builtin":
         _apply(manifests.router_service_account(rollout=name, namespace=namespace, owner=owner))
         _apply(manifests.router_role_binding(rollout=name, namespace=namespace, owner=owner))
-        _apply(manifests.router_deployment(rollout=name, namespace=namespace, spec=spec, owner=owner))
+        image = router_image or stable.server.image
+        _apply(manifests.router_deployment(rollout=name, namespace=namespace, spec=spec, owner=owner, image=image))
         _apply(manifests.service(rollout=name, namespace=namespace, colour=manifests.ROUTER, owner=owner))
 
 

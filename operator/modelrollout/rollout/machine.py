@@ -294,7 +294,16 @@ def _start_canary(draft: _Draft, spec: ModelRolloutSpec, revision: str, now: dat
     s.green_revision = revision
     s.step_index, s.started_at, s.step_started_at = 0, now, None
     s.analysis, s.consecutive_errors, s.last_error, s.rollback_reason = None, 0, "", ""
-    if s.stable is not None and s.stable.revision == revision:
+    if s.stable is not None and s.stable.revision == revision and s.weights.green > 0:
+        # A canary in flight set back to the stable model: its green still has traffic; it leaves green only
+        # through the hand-back (green is rebuilt from the stable model meanwhile).
+        draft.go(
+            Action.FINALIZE,
+            "GreenIsStable",
+            f"green {spec.green.model.version} is the stable model again: traffic returns to blue",
+            phase=Phase.FINALIZING,
+        )
+    elif s.stable is not None and s.stable.revision == revision:
         draft.go(
             Action.WAIT,
             "GreenIsStable",
