@@ -135,7 +135,15 @@ async def reconcile(body: kopf.Body) -> None:
     ref = _ref(body)
     key = f"{ref.namespace}/{ref.name}"
     now = datetime.datetime.now(datetime.UTC)
-    status = ModelRolloutStatus.model_validate(dict(body.get("status") or {}))
+    try:
+        status = ModelRolloutStatus.model_validate(dict(body.get("status") or {}))
+    except ValidationError as error:
+        # Edited by hand, or written by another version: read as a lost status, which is recovered from
+        # what the cluster runs (see _recovered) rather than left to freeze the rollout.
+        unreadable = f"status cannot be read ({_problem(error, 'status')}): rebuilt from what the cluster runs"
+        kopf.event(body, type="Warning", reason="StatusUnreadable", message=unreadable[:1000])
+        log.warning("status unreadable", error=unreadable)
+        status = ModelRolloutStatus()
     structlog.contextvars.bind_contextvars(rollout=key, step=status.step_index, phase=status.phase.value)
     try:
         try:
@@ -169,7 +177,7 @@ async def reconcile(body: kopf.Body) -> None:
         if earlier and observations.error is None:
             observations = dataclasses.replace(observations, error=earlier)
         decision = machine.decide(spec, status, observations, now)
-        if not await _record_promotion(body, ref, status, decision):
+        if not await _record_promotion(body, ref, spec, status, decision):
             return
         consumed = command is not None and decision.status.last_command_id == command.id
         # The status (what is wanted) is written before the data plane is asked for it, so that a route
@@ -192,21 +200,30 @@ async def reconcile(body: kopf.Body) -> None:
 
 
 async def _record_promotion(
-    body: kopf.Body, ref: RolloutRef, status: ModelRolloutStatus, decision: machine.Decision
+    body: kopf.Body, ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus, decision: machine.Decision
 ) -> bool:
-    """A newly promoted stable model is recorded on blue's Deployment before the status says so (a status
-    lost later is recovered from that record). False when the record could not be written: the status is
-    not written either, the failure is counted, and the next tick decides again."""
+    """A newly promoted stable model goes to blue's Deployment (its template and its record of the stable
+    model) before the status says so: a status lost later is recovered from that record, and a deletion
+    that starts now finds blue already being redeployed. False when that failed: the status is not written
+    either, the failure is counted, and the next tick decides again."""
     stable = decision.status.stable
     if stable is None or stable.promoted_at is None or stable == status.stable:
         return True
     try:
-        await asyncio.to_thread(resources.record_stable, ref, stable)
+        await asyncio.to_thread(
+            resources.ensure,
+            ref,
+            _as_deployed(spec, decision.status, stable),
+            stable=stable,
+            green_replicas=spec.server.replicas,
+            replace_green=False,
+            router_image=ROUTER_IMAGE,
+        )
     except Exception as error:  # noqa: BLE001 - counted by the next reconcile, never a freeze
         key = f"{ref.namespace}/{ref.name}"
-        _failures[key] = f"recording the stable model on blue: {_describe(error)}"
+        _failures[key] = f"redeploying blue with the promoted model: {_describe(error)}"
         kopf.event(body, type="Warning", reason="ReconcileError", message=_failures[key][:1000])
-        log.warning("stable model not recorded", error=_failures[key])
+        log.warning("blue not redeployed", error=_failures[key])
         return False
     return True
 
@@ -494,9 +511,9 @@ async def _apply(
     return True
 
 
-def _problem(error: Exception) -> str:
+def _problem(error: Exception, root: str = "spec") -> str:
     if isinstance(error, ValidationError):
-        return "; ".join(f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:5])
+        return "; ".join(f"{root}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:5])
     return str(error)
 
 

@@ -209,6 +209,30 @@ def test_a_promotion_then_a_replicas_change_keeps_all_traffic_on_the_promoted_mo
     assert blue_deployment()["spec"]["template"]["metadata"]["labels"][constants.LABEL_VERSION] == "v2"
     assert versions_answering(served, stream) == {"v2"}
 
+    # A status the operator cannot read (edited by hand) is read as lost, not left to freeze the rollout.
+    kubectl.run(
+        "patch",
+        "mro",
+        "keep",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status":{"weights":{"green":"lots"},"phase":"Sideways"}}',
+        kubeconfig=stage.kubeconfig,
+    )
+    rebuilt = wait_for(
+        stage,
+        "keep",
+        "an unreadable status rebuilt",
+        lambda b: (
+            (b.get("status") or {}).get("phase") == "Promoted"
+            and isinstance(((b.get("status") or {}).get("weights") or {}).get("green"), int)
+        ),
+        timeout=60,
+    )
+    assert rebuilt["status"]["stable"]["model"]["version"] == "v2" and rebuilt["status"]["weights"]["green"] == 0
+    assert versions_answering(served, stream) == {"v2"}
+
 
 def test_a_typo_command_is_refused_and_moves_nothing(stage: Stage, stream: dict[str, np.ndarray]) -> None:
     _, load = begin(stage, stream, "typo", steps=HOLD_STEPS)

@@ -338,7 +338,9 @@ class World:
             if self.api_down:  # controller._record_promotion: no record, no status
                 self.failures = "recording the stable model on blue: ApiException: (503) Service Unavailable"
                 return
-            self.blue.record = promoted
+            promoted_build = (promoted.model.version, promoted.server.settings.get("FLAVOUR", ""))
+            self.introduce(promoted_build)
+            self.blue.apply(promoted_build, spec.server.replicas, record=promoted)
         self._write(before, decision, command, spec=spec, ready=observations.resources_ready)
 
     def _resting(

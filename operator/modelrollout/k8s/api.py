@@ -151,16 +151,15 @@ def _as_dict(found: Any) -> dict[str, Any]:
     return result
 
 
-def apply(body: dict[str, Any], *, manager: str = FIELD_MANAGER) -> dict[str, Any]:
+def apply(body: dict[str, Any]) -> dict[str, Any]:
     """Server-side apply of an owned object (created when missing), taking over fields other managers
-    set (force): fields ``manager`` applied before and ``body`` no longer has are removed. Returns the live
-    object."""
+    set (force): fields we applied before and ``body`` no longer has are removed. Returns the live object."""
     _, patch_call, _ = _calls(body["kind"])
     applied = patch_call(
         body["metadata"]["name"],
         body["metadata"]["namespace"],
         body,
-        field_manager=manager,
+        field_manager=FIELD_MANAGER,
         force=True,
         _content_type=APPLY_PATCH,
     )

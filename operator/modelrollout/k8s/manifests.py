@@ -21,7 +21,7 @@ ANNOTATION_STABLE = f"{constants.GROUP}/stable"
 """On blue's Deployment: ``status.stable`` as JSON, a durable copy of what blue serves. A status that is
 lost (restored from a backup without it, written by an older operator) is recovered from it, so that the
 operator never falls back to spec.blue's older model."""
-IDENTITY_ENV = RESERVED_SETTINGS
+IDENTITY_ENV = RESERVED_SETTINGS | {"MODELSERVER_LOG_FORMAT"}
 """Environment variables the operator sets itself; the others come from ``server.settings``."""
 
 STARTUP_PERIOD_SECONDS = 5

@@ -131,28 +131,6 @@ def ensure(
         _apply(manifests.service(rollout=name, namespace=namespace, colour=manifests.ROUTER, owner=owner))
 
 
-RECORD_MANAGER = f"{api.FIELD_MANAGER}-stable-record"
-"""The field manager of the stable record alone (``record_stable``), so that applying it leaves the rest of
-blue's Deployment as the main apply set it."""
-
-
-def record_stable(rollout: RolloutRef, stable: StableStatus) -> None:
-    """Write the stable record on blue's Deployment now, without touching anything else: done before a
-    status naming a newly promoted model is written, so that the record is never older than the status."""
-    api.apply(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {
-                "name": f"{rollout.name}-{constants.BLUE}",
-                "namespace": rollout.namespace,
-                "annotations": manifests.stable_annotation(stable),
-            },
-        },
-        manager=RECORD_MANAGER,
-    )
-
-
 def selector(rollout: str, colour: str) -> str:
     """The label selector of a colour's pods (as its Deployment and Service select them)."""
     return f"{constants.LABEL_ROLLOUT}={rollout},{constants.LABEL_COLOUR}={colour}"
