@@ -224,3 +224,53 @@ async def test_queries_per_interval_do_not_grow_with_rollouts(prometheus_server:
     assert len(outcomes) == 200
     # requests, errors, p95 latency, upstream errors, labelled outcomes, restarts, golden: one query each
     assert counting.sent == 7
+
+
+async def test_custom_checks_run_their_query_over_the_evidence_window_against_their_bounds(
+    exporter: ContractExporter, prometheus_server: PrometheusServer
+) -> None:
+    query = 'sum(increase(modelrouter_upstream_errors_total{rollout="$rollout", colour="green"}[$window]))'
+    spec = ModelRolloutSpec.model_validate(
+        {
+            **SPEC.to_api(),
+            "analysis": {
+                "window": "30s",
+                "checks": {
+                    "custom": [
+                        {"name": "few-upstream-errors", "query": query, "max": 5},
+                        {"name": "bounded-upstream-errors", "query": query, "min": 1, "max": 1000},
+                        {"name": "many-upstream-errors", "query": query, "min": 1000},
+                    ]
+                },
+            },
+        }
+    )
+    exporter.upstream_errors.labels(rollout=exporter.rollout, colour="green").inc(0)
+    time.sleep(1.5)  # a first scrape sees the counter at 0
+    exporter.upstream_errors.labels(rollout=exporter.rollout, colour="green").inc(60)
+    provider = PrometheusProvider(prometheus_server.url, timeout=2)
+
+    async def custom_verdicts() -> dict[str, tuple[Verdict, float | None]]:
+        outcome = await run.analyse(
+            provider,
+            spec,
+            namespace="default",
+            rollout=exporter.rollout,
+            now=datetime.datetime.now(datetime.UTC),
+            canary_age_seconds=60,
+            window_seconds=20,
+        )
+        return {r.name: (r.verdict, r.value) for r in outcome.results if r.name.endswith("upstream-errors")}
+
+    try:
+        deadline = time.monotonic() + 20
+        verdicts = await custom_verdicts()
+        while verdicts["few-upstream-errors"][0] is not Verdict.FAILED and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            verdicts = await custom_verdicts()
+    finally:
+        await provider.close()
+    assert verdicts["few-upstream-errors"][0] is Verdict.FAILED
+    assert verdicts["few-upstream-errors"][1] is not None and verdicts["few-upstream-errors"][1] >= 50
+    assert verdicts["bounded-upstream-errors"][0] is Verdict.PASSED
+    assert verdicts["many-upstream-errors"][0] is Verdict.FAILED

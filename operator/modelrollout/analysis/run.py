@@ -128,16 +128,19 @@ async def analyse(
         golden_set=golden_set,
     )
     results += [
-        await _custom(provider, check, spec=spec, namespace=namespace, rollout=rollout)
+        await _custom(
+            provider, check, namespace=namespace, rollout=rollout, window_seconds=window_seconds or spec.analysis.window
+        )
         for check in spec.analysis.checks.custom
     ]
     return AnalysisOutcome(now, results)
 
 
 async def _custom(
-    provider: MetricProvider, check: CustomCheck, *, spec: ModelRolloutSpec, namespace: str, rollout: str
+    provider: MetricProvider, check: CustomCheck, *, namespace: str, rollout: str, window_seconds: float
 ) -> CheckResult:
-    promql = queries.custom(check.query, namespace=namespace, rollout=rollout, window_seconds=spec.analysis.window)
+    """A custom check over the step's evidence window (``$window``), as the built-in ones."""
+    promql = queries.custom(check.query, namespace=namespace, rollout=rollout, window_seconds=window_seconds)
     try:
         answer = await provider.query(promql)
     except ProviderError as error:
