@@ -234,7 +234,9 @@ async def _leave_a_trace(body: kopf.Body, ref: RolloutRef, status: ModelRolloutS
     consecutive-error limit as any other failure: at the limit a canary in flight rolls back."""
     log.error("reconcile failed", error=error)
     limit = _error_limit(body)
-    decision = machine.failed_reconcile(status, error, limit=limit, now=datetime.datetime.now(datetime.UTC))
+    min_seconds = machine.error_seconds(limit, AnalysisSpec().interval)
+    now = datetime.datetime.now(datetime.UTC)
+    decision = machine.failed_reconcile(status, error, limit=limit, min_seconds=min_seconds, now=now)
     try:
         written = await _apply(body, ref, decision, time.monotonic())
         if written and decision.action is machine.Action.ROLL_BACK:

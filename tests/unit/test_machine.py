@@ -551,14 +551,24 @@ def test_item5_a_failed_reconcile_is_recorded_and_counted() -> None:
     assert condition(decision.status, "Degraded") == ("True", "ReconcileError")
 
 
-def test_item5_failed_reconciles_roll_a_canary_back_at_the_limit() -> None:
+def test_item5_failed_reconciles_roll_a_canary_back_at_the_limit_once_they_last_as_long_as_its_analyses() -> None:
+    # limit 3, interval 5 s: three failing reconciles in a row, over 15 s at least
     status = progressing()
-    for second in (1, 2):
+    for second in (1, 2, 3, 10, 15):  # a blip of a few seconds (a control-plane upgrade) is ridden out
         status = tick(SPEC, status, second, error="router unreachable").status
-        assert status.phase is Phase.PROGRESSING
-    decision = tick(SPEC, status, 3, error="router unreachable")
+        assert status.phase is Phase.PROGRESSING and status.errors_since == at(1)
+    decision = tick(SPEC, status, 16, error="router unreachable")
     assert decision.status.phase is Phase.ROLLING_BACK and decision.reason == "ReconcileFailed"
     assert decision.green_weight == 0
+    assert "over 15s" in decision.message
+
+
+def test_item5_an_answered_analysis_between_failed_reconciles_starts_the_count_again() -> None:
+    status = tick(SPEC, progressing(), 1, error="router unreachable").status
+    status = tick(SPEC, status, 2, Verdict.PASSED).status
+    assert status.consecutive_errors == 0 and status.errors_since is None
+    status = tick(SPEC, status, 20, error="router unreachable").status
+    assert status.errors_since == at(20)
 
 
 def test_item5_error_analyses_and_failed_reconciles_count_together() -> None:
@@ -809,10 +819,10 @@ def test_unexpected_reconcile_failures_roll_a_canary_back_at_the_error_limit() -
     status = progressing()
     limit = SPEC.analysis.consecutive_error_limit
     for attempt in range(1, limit):
-        decision = failed_reconcile(status, "KeyError: 'x'", limit=limit, now=at(attempt))
+        decision = failed_reconcile(status, "KeyError: 'x'", limit=limit, min_seconds=15, now=at(attempt))
         assert decision.action is Action.HOLD and decision.green_weight == 10
         status = decision.status
-    decision = failed_reconcile(status, "KeyError: 'x'", limit=limit, now=at(limit))
+    decision = failed_reconcile(status, "KeyError: 'x'", limit=limit, min_seconds=15, now=at(20))
     assert decision.action is Action.ROLL_BACK and decision.green_weight == 0
     assert decision.status.rollback_reason == "ReconcileFailed" and "KeyError" in decision.message
 
@@ -820,7 +830,7 @@ def test_unexpected_reconcile_failures_roll_a_canary_back_at_the_error_limit() -
 def test_unexpected_reconcile_failures_never_move_a_settled_rollout() -> None:
     status = promoted()
     for attempt in range(10):
-        decision = failed_reconcile(status, "boom", limit=3, now=at(10 + attempt))
+        decision = failed_reconcile(status, "boom", limit=3, min_seconds=15, now=at(10 + 10 * attempt))
         assert decision.action is Action.HOLD and decision.green_weight == 0 and decision.status.phase is Phase.PROMOTED
         status = decision.status
     assert condition(status, "Degraded") == ("True", "ReconcileError")

@@ -321,7 +321,8 @@ class AnalysisSpec(ApiModel):
     not reset the count (a check may set its own limit)."""
     consecutive_error_limit: int = Field(default=3, ge=1)
     """Consecutive analyses or reconciles that could not get an answer (Prometheus, the API server, the
-    router) that roll a canary in flight back: blind is not safe."""
+    router) that roll a canary in flight back: blind is not safe. Failing reconciles count once they have
+    lasted as long as this many analysis intervals."""
     progress_deadline: Duration = 600.0
     """Longest a step may hold after its pause (inconclusive analysis, resources not ready) before
     ``on_deadline``; a step's pause does not count against it."""

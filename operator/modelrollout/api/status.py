@@ -126,7 +126,10 @@ class ModelRolloutStatus(StatusModel):
     analysis: AnalysisStatus | None = None
     consecutive_errors: int = 0
     """Consecutive reconciles or analyses that failed for lack of an answer (metrics provider, API server,
-    router): at spec.analysis.consecutiveErrorLimit a canary in flight rolls back to the stable model."""
+    router): at spec.analysis.consecutiveErrorLimit (reconciles: failing for at least that many analysis
+    intervals) a canary in flight rolls back to the stable model."""
+    errors_since: datetime.datetime | None = None
+    """When the current run of consecutive errors began (None: no error now)."""
     last_error: str = ""
     last_command_id: str = ""
     rollback_reason: str = ""

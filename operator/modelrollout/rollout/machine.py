@@ -152,9 +152,9 @@ def decide(
         # only colour that does, and restarting now would send everything to blue's older model.
         _start_canary(draft, spec, revision, now)
         if observations.error is not None:  # the new canary's first reconcile failed: counted all the same
-            s.consecutive_errors, s.last_error = 1, observations.error
+            s.consecutive_errors, s.last_error, s.errors_since = 1, observations.error, now
     elif observations.error is not None and s.phase in CANARY_PHASES and not _urgent(command, s):
-        _count_error(draft, spec, observations.error)  # never advance on what could not be gathered
+        _count_error(draft, spec, observations.error, now)  # never advance on what could not be gathered
     else:
         if command is not None and command.id != s.last_command_id:
             s.last_command_id = command.id
@@ -162,7 +162,7 @@ def decide(
         else:
             _PHASE_RULES[s.phase](draft, spec, observations, now)
         if observations.error is not None:  # a rollback or a promotion still completes; the error is counted
-            _count_error(draft, spec, observations.error, quiet=draft.action not in QUIET_ACTIONS)
+            _count_error(draft, spec, observations.error, now, quiet=draft.action not in QUIET_ACTIONS)
     if observations.error is None and observations.analysis is None and s.phase not in steps.ANALYSED_PHASES:
         s.consecutive_errors, s.last_error = 0, ""
     return _finish(draft, status, spec.traffic.confirm_deadline, now, steps_weight=_step_target(s, spec))
@@ -215,15 +215,16 @@ def recover(
     return recovered
 
 
-def failed_reconcile(status: ModelRolloutStatus, error: str, *, limit: int, now: datetime.datetime) -> Decision:
+def failed_reconcile(
+    status: ModelRolloutStatus, error: str, *, limit: int, min_seconds: float, now: datetime.datetime
+) -> Decision:
     """The decision when a reconcile failed before it could decide (an unexpected error): counted with the
-    other errors; at ``limit`` in a row a canary in flight rolls back to the stable model."""
+    other errors; at ``limit`` in a row, failing for ``min_seconds`` at least, a canary in flight rolls back
+    to the stable model."""
     draft = _Draft(status=status.model_copy(deep=True))
-    s = draft.status
-    s.consecutive_errors += 1
-    s.last_error = error
-    _at_error_limit(draft, limit, error)
-    return _finish(draft, status, DEFAULT_CONFIRM_DEADLINE, now, steps_weight=s.weights.green)
+    _count(draft.status, error, now)
+    _at_error_limit(draft, limit, min_seconds, error, now)
+    return _finish(draft, status, DEFAULT_CONFIRM_DEADLINE, now, steps_weight=draft.status.weights.green)
 
 
 def reject(status: ModelRolloutStatus, problem: str, observations: Observations, now: datetime.datetime) -> Decision:
@@ -249,6 +250,8 @@ def _finish(
     draft: _Draft, before: ModelRolloutStatus, confirm_deadline: float, now: datetime.datetime, *, steps_weight: int
 ) -> Decision:
     s = draft.status
+    if s.consecutive_errors == 0:
+        s.errors_since = None
     _set_weights(draft, now, steps_weight=steps_weight)
     s.router_stalled = _unconfirmed_for(s, now) > confirm_deadline
     s.message = draft.message
@@ -323,20 +326,35 @@ def _start_canary(draft: _Draft, spec: ModelRolloutSpec, revision: str, now: dat
         )
 
 
-def _count_error(draft: _Draft, spec: ModelRolloutSpec, error: str, *, quiet: bool = False) -> None:
+def _count_error(
+    draft: _Draft, spec: ModelRolloutSpec, error: str, now: datetime.datetime, *, quiet: bool = False
+) -> None:
     """A reconcile that could not gather or apply: recorded, retried next tick, and counted. ``quiet``
     keeps the decision already taken this tick as what is said."""
-    s = draft.status
+    _count(draft.status, error, now)
+    if not quiet:
+        limit = spec.analysis.consecutive_error_limit
+        _at_error_limit(draft, limit, error_seconds(limit, spec.analysis.interval), error, now)
+
+
+def error_seconds(limit: int, interval: float) -> float:
+    """How long reconciles must have been failing before they roll a canary back: as long as ``limit``
+    analyses would take, so that a blip of a few seconds (a control-plane upgrade) is ridden out."""
+    return limit * interval
+
+
+def _count(s: ModelRolloutStatus, error: str, now: datetime.datetime) -> None:
     s.consecutive_errors += 1
     s.last_error = error
-    if not quiet:
-        _at_error_limit(draft, spec.analysis.consecutive_error_limit, error)
+    if s.errors_since is None:
+        s.errors_since = now
 
 
-def _at_error_limit(draft: _Draft, limit: int, error: str) -> None:
+def _at_error_limit(draft: _Draft, limit: int, min_seconds: float, error: str, now: datetime.datetime) -> None:
     s = draft.status
-    if s.phase in CANARY_PHASES and s.consecutive_errors >= limit:
-        failed = f"{s.consecutive_errors} reconciles in a row failed (limit {limit}): {error}"
+    failing = steps.seconds_since(s.errors_since, now)
+    if s.phase in CANARY_PHASES and s.consecutive_errors >= limit and failing >= min_seconds:
+        failed = f"{s.consecutive_errors} reconciles in a row failed over {failing:.0f}s (limit {limit}): {error}"
         _roll_back(draft, "ReconcileFailed", failed)
     else:
         draft.go(Action.HOLD, "ReconcileError", f"reconcile failed ({s.consecutive_errors}x, retrying): {error}")
