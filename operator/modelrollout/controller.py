@@ -39,6 +39,9 @@ _providers: dict[tuple[str, str, float, bool], SharedQueries] = {}
 _tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
 TOKEN_TTL_SECONDS = 60.0
 """A bearer token read from a Secret is read again after this long (a rotated token is picked up)."""
+_compared_with_record: set[str] = set()
+"""Rollouts whose status was compared with blue's record of the stable model since this process started
+(a status restored from an older copy is caught on the first reconcile after a restart)."""
 _failures: dict[str, str] = {}
 """Per rollout: what failed after the last decision (writing weights), counted by the next reconcile."""
 _ensured: dict[str, tuple[str, float]] = {}
@@ -149,8 +152,8 @@ async def reconcile(body: kopf.Body) -> None:
         try:
             spec = _parse(body)
         except (ValidationError, ValueError) as error:
-            lost = status.stable is None and (await asyncio.to_thread(factory.applied_without_spec, ref)).revision
-            if lost is not None:
+            report = await asyncio.to_thread(factory.applied_without_spec, ref)
+            if status.stable is None and report.revision is not None:
                 # The status is lost (the router served weights it asked for) and the spec cannot say
                 # what green is: deciding now could send users to an older model. Nothing moves.
                 unread = f"the status is lost and the spec cannot be rolled out: {_problem(error)}"
@@ -161,14 +164,17 @@ async def reconcile(body: kopf.Body) -> None:
         command = _command(body)
         if _resting(body, spec, status, command):
             return
-        if status.stable is None:
+        if status.stable is None or key not in _compared_with_record:
             try:
                 status = await asyncio.to_thread(_recovered, ref, spec, status, now)
-            except Exception as error:  # noqa: BLE001 - deciding without it could send users to spec.blue
-                unread = f"reading what blue and green serve: {_describe(error)}; nothing moves until it is read"
-                kopf.event(body, type="Warning", reason="ReconcileError", message=unread[:1000])
-                log.warning("stable model not recovered", error=unread)
-                return
+                _compared_with_record.add(key)
+            except Exception as error:  # noqa: BLE001 - without a stable model, deciding could pick spec.blue
+                unread = f"reading what blue and green serve: {_describe(error)}"
+                log.warning("stable model not compared with blue's record", error=unread)
+                if status.stable is None:
+                    message = f"{unread}; nothing moves until it is read"
+                    kopf.event(body, type="Warning", reason="ReconcileError", message=message[:1000])
+                    return
         try:
             observations = await _gather(spec, status, ref, body, command, now)
         except Exception as error:  # noqa: BLE001 - any failure to gather is counted, not a freeze
@@ -524,3 +530,4 @@ def forget(body: kopf.Body) -> None:
     metrics.track_phase(key, None)
     _ensured.pop(key, None)
     _failures.pop(key, None)
+    _compared_with_record.discard(key)

@@ -905,3 +905,25 @@ def test_a_canary_set_back_to_the_stable_model_hands_its_traffic_back_before_it_
     handed = tick(SPEC, back.status, 13)
     assert handed.green_weight == 0 and handed.status.phase is Phase.FINALIZING
     assert tick(SPEC, handed.status, 14).status.phase is Phase.PROMOTED
+
+
+def test_a_status_restored_from_an_older_copy_takes_the_later_promotion_recorded_on_blue() -> None:
+    old = promoted()  # v2 promoted at T0+2s
+    assert old.stable is not None and old.stable.promoted_at is not None
+    later = old.stable.model_copy(
+        update={
+            "model": make_spec(green="v3").green.model,
+            "promoted_at": old.stable.promoted_at + datetime.timedelta(hours=1),
+        }
+    )
+    restored = recover(
+        old, recorded=later, green_serves=None, serving_stable=(True, False), router=NOT_REPORTED, now=at(9)
+    )
+    assert restored.stable == later
+    # an older record changes nothing
+    assert (
+        recover(
+            old, recorded=old.stable, green_serves=None, serving_stable=(True, False), router=NOT_REPORTED, now=at(9)
+        )
+        is old
+    )

@@ -177,7 +177,8 @@ def recover(
     router: AppliedWeights,
     now: datetime.datetime,
 ) -> ModelRolloutStatus:
-    """A status without ``stable``, completed from the cluster before deciding (a pure function).
+    """A status without ``stable`` (or with an older one than blue's record), completed from the cluster
+    before deciding (a pure function).
     ``serving_stable`` says whether blue runs the recorded model only (every pod, ready or not) and whether
     green's Deployment runs it.
 
@@ -192,7 +193,13 @@ def recover(
     Without this, the next decision would take spec.blue, an older model, as the stable one.
     """
     if status.stable is not None:
-        return status
+        newer = (
+            recorded is not None
+            and recorded.promoted_at is not None
+            and (status.stable.promoted_at is None or recorded.promoted_at > status.stable.promoted_at)
+        )
+        # a status restored from an older copy: the record on blue names a later promotion
+        return status.model_copy(update={"stable": recorded}) if newer else status
     recovered = status.model_copy(deep=True)
     blue_runs_it, green_runs_it = serving_stable
     if recorded is not None:
