@@ -42,6 +42,8 @@ TOKEN_TTL_SECONDS = 60.0
 _compared_with_record: set[str] = set()
 """Rollouts whose status was compared with blue's record of the stable model since this process started
 (a status restored from an older copy is caught on the first reconcile after a restart)."""
+_unreadable: set[str] = set()
+"""Rollouts whose stored status could not be read: the next status written replaces it whole."""
 _failures: dict[str, str] = {}
 """Per rollout: what failed after the last decision (writing weights), counted by the next reconcile."""
 _ensured: dict[str, tuple[str, float]] = {}
@@ -147,6 +149,7 @@ async def reconcile(body: kopf.Body) -> None:
         kopf.event(body, type="Warning", reason="StatusUnreadable", message=unreadable[:1000])
         log.warning("status unreadable", error=unreadable)
         status = ModelRolloutStatus()
+        _unreadable.add(key)
     structlog.contextvars.bind_contextvars(rollout=key, step=status.step_index, phase=status.phase.value)
     try:
         try:
@@ -168,13 +171,11 @@ async def reconcile(body: kopf.Body) -> None:
             try:
                 status = await asyncio.to_thread(_recovered, ref, spec, status, now)
                 _compared_with_record.add(key)
-            except Exception as error:  # noqa: BLE001 - without a stable model, deciding could pick spec.blue
-                unread = f"reading what blue and green serve: {_describe(error)}"
+            except Exception as error:  # noqa: BLE001 - deciding now could pick spec.blue or an older copy
+                unread = f"reading what blue and green serve: {_describe(error)}; nothing moves until it is read"
+                kopf.event(body, type="Warning", reason="ReconcileError", message=unread[:1000])
                 log.warning("stable model not compared with blue's record", error=unread)
-                if status.stable is None:
-                    message = f"{unread}; nothing moves until it is read"
-                    kopf.event(body, type="Warning", reason="ReconcileError", message=message[:1000])
-                    return
+                return
         try:
             observations = await _gather(spec, status, ref, body, command, now)
         except Exception as error:  # noqa: BLE001 - any failure to gather is counted, not a freeze
@@ -306,19 +307,21 @@ def _recovered(
     green) with what the owned Deployments say blue and green serve (see machine.recover)."""
     blue = resources.deployment(ref, constants.BLUE)
     green = resources.deployment(ref, constants.GREEN)
-    serving = manifests.served_by(
+    green_runs = manifests.served_by(
         green, rollout=ref.name, namespace=ref.namespace, candidate=(spec.green.model, spec.server)
     )
     recorded = manifests.recorded_stable(blue)
-    serving_stable = (False, False)
+    serving = machine.Serving()
     if recorded is not None:
         revision = serving_revision(recorded.model, recorded.server)
-        green_template = serving is not None and serving_revision(*serving) == revision
-        serving_stable = (resources.running_only(ref, constants.BLUE, revision=revision), green_template)
+        version = recorded.model.version
+        serving = machine.Serving(
+            blue_runs_only_stable=resources.running_only(ref, constants.BLUE, revision=revision),
+            blue_ready=resources.available(ref, constants.BLUE, version=version, revision=revision),
+            green_runs_stable=green_runs is not None and serving_revision(*green_runs) == revision,
+        )
     report = factory.router_for(spec.traffic.provider).applied(ref, spec)
-    return machine.recover(
-        status, recorded=recorded, green_serves=serving, serving_stable=serving_stable, router=report, now=now
-    )
+    return machine.recover(status, recorded=recorded, green_serves=green_runs, serving=serving, router=report, now=now)
 
 
 def stable_of(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> StableStatus:
@@ -355,10 +358,12 @@ async def _gather(
             )
             if replace_green:
                 _ensured[key] = (fingerprint, time.monotonic())
-        except ApiException as error:
-            # Refused (invalid, an admission webhook, a quota): counted, and the rest is still observed so
-            # that a rollback in progress can be confirmed.
+        except (ApiException, ValueError) as error:
+            # Refused (invalid, an admission webhook, a quota, a stable model older than blue's record):
+            # counted, and the rest is still observed so that a rollback in progress can be confirmed.
             refused = f"applying the owned objects: {_describe(error)}"
+            if isinstance(error, resources.StaleStable):
+                _compared_with_record.discard(key)  # the next tick takes the later promotion from the record
     blue_ready, green_ready = await asyncio.gather(
         asyncio.to_thread(
             resources.available,
@@ -492,7 +497,18 @@ async def _apply(
             kopf.event(body, type="Warning", reason="ReconcileError", message=_failures[key][:1000])
             return False
     try:
-        if without_nulls(wanted) != dict(body.get("status") or {}):  # an unchanged status is not written again
+        if key in _unreadable:  # what could not be read goes, rather than be read again on the next tick
+            await asyncio.to_thread(
+                api.replace_custom_status,
+                constants.GROUP,
+                constants.VERSION,
+                constants.PLURAL,
+                ref.namespace,
+                ref.name,
+                without_nulls(wanted),
+            )
+            _unreadable.discard(key)
+        elif without_nulls(wanted) != dict(body.get("status") or {}):  # an unchanged status is not written again
             await asyncio.to_thread(_patch_status, ref, {"status": wanted})
     except Exception as error:  # noqa: BLE001 - counted by the next reconcile, never a freeze
         _failures[key] = f"writing status: {_describe(error)}"
@@ -531,3 +547,4 @@ def forget(body: kopf.Body) -> None:
     _ensured.pop(key, None)
     _failures.pop(key, None)
     _compared_with_record.discard(key)
+    _unreadable.discard(key)

@@ -5,6 +5,7 @@ server-side apply, and what deleting a ModelRollout keeps."""
 from __future__ import annotations
 
 import datetime
+import json
 from pathlib import Path
 from typing import Any
 
@@ -406,8 +407,22 @@ def test_blue_records_the_stable_model_and_the_record_reads_back() -> None:
     )
     assert manifests.recorded_stable(blue) == stable
     assert manifests.recorded_stable(None) is None
+    # a record written by a later operator version, with a field this one does not know, still reads
+    newer = json.loads(blue["metadata"]["annotations"][manifests.ANNOTATION_STABLE])
+    newer["model"]["quantization"] = "int4"
+    blue["metadata"]["annotations"][manifests.ANNOTATION_STABLE] = json.dumps(newer)
+    assert manifests.recorded_stable(blue) == stable
+    # one that cannot be read is not "no record" (that would make spec.blue the stable model)
     blue["metadata"]["annotations"][manifests.ANNOTATION_STABLE] = "{not json"
-    assert manifests.recorded_stable(blue) is None
+    with pytest.raises(ValueError, match="cannot be read"):
+        manifests.recorded_stable(blue)
+    # blue's record never goes backwards
+    older = stable.model_copy(update={"promoted_at": datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)})
+    blue["metadata"]["annotations"] = manifests.stable_annotation(stable)
+    with pytest.raises(resources.StaleStable):
+        resources.refuse_older(blue, older)
+    resources.refuse_older(blue, stable)
+    resources.refuse_older(None, older)
 
 
 def green_of(model: ModelRef, server: ServerSpec) -> dict[str, Any]:

@@ -63,6 +63,7 @@ from modelrollout.rollout.machine import (
     AnalysisOutcome,
     Decision,
     Observations,
+    Serving,
     decide,
     recover,
     reject,
@@ -310,15 +311,18 @@ class World:
                 green_serves = (model, ServerSpec(replicas=self.replicas, settings={"FLAVOUR": running[1]}))
             record = self.blue.record
             stable_build = (record.model.version, record.server.settings.get("FLAVOUR", "")) if record else None
-            serving_stable = (
-                stable_build is not None and self.blue.template == stable_build and self.blue.serving <= {stable_build},
-                stable_build is not None and self.green.template == stable_build,
+            serving = Serving(
+                blue_runs_only_stable=stable_build is not None
+                and self.blue.template == stable_build
+                and self.blue.serving <= {stable_build},
+                blue_ready=stable_build is not None and self.blue.available(stable_build),
+                green_runs_stable=stable_build is not None and self.green.template == stable_build,
             )
             before = recover(
                 before,
                 recorded=record,
                 green_serves=green_serves,
-                serving_stable=serving_stable,
+                serving=serving,
                 router=self.router.report,
                 now=now,
             )

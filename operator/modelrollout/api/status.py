@@ -9,7 +9,7 @@ import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from modelrollout.api.spec import ModelRef, ServerSpec
@@ -61,6 +61,21 @@ class StableStatus(StatusModel):
     revision: str
     """The green revision it was promoted as ("" while it is the initial spec.blue)."""
     promoted_at: datetime.datetime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields_only(cls, data: Any) -> Any:
+        """A copy written by another operator version may carry fields this one does not know: they are
+        left out rather than make the whole status (or blue's record) unreadable."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key, kind in (("model", ModelRef), ("server", ServerSpec)):
+            value = data.get(key)
+            if isinstance(value, dict):
+                known = set(kind.model_fields) | {to_camel(name) for name in kind.model_fields}
+                data[key] = {name: item for name, item in value.items() if name in known}
+        return data
 
 
 class CheckStatus(StatusModel):

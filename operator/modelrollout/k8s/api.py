@@ -113,6 +113,17 @@ def patch_custom_status(
     return stored
 
 
+def replace_custom_status(
+    group: str, version: str, plural: str, namespace: str, name: str, status: dict[str, Any]
+) -> dict[str, Any]:
+    """Replace the status subresource whole (a JSON patch): fields ``status`` lacks go away."""
+    operations = [{"op": "replace", "path": "/status", "value": status}]
+    stored: dict[str, Any] = custom().patch_namespaced_custom_object_status(
+        group, version, namespace, plural, name, operations, _content_type="application/json-patch+json"
+    )
+    return stored
+
+
 OWNED_KINDS = ("Deployment", "Service", "ServiceAccount", "RoleBinding")
 
 

@@ -150,14 +150,15 @@ def stable_annotation(stable: StableStatus) -> dict[str, str]:
 
 
 def recorded_stable(deployment: dict[str, Any] | None) -> StableStatus | None:
-    """status.stable as recorded on blue's Deployment (None when there is no readable record)."""
+    """status.stable as recorded on blue's Deployment (None when there is no record). A record that cannot
+    be read raises ValueError: it is not the same as none (that would make spec.blue the stable model)."""
     text = ((deployment or {}).get("metadata", {}).get("annotations") or {}).get(ANNOTATION_STABLE)
     if not text:
         return None
     try:
         return StableStatus.model_validate_json(text)
-    except ValueError:
-        return None
+    except ValueError as error:
+        raise ValueError(f"the stable model recorded on blue ({ANNOTATION_STABLE}) cannot be read: {error}") from None
 
 
 def served_by(
@@ -273,11 +274,13 @@ def router_deployment(
                             "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
                             "ports": [{"name": "http", "containerPort": SERVER_PORT}],
                             "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2},
-                            # /healthz passes through nginx to the router process: either one gone restarts it
+                            # /healthz passes through nginx to the router process: either one gone for a
+                            # minute restarts it (generous: a busy router must not be killed under load)
                             "livenessProbe": {
                                 "httpGet": {"path": "/healthz", "port": "http"},
-                                "periodSeconds": 5,
-                                "failureThreshold": 3,
+                                "periodSeconds": 10,
+                                "timeoutSeconds": 5,
+                                "failureThreshold": 6,
                             },
                         }
                     ],

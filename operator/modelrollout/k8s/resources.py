@@ -88,6 +88,24 @@ def _apply(body: dict[str, Any]) -> dict[str, Any]:
     return live
 
 
+class StaleStable(ValueError):
+    """Blue records a later promotion than the stable model it was to be applied with."""
+
+
+def refuse_older(live_blue: dict[str, Any] | None, stable: StableStatus) -> None:
+    """Raise StaleStable when blue's record names a later promotion than ``stable`` (a pure function):
+    the durable copy never goes backwards (a status restored from an older copy must not redeploy blue
+    with an older model and erase the record of the newer one)."""
+    recorded = manifests.recorded_stable(live_blue)
+    if recorded is None or recorded.promoted_at is None:
+        return
+    if stable.promoted_at is None or stable.promoted_at < recorded.promoted_at:
+        raise StaleStable(
+            f"blue records {recorded.model.version} promoted at {recorded.promoted_at.isoformat()}, later than "
+            f"the stable model {stable.model.version} it was to run: blue is left as it is"
+        )
+
+
 def ensure(
     rollout: RolloutRef,
     spec: ModelRolloutSpec,
@@ -103,6 +121,7 @@ def ensure(
     server image."""
     owner = api.owner_reference(rollout)
     name, namespace = rollout.name, rollout.namespace
+    refuse_older(api.read("Deployment", namespace, f"{name}-{constants.BLUE}"), stable)
     colours: list[tuple[str, ModelRef, ServerSpec, int, dict[str, str] | None]] = [
         (constants.BLUE, stable.model, stable.server, spec.server.replicas, manifests.stable_annotation(stable))
     ]

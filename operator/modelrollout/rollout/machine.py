@@ -168,50 +168,64 @@ def decide(
     return _finish(draft, status, spec.traffic.confirm_deadline, now, steps_weight=_step_target(s, spec))
 
 
+@dataclass(frozen=True)
+class Serving:
+    """What the colours run, for ``recover``: read from their Deployments and pods."""
+
+    blue_runs_only_stable: bool = False
+    """Every blue pod (ready or not) and blue's template run the recorded stable model."""
+    blue_ready: bool = False
+    """Blue runs the recorded stable model with every pod ready."""
+    green_runs_stable: bool = False
+    """Green's template runs the recorded stable model."""
+
+
 def recover(
     status: ModelRolloutStatus,
     *,
     recorded: StableStatus | None,
     green_serves: tuple[ModelRef, ServerSpec] | None,
-    serving_stable: tuple[bool, bool],
+    serving: Serving,
     router: AppliedWeights,
     now: datetime.datetime,
 ) -> ModelRolloutStatus:
-    """A status without ``stable`` (or with an older one than blue's record), completed from the cluster
-    before deciding (a pure function).
-    ``serving_stable`` says whether blue runs the recorded model only (every pod, ready or not) and whether
-    green's Deployment runs it.
+    """A status without ``stable``, or with an older one than blue's record, completed from the cluster
+    before deciding (a pure function):
 
-    - a status that lost it (restored without it) takes blue Deployment's record of it; lost while a
-      promotion handed back to blue (green runs the recorded model, blue not yet), it resumes Finalizing
-      with traffic on green (at the router's weights when it reports green traffic, else all of it), so
-      traffic goes to blue only once blue runs the promoted model;
+    - a status that lost it (restored without it, or from an older copy) takes blue Deployment's record;
+      when that promotion was still being handed back to blue (green runs the recorded model and blue
+      is not ready with it), it resumes Finalizing with traffic on green (at the router's weights when it
+      reports green traffic, else all of it), so traffic goes to blue only once blue runs the model;
     - a rollout promoted by an operator that left the promoted model on green (Promoted at 100% green,
       no record on blue) makes what green runs the stable model and hands traffic back through
       Finalizing, as a promotion does now;
     - otherwise (a new rollout) it stays None: the stable model is spec.blue.
-    Without this, the next decision would take spec.blue, an older model, as the stable one.
+    Without this, the next decision would take spec.blue, or an older promotion, as the stable model.
     """
-    if status.stable is not None:
-        newer = (
-            recorded is not None
-            and recorded.promoted_at is not None
-            and (status.stable.promoted_at is None or recorded.promoted_at > status.stable.promoted_at)
-        )
-        # a status restored from an older copy: the record on blue names a later promotion
-        return status.model_copy(update={"stable": recorded}) if newer else status
     recovered = status.model_copy(deep=True)
-    blue_runs_it, green_runs_it = serving_stable
-    if recorded is not None:
+    if recorded is not None and recorded.promoted_at is not None:
+        current = status.stable.promoted_at if status.stable is not None else None
+        if current is not None and current >= recorded.promoted_at:
+            return status
         recovered.stable = recorded
-        if recorded.promoted_at is not None and green_runs_it and not blue_runs_it:
-            if router.revision is not None and (router.green or 0) > 0:
-                weights = Weights(blue=100 - (router.green or 0), green=router.green or 0, revision=router.revision)
-            else:
-                weights = Weights(blue=0, green=100, revision=(router.revision or 0) + 1)
+        green_on = router.revision is not None and (router.green or 0) > 0
+        handing_back = serving.green_runs_stable and (
+            not serving.blue_runs_only_stable or (not serving.blue_ready and green_on)
+        )
+        if handing_back:
+            green = router.green or 0 if green_on else 100
+            weights = Weights(
+                blue=100 - green,
+                green=green,
+                revision=(router.revision or 0) if green_on else (router.revision or 0) + 1,
+            )
             recovered.phase, recovered.green_revision, recovered.weights = Phase.FINALIZING, recorded.revision, weights
             recovered.weights_changed_at, recovered.weights_confirmed_at = now, None
             recovered.message = f"status recovered while {recorded.model.version} was handed back to blue"
+    elif status.stable is not None:
+        return status
+    elif recorded is not None:
+        recovered.stable = recorded  # spec.blue as it was first deployed (nothing promoted yet)
     elif status.phase is Phase.PROMOTED and status.weights.green == 100 and green_serves is not None:
         model, server = green_serves
         revision = serving_revision(model, server)
@@ -304,7 +318,7 @@ def _start_canary(draft: _Draft, spec: ModelRolloutSpec, revision: str, now: dat
     s.green_revision = revision
     s.step_index, s.started_at, s.step_started_at = 0, now, None
     s.analysis, s.consecutive_errors, s.last_error, s.rollback_reason = None, 0, "", ""
-    if s.stable is not None and s.stable.revision == revision and s.weights.green > 0:
+    if s.stable is not None and s.stable.revision == revision and (s.weights.green > 0 or not _confirmed(s)):
         # A canary in flight set back to the stable model: its green still has traffic; it leaves green only
         # through the hand-back (green is rebuilt from the stable model meanwhile).
         draft.go(
@@ -345,9 +359,10 @@ def _count_error(
 
 
 def error_seconds(limit: int, interval: float) -> float:
-    """How long reconciles must have been failing before they roll a canary back: as long as ``limit``
-    analyses would take, so that a blip of a few seconds (a control-plane upgrade) is ridden out."""
-    return limit * interval
+    """How long errors must have lasted before they roll a canary back: from the first of ``limit``
+    analyses in a row to the last, so that a blip of a few seconds (a control-plane upgrade) is ridden
+    out however many reconciles fail during it."""
+    return (limit - 1) * interval
 
 
 def _count(s: ModelRolloutStatus, error: str, now: datetime.datetime) -> None:
@@ -418,7 +433,9 @@ def _analysed(draft: _Draft, spec: ModelRolloutSpec, observations: Observations,
     s.step_index = steps.step_index(spec.traffic.steps, s.step_index)
     if observations.analysis is not None:
         _take_analysis(draft, spec, observations.analysis)
-    if s.consecutive_errors >= spec.analysis.consecutive_error_limit:
+    limit = spec.analysis.consecutive_error_limit
+    failing = steps.seconds_since(s.errors_since, now) if s.errors_since is not None else 0.0
+    if s.consecutive_errors >= limit and failing >= error_seconds(limit, spec.analysis.interval):
         _roll_back(
             draft,
             "MetricsUnavailable",
@@ -657,6 +674,8 @@ def _take_analysis(draft: _Draft, spec: ModelRolloutSpec, outcome: AnalysisOutco
     verdict = overall(outcome.results)
     if verdict is Verdict.ERROR:
         s.consecutive_errors += 1
+        if s.errors_since is None:
+            s.errors_since = outcome.time
     else:
         s.consecutive_errors, s.last_error = 0, ""
     s.analysis = AnalysisStatus(time=outcome.time, verdict=verdict.value, step_index=s.step_index, checks=checks)
