@@ -120,16 +120,19 @@ def test_good_candidate_is_promoted(stage: Stage, stream: dict[str, np.ndarray])
         ("ServiceAccount", "good-router"),
         ("RoleBinding", "good-router"),
     } <= names
-    process.wait_until(  # kwok makes the router's Pod Ready on its own schedule
-        lambda: (
-            json.loads(kubectl.run("get", "deploy", "good-router", "-o", "json", kubeconfig=stage.kubeconfig).stdout)[
-                "status"
-            ].get("availableReplicas")
-            == 1
-        ),
-        timeout=60,
-        what="the router Deployment available",
-    )
+    router_status: dict[str, Any] = {}
+
+    def router_available() -> bool:
+        live = json.loads(kubectl.run("get", "deploy", "good-router", "-o", "json", kubeconfig=stage.kubeconfig).stdout)
+        router_status.clear()
+        router_status.update(live["status"])
+        # during a rolling update a surge pod may make it 2 for a moment: available means at least 1
+        return (live["status"].get("availableReplicas") or 0) >= 1
+
+    try:
+        process.wait_until(router_available, timeout=60, what="the router Deployment available")
+    except TimeoutError as error:
+        raise TimeoutError(f"{error}; its status: {router_status}") from None
 
 
 @pytest.mark.parametrize(
