@@ -26,7 +26,7 @@ from modelrollout.analysis import run
 from modelrollout.analysis.prometheus import PrometheusProvider
 from modelrollout.analysis.provider import SharedQueries
 from modelrollout.api import constants
-from modelrollout.api.spec import AnalysisSpec, ColourSpec, ModelRolloutSpec, serving_revision
+from modelrollout.api.spec import AnalysisSpec, ColourSpec, ModelRolloutSpec, parse_duration, serving_revision
 from modelrollout.api.status import ModelRolloutStatus, Phase, StableStatus, without_nulls
 from modelrollout.k8s import api, manifests, resources
 from modelrollout.rollout import commands, machine, steps
@@ -175,6 +175,10 @@ async def reconcile(body: kopf.Body) -> None:
                 unread = f"reading what blue and green serve: {_describe(error)}; nothing moves until it is read"
                 kopf.event(body, type="Warning", reason="ReconcileError", message=unread[:1000])
                 log.warning("stable model not compared with blue's record", error=unread)
+                try:  # shown in status too (phase, weights and stable untouched)
+                    await asyncio.to_thread(_patch_status, ref, {"status": {"lastError": unread}})
+                except Exception as failed:  # noqa: BLE001 - the Event and the log carry it
+                    log.warning("status not written", error=_describe(failed))
                 return
         try:
             observations = await _gather(spec, status, ref, body, command, now)
@@ -241,7 +245,7 @@ async def _leave_a_trace(body: kopf.Body, ref: RolloutRef, status: ModelRolloutS
     consecutive-error limit as any other failure: at the limit a canary in flight rolls back."""
     log.error("reconcile failed", error=error)
     limit = _error_limit(body)
-    min_seconds = machine.error_seconds(limit, AnalysisSpec().interval)
+    min_seconds = machine.error_seconds(limit, _analysis_interval(body))
     now = datetime.datetime.now(datetime.UTC)
     decision = machine.failed_reconcile(status, error, limit=limit, min_seconds=min_seconds, now=now)
     try:
@@ -252,6 +256,15 @@ async def _leave_a_trace(body: kopf.Body, ref: RolloutRef, status: ModelRolloutS
         log.error("status not written", error=_describe(failed))
     if not decision.recorded:
         kopf.event(body, type="Warning", reason="ReconcileError", message=error[:1000])
+
+
+def _analysis_interval(body: kopf.Body) -> float:
+    """spec.analysis.interval as written, or its default when it cannot be read."""
+    raw = ((body.get("spec") or {}).get("analysis") or {}).get("interval")
+    try:
+        return parse_duration(raw) if raw is not None else AnalysisSpec().interval
+    except (TypeError, ValueError):
+        return AnalysisSpec().interval
 
 
 def _error_limit(body: kopf.Body) -> int:
@@ -318,7 +331,7 @@ def _recovered(
         serving = machine.Serving(
             blue_runs_only_stable=resources.running_only(ref, constants.BLUE, revision=revision),
             blue_ready=resources.available(ref, constants.BLUE, version=version, revision=revision),
-            green_runs_stable=green_runs is not None and serving_revision(*green_runs) == revision,
+            green_runs_stable=manifests.template_revision(green) == revision,
         )
     report = factory.router_for(spec.traffic.provider).applied(ref, spec)
     return machine.recover(status, recorded=recorded, green_serves=green_runs, serving=serving, router=report, now=now)

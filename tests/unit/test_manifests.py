@@ -13,7 +13,7 @@ import pytest
 
 from model_server.router.nginx import NginxConfig, render
 from modelrollout.api import constants
-from modelrollout.api.spec import ModelRef, ModelRolloutSpec, ServerSpec
+from modelrollout.api.spec import ModelRef, ModelRolloutSpec, ServerSpec, serving_revision
 from modelrollout.api.status import StableStatus
 from modelrollout.k8s import api, deletion, manifests, resources
 from modelrollout.routing.base import parse_report
@@ -489,3 +489,10 @@ def test_a_colour_runs_only_a_revision_when_its_template_and_every_live_pod_carr
     assert not resources.runs_only(deployment(), [pod(), pod("v1", revision="r1")], revision="r2")  # rolling
     assert not resources.runs_only(deployment(), [pod()], revision="r3")
     assert not resources.runs_only(None, [], revision="r2")
+
+
+def test_the_template_revision_is_what_a_deployment_runs_whatever_the_uri_spelling() -> None:
+    plain = SPEC.green.model.model_copy(update={"uri": "/models/digits-int8.onnx"})
+    built = green_of(plain, SPEC.server)
+    assert manifests.template_revision(built) == serving_revision(plain, SPEC.server)
+    assert manifests.template_revision(None) is None

@@ -161,6 +161,13 @@ def recorded_stable(deployment: dict[str, Any] | None) -> StableStatus | None:
         raise ValueError(f"the stable model recorded on blue ({ANNOTATION_STABLE}) cannot be read: {error}") from None
 
 
+def template_revision(deployment: dict[str, Any] | None) -> str | None:
+    """The ``modelrollout.dev/revision`` label of a model-server Deployment's pod template (None: none)."""
+    template = ((deployment or {}).get("spec") or {}).get("template") or {}
+    labels_: dict[str, str] = (template.get("metadata") or {}).get("labels") or {}
+    return labels_.get(constants.LABEL_REVISION)
+
+
 def served_by(
     deployment: dict[str, Any] | None, *, rollout: str, namespace: str, candidate: tuple[ModelRef, ServerSpec]
 ) -> tuple[ModelRef, ServerSpec] | None:
