@@ -144,9 +144,26 @@ def available(rollout: RolloutRef, colour: str, version: str) -> bool:
     return resources.available(rollout, colour, version=version, revision=revision_of(rollout, colour))
 
 
+def mark_started_pods_ready(rollout: str, colour: str) -> None:
+    """What make_ready does, for pods that started since (a ReplicaSet may replace one meanwhile)."""
+    ready = [{"type": kind, "status": "True"} for kind in ("Ready", "ContainersReady")]
+    for pod in pods(rollout, colour):
+        started = pod.get("status", {}).get("podIP") and not pod["metadata"].get("deletionTimestamp")
+        conditions = {c.get("type"): c.get("status") for c in pod.get("status", {}).get("conditions") or []}
+        if started and conditions.get("Ready") != "True":
+            api.core().patch_namespaced_pod_status(
+                pod["metadata"]["name"], NAMESPACE, {"status": {"conditions": ready}}
+            )
+
+
 def serving(rollout: RolloutRef, colour: str, version: str, replicas: int = 1) -> None:
     make_ready(rollout.name, colour, replicas)
-    process.wait_until(lambda: available(rollout, colour, version), timeout=60, what=f"{colour} available")
+
+    def up() -> bool:
+        mark_started_pods_ready(rollout.name, colour)
+        return available(rollout, colour, version)
+
+    process.wait_until(up, timeout=60, what=f"{colour} available")
 
 
 def gone(kind: str, name: str) -> bool:
