@@ -338,6 +338,9 @@ class LocalCluster:
                 f"--cluster-cidr={POD_CIDR}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 "--controllers=*,-nodeipam,-cloud-node-lifecycle",
+                # The fake nodes' heartbeats come from kwok, which a starved CPU can delay past the default
+                # grace period; a node marked NotReady would make every Pod on it unready for good.
+                "--node-monitor-grace-period=10m",
             ],
             logs,
         )
