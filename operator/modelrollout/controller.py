@@ -31,7 +31,7 @@ from modelrollout.api.status import ModelRolloutStatus, Phase, StableStatus, wit
 from modelrollout.k8s import api, manifests, resources
 from modelrollout.rollout import commands, machine, steps
 from modelrollout.routing import factory
-from modelrollout.routing.base import RolloutRef
+from modelrollout.routing.base import AppliedWeights, RolloutRef
 
 log = structlog.get_logger("modelrollout")
 
@@ -162,7 +162,7 @@ async def reconcile(body: kopf.Body) -> None:
                 unread = f"the status is lost and the spec cannot be rolled out: {_problem(error)}"
                 kopf.event(body, type="Warning", reason="InvalidSpec", message=unread[:1000])
                 return
-            await _reject(body, ref, status, _problem(error), now, begun)
+            await _reject(body, ref, status, _problem(error), report, now, begun)
             return
         command = _command(body)
         if _resting(body, spec, status, command):
@@ -303,11 +303,12 @@ async def _reject(
     ref: RolloutRef,
     status: ModelRolloutStatus,
     problem: str,
+    report: AppliedWeights,
     now: datetime.datetime,
     begun: float,
 ) -> None:
-    """A spec the operator cannot serve: reported; a canary in flight rolls back to the stable model."""
-    report = await asyncio.to_thread(factory.applied_without_spec, ref)
+    """A spec the operator cannot serve (``report``: what the data plane serves, read without the spec):
+    reported; a canary in flight rolls back to the stable model."""
     decision = machine.reject(status, problem, machine.Observations(router=report), now)
     if await _apply(body, ref, decision, begun) and decision.green_weight == 0:
         await asyncio.to_thread(factory.all_to_blue_without_spec, ref, revision=decision.weights_revision)

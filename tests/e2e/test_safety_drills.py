@@ -92,6 +92,11 @@ def rollback_message(body: dict[str, Any]) -> str:
     return next(h["message"] for h in reversed(body["status"]["history"]) if h["action"] == "RollBack")
 
 
+def overwrite_status(stage: Stage, name: str, patch: str) -> None:
+    """A merge patch of the rollout's status written behind the operator's back (a restore, a hand edit)."""
+    kubectl.run("patch", "mro", name, "--subresource=status", "--type=merge", "-p", patch, kubeconfig=stage.kubeconfig)
+
+
 def versions_answering(served: Served, stream: dict[str, np.ndarray], count: int = 20) -> set[str]:
     """The model versions that answer ``count`` inference requests sent through the router."""
     body = {
@@ -184,16 +189,7 @@ def test_a_promotion_then_a_replicas_change_keeps_all_traffic_on_the_promoted_mo
 
     # The status is lost (a restore from a backup without it): spec.blue still says v1, but blue's Deployment
     # records the stable model, so the operator picks v2 up again instead of redeploying blue with v1.
-    kubectl.run(
-        "patch",
-        "mro",
-        "keep",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        '{"status":null}',
-        kubeconfig=stage.kubeconfig,
-    )
+    overwrite_status(stage, "keep", '{"status":null}')
     recovered = wait_for(
         stage,
         "keep",
@@ -210,16 +206,7 @@ def test_a_promotion_then_a_replicas_change_keeps_all_traffic_on_the_promoted_mo
     assert versions_answering(served, stream) == {"v2"}
 
     # A status the operator cannot read (edited by hand) is read as lost, not left to freeze the rollout.
-    kubectl.run(
-        "patch",
-        "mro",
-        "keep",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        '{"status":{"weights":{"green":"lots"},"phase":"Sideways"}}',
-        kubeconfig=stage.kubeconfig,
-    )
+    overwrite_status(stage, "keep", '{"status":{"weights":{"green":"lots"},"phase":"Sideways"}}')
     rebuilt = wait_for(
         stage,
         "keep",
