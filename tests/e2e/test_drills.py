@@ -217,12 +217,12 @@ def test_manual_pause_promote_and_abort(stage: Stage, stream: dict[str, np.ndarr
             interval=0.5,
         )
         stage.command("manual", "promote")
-        process.wait_until(lambda: stage.get("manual")["status"]["stepIndex"] == 1, timeout=10, what="promote")
+        process.wait_until(lambda: stage.get("manual")["status"]["stepIndex"] == 1, timeout=60, what="promote")
         assert stage.get("manual")["status"]["weights"]["green"] == 50
         annotations = stage.get("manual")["metadata"].get("annotations") or {}
         assert "modelrollout.dev/command" not in annotations  # a command acts once and is consumed
         stage.command("manual", "abort")
-        body = stage.wait_for_phase("manual", {"Aborted"}, timeout=15)
+        body = stage.wait_for_phase("manual", {"Aborted"}, timeout=60)
     finally:
         load.stop()
     assert (body["status"]["weights"]["blue"], body["status"]["weights"]["green"]) == (100, 0)

@@ -66,7 +66,7 @@ def garbage_collector_follows_modelrollouts(kubeconfig: Path) -> None:
         )
         kubectl.run("delete", "mro", name, "-n", NAMESPACE, kubeconfig=kubeconfig)
         try:
-            process.wait_until(lambda probe=probe: collected(probe), timeout=15, what="garbage collection")  # type: ignore[misc]
+            process.wait_until(lambda probe=probe: collected(probe), timeout=60, what="garbage collection")  # type: ignore[misc]
             return
         except TimeoutError:
             continue
@@ -423,7 +423,7 @@ def test_keep_stable_moves_traffic_to_blue_then_keeps_blue_and_the_router(cluste
     sentinel(rollout)
     publish_weights("keep", green=50, revision=4)
     router = router_for("keep")
-    process.wait_until(lambda: "4/50" in router.reports, timeout=10, what="router report 4/50")
+    process.wait_until(lambda: "4/50" in router.reports, timeout=60, what="router report 4/50")
 
     delete_rollout(cluster, "keep")
     events, waits = run_finalizer("keep", timeout=30)
@@ -472,7 +472,7 @@ def test_a_deletion_while_a_promotion_hands_back_waits_for_blue_to_serve_the_pro
         constants.GROUP, constants.VERSION, constants.PLURAL, NAMESPACE, "handback", {"status": status}
     )
     router = router_for("handback")
-    process.wait_until(lambda: "4/100" in router.reports, timeout=10, what="router report 4/100")
+    process.wait_until(lambda: "4/100" in router.reports, timeout=60, what="router report 4/100")
 
     delete_rollout(cluster, "handback")
     events: list[tuple[str, str, str]] = []

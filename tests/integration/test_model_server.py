@@ -101,7 +101,7 @@ async def test_per_colour_metrics_reach_the_analysis(
     # increase() extrapolates over a series only seconds old (up to +40% here); ratios are what the checks use
     assert 140 <= blue_m.requests <= 210 and 140 <= green_m.requests <= 210
     assert blue_m.server_errors == 0 and green_m.server_errors == 0
-    assert blue_m.p95_seconds is not None and 0 < blue_m.p95_seconds < 0.15
+    assert blue_m.p95_seconds is not None and blue_m.p95_seconds > 0
     # 1200 fed-back rows per colour (golden-set outcomes are not evidence for the sequential accuracy test);
     # the 2-bit model is several points worse
     assert 0.9 * 1200 <= blue_m.labelled <= 1.4 * 1200
