@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_FLAGS ?= -q -ra
 
-.PHONY: help venv deps system-deps control-plane demo test test-loaded test-unit test-integration test-e2e lint bench clean
+.PHONY: help venv deps system-deps control-plane demo test test-loaded test-unit test-integration test-e2e lint bench mutation clean
 
 help:
 	@echo "make demo         run the demo (local control plane + Prometheus; no cluster of your own needed)"
@@ -16,6 +16,8 @@ help:
 	@echo "make test-unit    pure tests only, no external processes"
 	@echo "make lint         ruff + mypy --strict"
 	@echo "make bench        run the benchmarks; results in benchmarks/results/"
+	@echo "make mutation     mutation testing of the pure core against tests/unit (tens of minutes, nice 19,"
+	@echo "                  1 worker); results in benchmarks/results/mutation.json"
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,5 +62,8 @@ bench: deps
 	@scripts/install-bench-tools.sh
 	$(PY) -m benchmarks
 
+mutation: venv
+	$(PY) scripts/mutation.py run
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .mutation
