@@ -5,7 +5,12 @@ default steps (10/25/50/100%, pauses 30/30/60 s, analysis every 5 s, progress de
 limit 2). Labelled outcomes arrive each interval, split between the colours by the current weight, and
 the accuracy check decides. Beside our sequential gate it runs a fixed-threshold gate (Failed when the
 point estimate of the delta is below -1 point, else Passed, from the same minimum of samples), which is
-what a plain PromQL threshold does. It reports the share promoted and rolled back per scenario.
+what a plain PromQL threshold does. It reports the share promoted and rolled back per scenario, each with
+its 95% Wilson interval, and why each rollback happened: ``detected`` (the analysis failed the candidate,
+reason AnalysisFailed) or ``deadline`` (no verdict within the progress deadline, ProgressDeadlineExceeded).
+A candidate exactly 1 point worse sits on the tolerance itself, so neither verdict can be reached with
+confidence and its rollbacks come from the deadline; ``worse_2pt`` is past the tolerance and measures
+detection.
 
     python -m benchmarks.gate_correctness [--canaries 1000] [--labelled-per-interval 1000]
 """
@@ -15,9 +20,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import platform
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -35,7 +42,7 @@ from modelrollout.routing.base import AppliedWeights
 
 RESULTS = Path(__file__).parent / "results" / "gate_correctness.json"
 BLUE_ACCURACY = 0.97
-SCENARIOS = {"better_1pt": +0.01, "equal": 0.0, "worse_1pt": -0.01, "worse_3pt": -0.03}
+SCENARIOS = {"better_1pt": +0.01, "equal": 0.0, "worse_1pt": -0.01, "worse_2pt": -0.02, "worse_3pt": -0.03}
 SPEC = ModelRolloutSpec.model_validate(
     {
         "blue": {"model": {"uri": "file:///blue.onnx", "version": "v1"}},
@@ -72,8 +79,8 @@ def applied(status: ModelRolloutStatus) -> AppliedWeights:
 
 def simulate(
     gate: Gate, green_accuracy: float, labelled_per_interval: int, rng: np.random.Generator
-) -> tuple[str, int]:
-    """One canary: returns (final phase, intervals it took)."""
+) -> tuple[str, int, str]:
+    """One canary: returns (final phase, intervals it took, the rollback's reason or "")."""
     interval = SPEC.analysis.interval
     status = decide(SPEC, ModelRolloutStatus(), Observations(), T0).status
     status = decide(SPEC, status, Observations(resources_ready=True), T0).status
@@ -103,7 +110,7 @@ def simulate(
             after = Observations(resources_ready=True, blue_ready=True, router=applied(status))
             status = decide(SPEC, status, after, now).status
         if status.phase in (Phase.PROMOTED, Phase.ROLLED_BACK):
-            return status.phase.value, tick
+            return status.phase.value, tick, status.rollback_reason or ""
     raise RuntimeError("a simulated canary never finished")
 
 
@@ -111,14 +118,32 @@ def run_scenario(args: tuple[str, str, float, int, int, int]) -> dict[str, Any]:
     gate_name, scenario, delta, canaries, labelled, seed = args
     rng = np.random.default_rng(seed)
     outcomes = [simulate(GATES[gate_name], BLUE_ACCURACY + delta, labelled, rng) for _ in range(canaries)]
-    promoted = sum(1 for phase, _ in outcomes if phase == Phase.PROMOTED.value)
+    promoted = sum(1 for phase, _, _ in outcomes if phase == Phase.PROMOTED.value)
+    reasons = Counter(reason for phase, _, reason in outcomes if phase == Phase.ROLLED_BACK.value)
+    unexplained = set(reasons) - set(ROLLBACK_REASONS.values())
+    if unexplained:
+        raise RuntimeError(f"rollbacks for reasons this benchmark does not know: {sorted(unexplained)}")
     return {
         "gate": gate_name,
         "scenario": scenario,
         "promoted_rate": promoted / canaries,
+        "promoted_rate_95": wilson(promoted, canaries),
         "rolled_back_rate": (canaries - promoted) / canaries,
-        "mean_intervals_to_decision": float(np.mean([ticks for _, ticks in outcomes])),
+        "rolled_back_rate_95": wilson(canaries - promoted, canaries),
+        "rolled_back_by": {cause: reasons[reason] / canaries for cause, reason in ROLLBACK_REASONS.items()},
+        "mean_intervals_to_decision": float(np.mean([ticks for _, ticks, _ in outcomes])),
     }
+
+
+ROLLBACK_REASONS = {"detected": "AnalysisFailed", "deadline": "ProgressDeadlineExceeded"}
+
+
+def wilson(successes: int, trials: int, z: float = 1.96) -> list[float]:
+    """The 95% Wilson score interval of a rate."""
+    rate = successes / trials
+    centre = (rate + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -153,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         "goals": {
             "worse_3pt_promoted_rate": "<= 0.01",
             "worse_1pt_promoted_rate": "<= 0.05",
+            "worse_2pt_detected_rate": ">= 0.95 (rolled back by the analysis, not the deadline)",
             "equal_rolled_back_rate": "<= 0.05",
             "better_rolled_back_rate": "<= 0.01",
         },
@@ -162,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
         keys = {
             "worse_3pt_promoted_rate": mine["worse_3pt"]["promoted_rate"],
             "worse_1pt_promoted_rate": mine["worse_1pt"]["promoted_rate"],
+            "worse_2pt_detected_rate": mine["worse_2pt"]["rolled_back_by"]["detected"],
+            "rolled_back_by": {s: r["rolled_back_by"] for s, r in mine.items()},
             "equal_rolled_back_rate": mine["equal"]["rolled_back_rate"],
             "better_rolled_back_rate": mine["better_1pt"]["rolled_back_rate"],
             "mean_intervals_to_decision": {s: round(r["mean_intervals_to_decision"], 1) for s, r in mine.items()},
@@ -179,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         for k in (
             "worse_3pt_promoted_rate",
             "worse_1pt_promoted_rate",
+            "worse_2pt_detected_rate",
             "equal_rolled_back_rate",
             "better_rolled_back_rate",
         )

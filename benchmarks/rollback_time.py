@@ -9,7 +9,11 @@ endpoint is polled every 20 ms until it applies 0% green.
 - ``fault_to_blue_*``: fault start -> router applies 0% green;
 - ``verdict_to_router_*``: the analysis that decided the rollback (its time in status.history) -> router.
 
-    python -m benchmarks.rollback_time [--drills 10]
+Drills run in rounds on both of the router's data planes (nginx, the in-cluster default, and python), one of
+each per round, the order alternating; each figure is a median with its min and max, and
+``nginx_vs_python_fault_to_blue`` is the ratio of the two medians.
+
+    python -m benchmarks.rollback_time [--rounds 5]
 """
 
 from __future__ import annotations
@@ -45,9 +49,12 @@ def wait_router(url: str, green: int, *, timeout: float) -> float:
     raise TimeoutError(f"router did not apply {green}% green within {timeout}s")
 
 
-def drill(stage: Stage, name: str, stream: dict[str, Any]) -> dict[str, float]:
+DATA_PLANES = ("nginx", "python")
+
+
+def drill(stage: Stage, name: str, stream: dict[str, Any], data_plane: str) -> dict[str, float]:
     # default analysis settings; a long first step keeps the canary in flight until the fault
-    served = stage.canary(name, steps=[{"weight": 50, "pause": "30m"}, {"weight": 100}])
+    served = stage.canary(name, steps=[{"weight": 50, "pause": "30m"}, {"weight": 100}], data_plane=data_plane)
     load = Load(served.router_url, stream, model=name, rows=1, rate=80).start()
     try:
         stage.wait_for_phase(name, {"Progressing"}, timeout=120)
@@ -73,37 +80,59 @@ def drill(stage: Stage, name: str, stream: dict[str, Any]) -> dict[str, float]:
     return {"fault_to_blue_s": round(blue_at - fault_at, 3), "verdict_to_router_s": round(blue_at - verdict_at, 3)}
 
 
+def spread(values: list[float], digits: int = 2) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--drills", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=5, help="rounds; each drills both data planes once")
     args = parser.parse_args(argv if argv is not None else [])
     models = demo_models_dir()
     stream = dict(np.load(models / "digits-stream.npz"))
-    drills = []
+    drills: dict[str, list[dict[str, float]]] = {plane: [] for plane in DATA_PLANES}
     with cluster.LocalCluster(nodes=1) as local, Stage(kubeconfig=local.kubeconfig_path, models=models) as stage:
-        for index in range(args.drills):
-            result = drill(stage, f"drill-{index + 1}", stream)
-            print(f"drill {index + 1}: {result}", flush=True)
-            drills.append(result)
-    fault = [d["fault_to_blue_s"] for d in drills]
-    verdict = [d["verdict_to_router_s"] for d in drills]
+        for index in range(args.rounds):
+            order = DATA_PLANES if index % 2 == 0 else DATA_PLANES[::-1]
+            for plane in order:
+                result = drill(stage, f"drill-{index + 1}-{plane}", stream, plane)
+                print(f"round {index + 1} {plane}: {result}", flush=True)
+                drills[plane].append(result)
+    planes = {
+        plane: {
+            "fault_to_blue_s": spread([d["fault_to_blue_s"] for d in results]),
+            "verdict_to_router_s": spread([d["verdict_to_router_s"] for d in results], 3),
+        }
+        for plane, results in drills.items()
+    }
     report = {
         "command": "python -m benchmarks.rollback_time " + " ".join(argv or []),
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}, 2 cores",
         "setup": {
-            "drills": args.drills,
+            "rounds": args.rounds,
+            "order": "each round drills both data planes, the order alternating between rounds",
             "analysis": "defaults: interval 5s, window 60s, failureLimit 2",
             "operator_tick_seconds": 1.0,
             "prometheus_scrape_seconds": 1,
             "fault": "100% 500s on green",
             "traffic": "80 labelled requests/s through the router, 50% to green",
         },
-        "fault_to_blue_p50_s": round(statistics.median(fault), 2),
-        "fault_to_blue_max_s": round(max(fault), 2),
-        "verdict_to_router_p50_s": round(statistics.median(verdict), 3),
-        "verdict_to_router_max_s": round(max(verdict), 3),
-        "goals": {"fault_to_blue_p50_s": "<= 15", "verdict_to_router_p50_s": "<= 1.0"},
+        "data_planes": planes,
+        "nginx_vs_python_fault_to_blue": round(
+            planes["nginx"]["fault_to_blue_s"]["median"] / planes["python"]["fault_to_blue_s"]["median"], 3
+        ),
+        "goals": {
+            "fault_to_blue_s.median": "<= 15 on each data plane",
+            "verdict_to_router_s.median": "<= 1.0 on each data plane",
+        },
+        "goals_met": all(
+            p["fault_to_blue_s"]["median"] <= 15 and p["verdict_to_router_s"]["median"] <= 1.0 for p in planes.values()
+        ),
         "drills": drills,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -5,9 +5,11 @@ Load comes from wrk, a separate process, on loopback. Figures:
 - throughput with the real model servers behind both proxies (both limited by the model servers);
 - throughput with a static stub behind both proxies (nginx answering a canned inference response), which
   measures the proxies themselves: key ``throughput_ratio_vs_nginx``.
-Both proxies run one process (nginx ``worker_processes 1``) on this 2-core machine.
+Both proxies run one process (nginx ``worker_processes 1``) on this 2-core machine. Every proxy is started and
+warmed first, then measured in rounds with the proxies' order alternating; figures are medians over rounds
+of per-round differences and ratios, with min and max.
 
-    python -m benchmarks.router [--seconds 6] [--connections 32]
+    python -m benchmarks.router [--rounds 5] [--seconds 3] [--connections 32]
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ import json
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -151,10 +153,23 @@ def _listening(port: int) -> bool:
         return False
 
 
+PROXIES = ("nginx", "router_nginx", "router_python")
+"""Plain nginx, and the router with each of its data planes (nginx, the in-cluster default; python)."""
+
+
+def spread(values: list[float], digits: int = 3) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=6)
+    parser.add_argument("--seconds", type=int, default=3, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv if argv is not None else [])
     for tool in ("wrk", "nginx"):
         if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
@@ -166,76 +181,85 @@ def main(argv: list[str] | None = None) -> None:
     )
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     path = "/v2/models/digits/infer"
-    figures: dict[str, Any] = {}
+    runs: list[dict[str, Any]] = []
     with (
         ModelServer(models / "digits-fp32.onnx", colour="blue") as blue,
         ModelServer(models / "digits-fp32.onnx", version="v2", colour="green") as green,
+        ExitStack() as proxies,
     ):
         canned = httpx.post(f"{blue.url}{path}", content=body).text
-        load = {"body": body, "seconds": args.seconds, "workdir": workdir}
         stub_port = process.free_port()
         stub = f"127.0.0.1:{stub_port}"
-        nginx_port, nginx_stub_port = process.free_port(), process.free_port()
-        with (
-            nginx(
-                port=nginx_port,
-                blue=blue.address,
-                green=green.address,
-                weight=50,
-                extra=STUB_SERVER.format(port=stub_port, body=canned),
-            ),
-            nginx(port=nginx_stub_port, blue=stub, green=stub, weight=50),
-        ):
-            time.sleep(1)
-            figures["direct_c1"] = wrk(f"{blue.url}{path}", connections=1, **load)
-            figures["nginx_c1"] = wrk(f"http://127.0.0.1:{nginx_port}{path}", connections=1, **load)
-            figures["nginx_models"] = wrk(f"http://127.0.0.1:{nginx_port}{path}", connections=args.connections, **load)
-            figures["nginx_stub"] = wrk(
-                f"http://127.0.0.1:{nginx_stub_port}{path}", connections=args.connections, **load
-            )
-            for plane in ("nginx", "python"):
-                port, port_stub = process.free_port(), process.free_port()
-                with (
-                    router(port=port, blue=blue.address, green=green.address, weight=50, data_plane=plane),
-                    router(port=port_stub, blue=stub, green=stub, weight=50, data_plane=plane),
-                ):
-                    time.sleep(1)
-                    url, url_stub = f"http://127.0.0.1:{port}{path}", f"http://127.0.0.1:{port_stub}{path}"
-                    figures[f"router_{plane}_c1"] = wrk(url, connections=1, **load)
-                    figures[f"router_{plane}_models"] = wrk(url, connections=args.connections, **load)
-                    figures[f"router_{plane}_stub"] = wrk(url_stub, connections=args.connections, **load)
+        ports = {(proxy, upstream): process.free_port() for proxy in PROXIES for upstream in ("models", "stub")}
+        upstreams = {"models": (blue.address, green.address), "stub": (stub, stub)}
+        for (proxy, upstream), port in ports.items():
+            to_blue, to_green = upstreams[upstream]
+            if proxy == "nginx":
+                extra = STUB_SERVER.format(port=stub_port, body=canned) if upstream == "models" else ""
+                proxies.enter_context(nginx(port=port, blue=to_blue, green=to_green, weight=50, extra=extra))
+            else:
+                plane = proxy.removeprefix("router_")
+                proxies.enter_context(router(port=port, blue=to_blue, green=to_green, weight=50, data_plane=plane))
+        urls = {key: f"http://127.0.0.1:{port}{path}" for key, port in ports.items()}
 
-    def keys(plane: str) -> dict[str, float]:
+        def measure(url: str, *, connections: int, seconds: float) -> dict[str, float]:
+            return wrk(url, body=body, connections=connections, seconds=seconds, workdir=workdir)
+
+        for url in [f"{blue.url}{path}", *urls.values()]:  # every side warm before the first round
+            measure(url, connections=args.connections, seconds=1)
+        for index in range(args.rounds):
+            order = PROXIES if index % 2 == 0 else PROXIES[::-1]
+            figures: dict[str, dict[str, float]] = {}
+            figures["direct_c1"] = measure(f"{blue.url}{path}", connections=1, seconds=args.seconds)
+            for proxy in order:
+                figures[f"{proxy}_c1"] = measure(urls[proxy, "models"], connections=1, seconds=args.seconds)
+            for upstream in ("models", "stub"):
+                for proxy in order:
+                    figures[f"{proxy}_{upstream}"] = measure(
+                        urls[proxy, upstream], connections=args.connections, seconds=args.seconds
+                    )
+            print(f"round {index + 1}: " + json.dumps({k: v["rps"] for k, v in figures.items()}), flush=True)
+            runs.append(figures)
+
+    def keys(proxy: str) -> dict[str, Any]:
+        def per_round(value: Callable[[dict[str, dict[str, float]]], float]) -> dict[str, float]:
+            return spread([value(figures) for figures in runs])
+
         return {
-            "added_p50_ms": round(figures[f"router_{plane}_c1"]["p50_ms"] - figures["direct_c1"]["p50_ms"], 3),
-            "added_p99_ms": round(figures[f"router_{plane}_c1"]["p99_ms"] - figures["direct_c1"]["p99_ms"], 3),
-            "throughput_ratio_vs_nginx": round(
-                figures[f"router_{plane}_stub"]["rps"] / figures["nginx_stub"]["rps"], 3
-            ),
-            "throughput_ratio_vs_nginx_with_model_servers": round(
-                figures[f"router_{plane}_models"]["rps"] / figures["nginx_models"]["rps"], 3
+            "added_p50_ms": per_round(lambda f: f[f"{proxy}_c1"]["p50_ms"] - f["direct_c1"]["p50_ms"]),
+            "added_p99_ms": per_round(lambda f: f[f"{proxy}_c1"]["p99_ms"] - f["direct_c1"]["p99_ms"]),
+            "throughput_ratio_vs_nginx": per_round(lambda f: f[f"{proxy}_stub"]["rps"] / f["nginx_stub"]["rps"]),
+            "throughput_ratio_vs_nginx_with_model_servers": per_round(
+                lambda f: f[f"{proxy}_models"]["rps"] / f["nginx_models"]["rps"]
             ),
         }
 
+    router_nginx, router_python = keys("router_nginx"), keys("router_python")
     report = {
         "command": "python -m benchmarks.router " + " ".join(argv or []),
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
         "2 cores shared by load generator, proxies and model servers",
         "setup": {
+            "rounds": args.rounds,
             "seconds_per_run": args.seconds,
             "connections": args.connections,
             "green_weight": 50,
             "load": "wrk -t1, POST one 64-pixel digit (OIP v2 JSON)",
             "nginx": "worker_processes 1, keepalive",
+            "method": "all proxies started and warmed first; each round measures every proxy with identical "
+            "load, the proxies' order alternating between rounds; each figure is the median over rounds of the "
+            "per-round difference or ratio, with min and max",
             "data_plane": "top-level keys: the router with its nginx data plane (the in-cluster default); "
             "python_data_plane: the router forwarding in its own process",
         },
-        **keys("nginx"),
-        "nginx_added_p50_ms": round(figures["nginx_c1"]["p50_ms"] - figures["direct_c1"]["p50_ms"], 3),
-        "python_data_plane": keys("python"),
-        "goals": {"added_p50_ms": "<= 1.0", "throughput_ratio_vs_nginx": ">= 0.33"},
-        "runs": figures,
+        **router_nginx,
+        "nginx_added_p50_ms": keys("nginx")["added_p50_ms"],
+        "python_data_plane": router_python,
+        "goals": {"added_p50_ms.median": "<= 1.0", "throughput_ratio_vs_nginx.median": ">= 0.33"},
+        "goals_met": router_nginx["added_p50_ms"]["median"] <= 1.0
+        and router_nginx["throughput_ratio_vs_nginx"]["median"] >= 0.33,
+        "runs": runs,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")

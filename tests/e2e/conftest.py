@@ -1,5 +1,5 @@
-"""Fixtures of the drills: a stage (operator, Prometheus, stand-in Pods) per test and the demo's labelled
-request stream."""
+"""Fixtures of the drills: a stage (operator, Prometheus, stand-in Pods, a router) per test, once for each of
+the router's data planes, and the demo's labelled request stream."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 from modelrollout.devcluster.stage import Stage
 
 
-@pytest.fixture
-def stage(kubeconfig: Path, demo_models: Path) -> Iterator[Stage]:
-    with Stage(kubeconfig=kubeconfig, models=demo_models) as running:
+@pytest.fixture(params=["python", "nginx"])
+def stage(request: pytest.FixtureRequest, kubeconfig: Path, demo_models: Path) -> Iterator[Stage]:
+    """Every drill runs on both of the router's data planes: nginx (the in-cluster default) and python."""
+    with Stage(kubeconfig=kubeconfig, models=demo_models, data_plane=request.param) as running:
         yield running
 
 

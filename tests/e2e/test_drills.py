@@ -229,6 +229,7 @@ def test_manual_pause_promote_and_abort(stage: Stage, stream: dict[str, np.ndarr
     assert "Aborted" in reasons(body)
 
 
+@pytest.mark.parametrize("stage", ["nginx"], indirect=True)  # gateway-api routes; the router plays no part
 def test_a_spec_broken_mid_rollout_sends_gateway_api_traffic_back_to_blue(stage: Stage, kubeconfig: Path) -> None:
     kubectl.install_crd(kubeconfig, binaries.gateway_api_crds() / "gateway.networking.k8s.io_httproutes.yaml")
     name = "broken"

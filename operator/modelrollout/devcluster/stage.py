@@ -181,6 +181,8 @@ class Stage:
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="stage-")))
     operator_kubeconfig: Path | None = None
     """Credentials the operator runs with (default: ``kubeconfig``, the cluster admin)."""
+    data_plane: str = "python"
+    """The routers' data plane unless ``serve`` names one: ``python`` or ``nginx`` (the in-cluster default)."""
 
     def __enter__(self) -> Stage:
         self.prometheus.start()
@@ -248,17 +250,18 @@ class Stage:
         green_version: str | None = None,
         green_env: dict[str, str] | None = None,
         blue_env: dict[str, str] | None = None,
-        data_plane: str = "python",
+        data_plane: str | None = None,
     ) -> Served:
         """Stand in for rollout ``name``'s Pods: its model servers follow its Deployments, a router follows it.
 
         Call it before applying the rollout: it returns at once with the router's URL (the model servers
         start when the operator's Deployments get Pods; ``apply`` waits for them). ``green_env`` and
         ``blue_env`` go over the Pods' env (green may always take faults through ``POST /v2/faults``);
-        ``data_plane`` is the router's (``python`` or ``nginx``). ``green_model`` and ``green_version`` are
-        what the caller is going to apply: the processes run what the Deployments say, not these.
+        ``data_plane`` is the router's (``python`` or ``nginx``; by default the stage's). ``green_model`` and
+        ``green_version`` are what the caller is going to apply: the processes run what the Deployments say.
         """
         del green_model, green_version  # the Deployments decide
+        data_plane = data_plane or self.data_plane
         stand_in = Kubelet(
             kubeconfig=self.kubeconfig,
             rollout=name,
@@ -331,10 +334,13 @@ class Stage:
         checks: dict[str, Any] | None = None,
         analysis: dict[str, Any] | None = None,
         green_env: dict[str, str] | None = None,
+        data_plane: str | None = None,
     ) -> Served:
         """Serve rollout ``name`` (see ``serve``) and apply it: blue the demo's fp32 model (v1), green
         ``green_model`` as ``green_version``, analysed by this stage's Prometheus."""
-        served = self.serve(name, green_model=green_model, green_version=green_version, green_env=green_env)
+        served = self.serve(
+            name, green_model=green_model, green_version=green_version, green_env=green_env, data_plane=data_plane
+        )
         self.apply(
             rollout_manifest(
                 name,
