@@ -244,13 +244,24 @@ def test_failures_up_to_the_limit_roll_back_with_values_and_thresholds() -> None
     assert second.recorded and second.status.history[-1].reason == "AnalysisFailed"
 
 
+def failures(status: ModelRolloutStatus) -> dict[str, int]:
+    """How often each check failed during this canary, as status records it."""
+    return {c.name: c.failures for c in status.analysis.checks} if status.analysis else {}
+
+
 def test_item6_a_pass_between_failures_does_not_reset_the_count() -> None:
-    status = progressing()
-    for second, verdict in ((5, Verdict.FAILED), (10, Verdict.PASSED)):
-        status = tick(SPEC, status, second, verdict).status
-        assert status.phase is Phase.PROGRESSING
-    decision = tick(SPEC, status, 15, Verdict.FAILED)
+    # a pause of 5 minutes: the Passed analysis in between cannot advance the step, so only the count decides
+    spec = make_spec(traffic={"steps": [{"weight": 10, "pause": "5m"}, {"weight": 100}]})
+    failed = tick(spec, progressing(spec), 5, Verdict.FAILED).status
+    assert failed.phase is Phase.PROGRESSING and failures(failed) == {"errors": 1}
+    passed = tick(spec, failed, 10, Verdict.PASSED).status
+    assert passed.phase is Phase.PROGRESSING and passed.step_index == 0
+    assert passed.analysis is not None and passed.analysis.verdict == Verdict.PASSED
+    assert failures(passed) == {"errors": 1}
+    decision = tick(spec, passed, 15, Verdict.FAILED)
+    assert failures(decision.status) == {"errors": 2} and decision.status.step_index == 0
     assert decision.status.phase is Phase.ROLLING_BACK and decision.reason == "AnalysisFailed"
+    assert "failed 2x" in decision.message
 
 
 def test_item6_alternating_failed_and_passed_is_rolled_back_never_promoted() -> None:
