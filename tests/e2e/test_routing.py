@@ -308,16 +308,33 @@ def test_sticky_key_keeps_its_colour(
     stream: dict[str, np.ndarray],
     data_plane: str,
 ) -> None:
+    """At 50% green with a sticky header: every user lands on the same colour on every request (asked again
+    in another order), and the users split between the colours near 50% (binomial, 99.9%), so both get some."""
     blue, green = servers
     router = RouterProcess(
         data_plane=data_plane, blue=blue, green=green, args=["--weight", "50", "--sticky-header", "x-user"]
     )
+    users = [f"user-{index}" for index in range(200)]
+    answered: dict[str, set[str]] = {user: set() for user in users}
     try:
-        for user in ("alice", "bob", "carol", "dave"):
-            answered = send(router, stream, 30, headers={"x-user": user})
-            assert len(answered) == 1, (user, answered)
+        process.wait_until(lambda: router.state()["greenWeight"] == 50, timeout=30, what="50% green applied")
+        with httpx.Client(base_url=router.url, timeout=10) as client:
+            for order in (users, users[::-1], users[::2] + users[1::2]):
+                for index, user in enumerate(order):
+                    x = stream["inputs"][index % 10_000]
+                    body = {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": x.tolist()}]}
+                    response = client.post("/v2/models/digits/infer", json=body, headers={"x-user": user})
+                    assert response.status_code == 200, response.text
+                    answered[user].add(response.json()["model_version"])
     finally:
         router.stop()
+    switched = {user: versions for user, versions in answered.items() if len(versions) != 1}
+    assert not switched, f"users answered by both colours: {switched}"
+    on_green = sum(versions == {green.version} for versions in answered.values())
+    on_blue = sum(versions == {blue.version} for versions in answered.values())
+    assert on_green + on_blue == len(users)
+    allowed = 3.29 * math.sqrt(len(users) * 0.5 * 0.5)  # two-sided 99.9%
+    assert abs(on_green - len(users) / 2) <= allowed, f"{on_green} of {len(users)} users on green at 50%"
 
 
 @DATA_PLANES
