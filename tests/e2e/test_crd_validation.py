@@ -215,3 +215,38 @@ def test_kubectl_explain_describes_the_fields(kubeconfig: Path, field: str, word
             break
         time.sleep(1)
     assert words in " ".join(result.stdout.split()), result.stdout + result.stderr
+
+
+def _explained_objects(schema: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every node under spec that ``kubectl explain`` lists fields of: objects with properties (array items
+    are explained at the array's path)."""
+    node = schema.get("items", schema)
+    found = [(path, node)] if "properties" in node else []
+    for name, child in node.get("properties", {}).items():
+        found += _explained_objects(child, f"{path}.{name}")
+    return found
+
+
+def test_kubectl_explain_describes_every_spec_field(kubeconfig: Path) -> None:
+    """No ``<no description>`` anywhere under spec, and each field's text is the CRD's (so the typed spec's)."""
+    spec_schema = yaml.safe_load((REPO / "crds" / "modelrollout.yaml").read_text())["spec"]["versions"][0]["schema"][
+        "openAPIV3Schema"
+    ]["properties"]["spec"]
+    objects = _explained_objects(spec_schema, "modelrollout.spec")
+    assert len(objects) > 15
+    for path, node in objects:
+        deadline = time.monotonic() + 30
+        while True:  # the OpenAPI document follows the CRD by a moment
+            result = kubectl.run("explain", path, kubeconfig=kubeconfig, check=False)
+            shown = " ".join(result.stdout.split())
+            missing = [
+                name
+                for name, child in node["properties"].items()
+                if " ".join(child["description"].split()) not in shown
+            ]
+            if (result.returncode == 0 and not missing) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert result.returncode == 0, result.stderr
+        assert "<no description>" not in result.stdout, f"kubectl explain {path}:\n{result.stdout}"
+        assert not missing, f"kubectl explain {path} does not show the descriptions of {missing}:\n{result.stdout}"

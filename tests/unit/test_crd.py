@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-import inspect
-import itertools
-import re
-import textwrap
-import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -15,34 +9,22 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import BaseModel, TypeAdapter
-from pydantic.alias_generators import to_camel
 
-from modelrollout.api import constants, spec
+from modelrollout.api import constants, crd, spec
+from modelrollout.api.crd import field_docstrings, normalised
 from modelrollout.api.spec import ModelRolloutSpec
 
-CRD = yaml.safe_load((Path(__file__).resolve().parents[2] / "crds" / "modelrollout.yaml").read_text())
+CRD_TEXT = (Path(__file__).resolve().parents[2] / "crds" / "modelrollout.yaml").read_text()
+CRD = yaml.safe_load(CRD_TEXT)
 VERSION = CRD["spec"]["versions"][0]
 SPEC_SCHEMA = VERSION["schema"]["openAPIV3Schema"]["properties"]["spec"]
-
-
-def _model_of(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside an annotation such as ``X``, ``X | None`` or ``list[X]``."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    origin = typing.get_origin(annotation)
-    if origin in (list, typing.Union, types.UnionType, typing.Annotated):
-        for arg in typing.get_args(annotation):
-            found = _model_of(arg)
-            if found:
-                return found
-    return None
 
 
 def _pairs(model: type[BaseModel], schema: dict[str, Any], path: str) -> list[tuple[str, type[BaseModel], dict]]:
     pairs = [(path, model, schema)]
     for name, field in model.model_fields.items():
         alias = field.alias or name
-        sub = _model_of(field.annotation)
+        sub = crd.model_of(field.annotation)
         if sub is None:
             continue
         child = schema["properties"][alias]
@@ -101,40 +83,24 @@ def test_every_spec_node_has_a_description(path: str, schema: dict[str, Any]) ->
     assert schema.get("description", "").strip(), f"{path} has no description for kubectl explain"
 
 
-def _field_docstrings(model: type[BaseModel]) -> dict[str, str]:
-    """The attribute docstrings of ``model``'s own fields (a string literal right below the field)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(model)))
-    cls = tree.body[0]
-    assert isinstance(cls, ast.ClassDef)
-    body = cls.body
-    docs = {}
-    for field, after in itertools.pairwise(body):
-        if (
-            isinstance(field, ast.AnnAssign)
-            and isinstance(field.target, ast.Name)
-            and isinstance(after, ast.Expr)
-            and isinstance(after.value, ast.Constant)
-            and isinstance(after.value.value, str)
-        ):
-            docs[field.target.id] = after.value.value
-    return docs
+def _fields() -> list[tuple[str, type[BaseModel], str]]:
+    return [
+        (f"{path}.{field.alias or name}", model, name)
+        for path, model, _ in _pairs(ModelRolloutSpec, SPEC_SCHEMA, "spec")
+        for name, field in model.model_fields.items()
+    ]
 
 
-def _literal(match: re.Match[str]) -> str:
-    """``on_deadline`` is written onDeadline in YAML; other literals lose their markup."""
-    text = match.group(1)
-    return to_camel(text) if re.fullmatch(r"[a-z][a-z0-9]*(_[a-z0-9]+)+", text) else text
-
-
-def normalised(text: str) -> str:
-    """Whitespace collapsed; ``literals`` as a YAML user writes them."""
-    return " ".join(re.sub(r"``([^`]+)``", _literal, text).split())
+@pytest.mark.parametrize(("path", "model", "name"), [pytest.param(*field, id=field[0]) for field in _fields()])
+def test_every_field_has_a_docstring(path: str, model: type[BaseModel], name: str) -> None:
+    """The docstring is what ``kubectl explain`` shows for the field."""
+    assert field_docstrings(model).get(name, "").strip(), f"{path}: give {model.__name__}.{name} a docstring"
 
 
 def _documented_fields() -> list[tuple[str, str, str]]:
     found = []
     for path, model, schema in _pairs(ModelRolloutSpec, SPEC_SCHEMA, "spec"):
-        docs = _field_docstrings(model)
+        docs = field_docstrings(model)
         for name, field in model.model_fields.items():
             if name in docs:
                 alias = field.alias or name
@@ -156,6 +122,111 @@ def test_descriptions_start_with_the_field_docstrings(path: str, docstring: str,
 def test_docstring_normalisation() -> None:
     assert normalised("before ``on_deadline``;\n    a  step") == "before onDeadline; a step"
     assert normalised("``keepStable`` and ``modelrollout.dev/version``") == "keepStable and modelrollout.dev/version"
+    assert normalised("uses ``analysis.failure_limit``") == "uses analysis.failureLimit"
+
+
+def _schema_at(path: crd.SchemaPath) -> dict[str, Any]:
+    node = SPEC_SCHEMA
+    for part in path:
+        node = node["items"] if part == crd.ITEMS else node["properties"][part]
+    return node
+
+
+@pytest.mark.parametrize(
+    ("path", "description"), [pytest.param(*item, id=crd.dotted(item[0])) for item in crd.descriptions().items()]
+)
+def test_descriptions_are_the_typed_specs(path: crd.SchemaPath, description: str) -> None:
+    """Docstring and default, exactly: ``python -m modelrollout.api.crd`` writes them, so they cannot drift."""
+    assert _schema_at(path).get("description") == description, (
+        f"{crd.dotted(path)}: the CRD's description is not the typed spec's; run python -m modelrollout.api.crd"
+    )
+
+
+def test_array_items_and_the_spec_are_described_by_their_models() -> None:
+    wanted = crd.descriptions()
+    assert wanted[()].startswith("The desired rollout:")
+    assert wanted[("traffic", "steps", "[]")].startswith("One step of the canary")
+    assert wanted[("analysis", "checks", "custom", "[]")].startswith("One PromQL check")
+
+
+def test_descriptions_give_the_models_defaults() -> None:
+    """What the operator uses when a field is left out, as YAML spells it; nothing for required fields."""
+    wanted = crd.descriptions()
+    assert wanted[("analysis", "interval")].endswith(" Defaults to 5s.")
+    assert wanted[("analysis", "progressDeadline")].endswith(" Defaults to 10m.")
+    assert wanted[("analysis", "checks", "latency", "p95MaxSeconds")].endswith(" Defaults to 0.15.")
+    assert wanted[("traffic", "steps")].endswith(
+        " Defaults to [{weight: 10, pause: 30s}, {weight: 25, pause: 30s}, {weight: 50, pause: 1m}, "
+        "{weight: 100, pause: 0s}]."
+    )
+    for unset in (("green", "model", "uri"), ("traffic", "stickyHeader"), ("server", "settings"), ("analysis",)):
+        assert "Defaults to" not in wanted[unset], crd.dotted(unset)
+
+
+def test_the_crd_is_what_the_generator_writes() -> None:
+    assert crd.stale(CRD_TEXT) == []
+    assert crd.rewrite(CRD_TEXT) == CRD_TEXT
+    assert crd.main(["--check"]) == 0
+
+
+def _without_descriptions(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {key: _without_descriptions(value) for key, value in node.items() if key != "description"}
+    if isinstance(node, list):
+        return [_without_descriptions(item) for item in node]
+    return node
+
+
+def _comments(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.lstrip().startswith("#")]
+
+
+def test_the_generator_changes_descriptions_and_nothing_else() -> None:
+    long = "A description: long enough to fold, with a # that is no comment and 'quotes'. " * 3
+    wanted = {
+        **crd.descriptions(),
+        ("analysis", "interval"): "Short: quoted, as a colon and a space would end a plain scalar",
+        ("traffic", "steps", "[]", "pause"): long.strip(),
+        ("deletionPolicy",): "true",
+    }
+    written = crd.rewrite(CRD_TEXT, wanted)
+    loaded = yaml.safe_load(written)
+    schema = loaded["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert schema["properties"]["analysis"]["properties"]["interval"]["description"] == wanted[("analysis", "interval")]
+    assert schema["properties"]["traffic"]["properties"]["steps"]["items"]["properties"]["pause"]["description"] == (
+        long.strip()
+    )
+    assert schema["properties"]["deletionPolicy"]["description"] == "true"
+    assert _without_descriptions(loaded) == _without_descriptions(CRD)
+    assert _comments(written) == _comments(CRD_TEXT)
+    assert "&colour" in written and "*check-failure-limit" in written, "anchors are kept"
+    assert all(len(line) <= crd.LINE_WIDTH for line in set(written.splitlines()) - set(CRD_TEXT.splitlines()))
+    assert crd.rewrite(written) == crd.rewrite(crd.rewrite(written)), "a second run changes nothing"
+    assert yaml.safe_load(crd.rewrite(written)) == CRD
+
+
+def test_a_missing_description_is_written_in() -> None:
+    line = "                              description: Name of the Secret.\n"
+    assert CRD_TEXT.count(line) == 1
+    written = crd.rewrite(CRD_TEXT.replace(line, ""))
+    assert yaml.safe_load(written) == CRD
+
+
+def test_a_schema_node_shared_by_an_anchor_needs_one_description() -> None:
+    """blue and green share their model's schema (``&colour``): their fields cannot be described apart."""
+    wanted = {**crd.descriptions(), ("green", "model", "uri"): "Something else."}
+    with pytest.raises(ValueError, match=r"spec\.blue\.model\.uri and spec\.green\.model\.uri share one"):
+        crd.stale(CRD_TEXT, wanted)
+
+
+def test_an_undocumented_field_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"spec\.rollback\.green: no description; give its field"):
+        crd.rewrite(CRD_TEXT, {**crd.descriptions(), ("rollback", "green"): ""})
+
+
+def test_a_field_missing_from_the_crd_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"spec\.rollback\.keep: not in the CRD"):
+        crd.rewrite(CRD_TEXT, {**crd.descriptions(), ("rollback", "keep"): "New."})
 
 
 def _defaults() -> list[tuple[str, Any, Any]]:
@@ -188,6 +259,20 @@ def test_the_crd_sets_defaults_for_the_newer_fields() -> None:
 )
 def test_crd_defaults_are_the_models_defaults(path: str, crd_default: Any, model_default: Any) -> None:
     assert crd_default == model_default, path
+
+
+@pytest.mark.parametrize(
+    ("path", "crd_default", "model_default"), [pytest.param(*default, id=default[0]) for default in _defaults()]
+)
+def test_descriptions_name_the_crds_own_defaults(path: str, crd_default: Any, model_default: Any) -> None:
+    """``kubectl explain`` shows the default the API server writes in, in the description."""
+    schema = SPEC_SCHEMA
+    for part in path.split(".")[1:]:
+        schema = schema["properties"][part]
+    shown = (
+        {True: "true", False: "false"}.get(crd_default, crd_default) if isinstance(crd_default, bool) else crd_default
+    )
+    assert schema["description"].endswith(f" Defaults to {shown}."), path
 
 
 def _rules(schema: dict[str, Any]) -> list[str]:
