@@ -112,7 +112,7 @@ def _documented_fields() -> list[tuple[str, str, str]]:
     ("path", "docstring", "description"), [pytest.param(*field, id=field[0]) for field in _documented_fields()]
 )
 def test_descriptions_start_with_the_field_docstrings(path: str, docstring: str, description: str) -> None:
-    """``kubectl explain`` says what the typed spec says; the CRD may add how to write the value."""
+    """Read apart from the generator: each field's own docstring opens its description (the default follows)."""
     assert normalised(description).startswith(normalised(docstring)), (
         f"{path}: the CRD description\n  {normalised(description)}\ndoes not start with the docstring\n"
         f"  {normalised(docstring)}"
