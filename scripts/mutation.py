@@ -77,11 +77,15 @@ CAUGHT_BY_TYPE_CHECK = {37}
 SUSPICIOUS = {35}
 
 
-def stage(commit: str | None) -> None:
-    """A fresh copy of what mutmut needs (no caches, no earlier mutants), from the working tree or a commit."""
+def stage(commit: str | None, *, keep_results: bool) -> None:
+    """A fresh copy of what mutmut needs, from the working tree or a commit; with ``keep_results`` the earlier
+    mutants and results stay (mutmut keeps the results of functions whose code did not change)."""
     if STAGE.exists():
-        shutil.rmtree(STAGE)
-    STAGE.mkdir()
+        for entry in STAGE.iterdir():
+            if keep_results and entry.name == "mutants":
+                continue
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    STAGE.mkdir(exist_ok=True)
     ignored = shutil.ignore_patterns("__pycache__", ".pytest_cache", ".hypothesis", "*.pyc")
     for name, source in STAGED.items():
         if commit is not None and name != PLUGIN:
@@ -157,24 +161,52 @@ def in_scope_globs(root: Path) -> list[str]:
     return globs
 
 
-def run(patterns: list[str], *, commit: str | None) -> int:
-    stage(commit)
-    globs = patterns or in_scope_globs(STAGE)
+def run(patterns: list[str], *, commit: str | None, incremental: bool) -> int:
+    source = _source(commit)
+    stage(commit, keep_results=incremental)
+    if incremental:
+        # mutmut runs every mutant without a result: every one of those not killed last time, and those of
+        # functions whose code changed (I/O functions have no unit tests: mutmut marks them at no cost)
+        reopened = reopen_undetected()
+        globs = patterns
+        print(f"mutmut in {STAGE.relative_to(REPO)}: {reopened} mutants not killed last time run again", flush=True)
+    else:
+        globs = patterns or in_scope_globs(STAGE)
+        print(f"mutmut in {STAGE.relative_to(REPO)}: {len(globs)} function patterns", flush=True)
     argv = ["nice", "-n", "19", str(MUTMUT), "run", "--max-children", "1", *globs]
-    print(f"mutmut in {STAGE.relative_to(REPO)}: {len(globs)} function patterns, 1 worker, nice 19", flush=True)
     started = time.monotonic()
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     log = STAGE / "mutmut.log"
     with log.open("w") as out:
         code = subprocess.run(argv, cwd=STAGE, env=env, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
     seconds = time.monotonic() - started
-    run_info = {"seconds": seconds, "exit_code": code, "patterns": patterns, "source": _source(commit)}
+    run_info = {
+        "seconds": seconds,
+        "exit_code": code,
+        "patterns": patterns,
+        "source": source,
+        "incremental": incremental,
+    }
     (STAGE / "run.json").write_text(json.dumps(run_info))
     if code != 0:
         print(f"mutmut failed ({code}); its output: {log}", file=sys.stderr)
         print("\n".join(log.read_text().splitlines()[-30:]), file=sys.stderr)
         return code
     return report()
+
+
+def reopen_undetected() -> int:
+    """Forget the result of every mutant of the last run that was not killed, so that it runs again."""
+    reopened = 0
+    for meta_file in (STAGE / "mutants").rglob("*.py.meta"):
+        meta = json.loads(meta_file.read_text())
+        codes = meta["exit_code_by_key"]
+        for name, code in codes.items():
+            if code is not None and code not in KILLED:
+                codes[name] = None
+                reopened += 1
+        meta_file.write_text(json.dumps(meta, indent=4))
+    return reopened
 
 
 def diff_of(name: str, path: Path) -> list[str]:
@@ -259,8 +291,15 @@ def report() -> int:
     result = {
         "tool": "mutmut " + _mutmut_version(),
         "command": COMMAND,
-        "mutmut_command": "nice -n 19 mutmut run --max-children 1 <one name pattern per pure function in scope>"
-        + (f" (this run: {run_info['patterns']})" if run_info["patterns"] else ""),
+        "mutmut_command": "nice -n 19 mutmut run --max-children 1 "
+        + (
+            " ".join(run_info["patterns"])
+            if run_info["patterns"]
+            else "(every mutant without a result)"
+            if run_info.get("incremental")
+            else "<one name pattern per pure function in scope>"
+        ),
+        "incremental": bool(run_info.get("incremental")),
         "tests": "tests/unit, each mutant against the tests that call its function (mutmut's stats)",
         "source": run_info["source"],
         "seconds": round(run_info["seconds"]),
@@ -334,9 +373,14 @@ def main() -> int:
     run_parser = commands.add_parser("run", help="stage, run mutmut, write the report")
     run_parser.add_argument("patterns", nargs="*", help="mutmut name patterns (default: every pure function in scope)")
     run_parser.add_argument("--commit", help="mutate the sources and tests of this commit instead of the working tree")
+    run_parser.add_argument(
+        "--incremental",
+        action="store_true",
+        help="keep the last run's kills of unchanged functions; run the rest (survivors, changed functions) again",
+    )
     commands.add_parser("report", help="write the report of the last run again")
     args = parser.parse_args()
-    return run(args.patterns, commit=args.commit) if args.command == "run" else report()
+    return run(args.patterns, commit=args.commit, incremental=args.incremental) if args.command == "run" else report()
 
 
 if __name__ == "__main__":
