@@ -220,13 +220,17 @@ def test_follows_a_model_change_on_one_address_without_failing_a_request(
     )
     try:
         with Traffic(url, inputs) as traffic, Traffic(kubelet.url("green"), inputs) as direct:
-            time.sleep(2)
+
+            def answered_by(version: str) -> bool:
+                return all(seen.versions[version] >= 20 for seen in (traffic, direct))
+
+            process.wait_until(lambda: answered_by("v1"), timeout=60, what="20 answers from v1 on both paths")
             deployments.apply(model="digits-int8.onnx", version="v2")
             kubelet.wait_ready("green", version="v2")
             process.wait_until(
                 lambda: [p.version for p in kubelet.pods("green")] == ["v2"], timeout=60, what="the v1 pod gone"
             )
-            time.sleep(2)
+            process.wait_until(lambda: answered_by("v2"), timeout=60, what="20 answers from v2 on both paths")
     finally:
         process.stop(router.pid)
         router.poll()
@@ -273,8 +277,7 @@ def test_a_killed_process_is_restarted_counted_and_reported_on_the_pod(
     )
 
     with kubelet.chaos("green", every=1.5):
-        time.sleep(4)
-    assert kubelet.restarts("green") >= 2
+        process.wait_until(lambda: kubelet.restarts("green") >= 2, timeout=60, what="two restarts under chaos")
     kubelet.wait_ready("green", timeout=60)  # chaos over: it comes back
 
 

@@ -35,6 +35,8 @@ class ContractExporter:
 
     def __init__(self, rollout: str) -> None:
         self.rollout = rollout
+        self.address = ""
+        """Where Prometheus scrapes it (set by the fixture)."""
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "modelserver_requests_total", "requests", [*LABELS, "endpoint", "code_class"], registry=self.registry
@@ -89,7 +91,7 @@ def exporter(prometheus_server: PrometheusServer, request: pytest.FixtureRequest
         exporter.traffic(colour, requests=0, errors=0, seconds=0, correct=0, wrong=0)
     port = process.free_port()
     server, thread = start_http_server(port, addr=process.LOOPBACK, registry=exporter.registry)
-    address = f"{process.LOOPBACK}:{port}"
+    address = exporter.address = f"{process.LOOPBACK}:{port}"
     prometheus_server.add_target(address)
     prometheus_server.wait_for_target(address)
     yield exporter
@@ -120,7 +122,7 @@ async def test_a_bad_green_fails_errors_latency_and_accuracy(
 ) -> None:
     exporter.traffic("blue", requests=400, errors=0, seconds=0.02, correct=1940, wrong=60)
     exporter.traffic("green", requests=400, errors=40, seconds=0.4, correct=1700, wrong=300)
-    time.sleep(2.5)  # two scrapes see the increase
+    prometheus_server.wait_for_scrapes(exporter.address)  # two scrapes see the increase
     result = await analyse(prometheus_server.url, exporter.rollout)
     assert result["errors"][0] is Verdict.FAILED
     assert result["errors"][1] == pytest.approx(0.10, rel=0.05)
@@ -134,7 +136,7 @@ async def test_a_bad_green_fails_errors_latency_and_accuracy(
 async def test_a_good_green_passes(exporter: ContractExporter, prometheus_server: PrometheusServer) -> None:
     exporter.traffic("blue", requests=400, errors=0, seconds=0.02, correct=9700, wrong=300)
     exporter.traffic("green", requests=400, errors=0, seconds=0.02, correct=9720, wrong=280)
-    time.sleep(2.5)
+    prometheus_server.wait_for_scrapes(exporter.address)
     result = await analyse(prometheus_server.url, exporter.rollout)
     assert {name: verdict for name, (verdict, _) in result.items()} == {
         "errors": Verdict.PASSED,
@@ -151,10 +153,10 @@ async def test_a_crashing_green_fails_health_and_its_lost_requests_fail_errors(
     """Restarts (a new start time) and the router's upstream errors reach the verdicts through Prometheus."""
     exporter.traffic("blue", requests=400, errors=0, seconds=0.02, correct=9700, wrong=300)
     exporter.traffic("green", requests=100, errors=0, seconds=0.02, correct=9720, wrong=280)
-    time.sleep(1.5)
+    prometheus_server.wait_for_scrapes(exporter.address, count=1)
     exporter.start_time.labels(**exporter.base("green")).set(2000.0)  # the process started again
     exporter.upstream_errors.labels(rollout=exporter.rollout, colour="green").inc(60)
-    time.sleep(2.5)
+    prometheus_server.wait_for_scrapes(exporter.address)
     result = await analyse(prometheus_server.url, exporter.rollout)
     assert result["health"] == (Verdict.FAILED, 1.0)
     assert result["errors"][0] is Verdict.FAILED
@@ -167,7 +169,7 @@ async def test_golden_set_outcomes_are_not_counted_as_accuracy_evidence(
     """Re-scoring the same golden items is not new evidence: only feedback feeds the sequential test."""
     exporter.traffic("blue", requests=400, errors=0, seconds=0.02, correct=9700, wrong=300, source="golden")
     exporter.traffic("green", requests=400, errors=0, seconds=0.02, correct=8000, wrong=2000, source="golden")
-    time.sleep(2.5)
+    prometheus_server.wait_for_scrapes(exporter.address)
     result = await analyse(prometheus_server.url, exporter.rollout)
     assert result["accuracy"] == (Verdict.INCONCLUSIVE, None)
 
@@ -246,7 +248,7 @@ async def test_custom_checks_run_their_query_over_the_evidence_window_against_th
         }
     )
     exporter.upstream_errors.labels(rollout=exporter.rollout, colour="green").inc(0)
-    time.sleep(1.5)  # a first scrape sees the counter at 0
+    prometheus_server.wait_for_scrapes(exporter.address, count=1)  # a scrape sees the counter at 0
     exporter.upstream_errors.labels(rollout=exporter.rollout, colour="green").inc(60)
     provider = PrometheusProvider(prometheus_server.url, timeout=2)
 

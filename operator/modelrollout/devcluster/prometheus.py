@@ -155,3 +155,19 @@ class PrometheusServer:
             interval=0.25,
         )
         return time.monotonic() - begun
+
+    def scrapes(self, address: str) -> int:
+        """How many scrapes of ``address`` Prometheus has stored (in the last hour)."""
+        found = self.query(f'count_over_time(up{{instance="{address}"}}[1h])')
+        return int(float(found[0]["value"][1])) if found else 0
+
+    def wait_for_scrapes(self, *addresses: str, count: int = 2, timeout: float = 30.0) -> None:
+        """Wait until each of ``addresses`` has been scraped ``count`` more times from now: what a target
+        exported before this call is then queryable, including an ``increase`` over it."""
+        targets = {address: self.scrapes(address) + count for address in addresses}
+        process.wait_until(
+            lambda: all(self.scrapes(address) >= wanted for address, wanted in targets.items()),
+            timeout=timeout,
+            what=f"{count} more scrapes of {', '.join(addresses)}",
+            interval=0.2,
+        )
