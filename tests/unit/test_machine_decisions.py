@@ -9,10 +9,19 @@ from typing import Any
 import pytest
 
 from modelrollout.analysis.evaluate import CheckResult, Verdict
-from modelrollout.api.spec import ModelRolloutSpec
-from modelrollout.api.status import ModelRolloutStatus, Phase
+from modelrollout.api.spec import ModelRef, ModelRolloutSpec, ServerSpec
+from modelrollout.api.status import ModelRolloutStatus, Phase, StableStatus, Weights
 from modelrollout.rollout.commands import Command, CommandName
-from modelrollout.rollout.machine import Action, AnalysisOutcome, Decision, Observations, decide, reject
+from modelrollout.rollout.machine import (
+    Action,
+    AnalysisOutcome,
+    Decision,
+    Observations,
+    Serving,
+    decide,
+    recover,
+    reject,
+)
 from modelrollout.routing.base import NOT_REPORTED, AppliedWeights
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
@@ -356,3 +365,82 @@ def test_a_condition_keeps_its_transition_time_until_its_status_changes() -> Non
     assert transition(aborted, "Degraded") == at(6)
     assert transition(aborted, "Progressing") == T0  # rolling back is progressing too
     assert transition(tick(aborted.status, 7, router=NOT_REPORTED), "Degraded") == at(6)
+
+
+# -- a status recovered from the cluster
+
+
+RECORDED = StableStatus(
+    model=ModelRef(uri="file:///v2.onnx", version="v2"), server=ServerSpec(), revision="r2", promoted_at=at(-100)
+)
+HANDING_BACK = Serving(blue_runs_only_stable=False, blue_ready=False, green_runs_stable=True)
+
+
+def recovered(status: ModelRolloutStatus | None = None, **kwargs: Any) -> ModelRolloutStatus:
+    arguments: dict[str, Any] = {
+        "recorded": RECORDED,
+        "green_serves": None,
+        "serving": HANDING_BACK,
+        "router": NOT_REPORTED,
+        "now": at(0),
+        **kwargs,
+    }
+    return recover(status or ModelRolloutStatus(), **arguments)
+
+
+@pytest.mark.parametrize(
+    ("report", "weights"),
+    [
+        (AppliedWeights(7, 100), Weights(blue=0, green=100, revision=7)),
+        (AppliedWeights(7, 40), Weights(blue=60, green=40, revision=7)),  # the router's weights, as they are
+        (AppliedWeights(7, 0), Weights(blue=0, green=100, revision=8)),  # asked again under a newer revision
+        (NOT_REPORTED, Weights(blue=0, green=100, revision=1)),
+    ],
+)
+def test_a_lost_status_resumes_the_hand_back_at_the_routers_weights(report: AppliedWeights, weights: Weights) -> None:
+    status = recovered(router=report)
+    assert status.phase is Phase.FINALIZING
+    assert status.stable == RECORDED and status.green_revision == "r2"
+    assert status.weights == weights
+    assert (status.weights_changed_at, status.weights_confirmed_at) == (at(0), None)
+    assert status.message == "status recovered while v2 was handed back to blue"
+
+
+@pytest.mark.parametrize(
+    ("serving", "report", "handing_back"),
+    [
+        (Serving(blue_runs_only_stable=True, blue_ready=True, green_runs_stable=True), AppliedWeights(7, 40), False),
+        (Serving(blue_runs_only_stable=True, blue_ready=False, green_runs_stable=True), AppliedWeights(7, 40), True),
+        (Serving(blue_runs_only_stable=True, blue_ready=False, green_runs_stable=True), AppliedWeights(7, 0), False),
+        (Serving(blue_runs_only_stable=True, blue_ready=False, green_runs_stable=True), NOT_REPORTED, False),
+        (Serving(blue_runs_only_stable=False, blue_ready=True, green_runs_stable=False), AppliedWeights(7, 40), False),
+        (Serving(blue_runs_only_stable=False, blue_ready=True, green_runs_stable=True), NOT_REPORTED, True),
+    ],
+)
+def test_the_hand_back_resumes_only_while_green_serves_the_promoted_model_and_blue_cannot(
+    serving: Serving, report: AppliedWeights, handing_back: bool
+) -> None:
+    status = recovered(serving=serving, router=report)
+    assert status.stable == RECORDED
+    assert (status.phase is Phase.FINALIZING) is handing_back
+
+
+def test_a_record_of_the_first_blue_fills_a_lost_stable_model() -> None:
+    first = RECORDED.model_copy(update={"promoted_at": None, "revision": ""})
+    assert recovered(recorded=first).stable == first
+    assert recovered(recorded=None).stable is None
+
+
+def test_a_rollout_promoted_by_an_earlier_operator_hands_back_through_finalizing() -> None:
+    model, server = ModelRef(uri="file:///v2.onnx", version="v2"), ServerSpec()
+    promoted = ModelRolloutStatus(phase=Phase.PROMOTED, weights=Weights(blue=0, green=100, revision=4))
+    status = recovered(promoted, recorded=None, green_serves=(model, server))
+    assert status.phase is Phase.FINALIZING
+    assert status.stable is not None and status.stable.model == model and status.stable.promoted_at == at(0)
+    assert status.green_revision == status.stable.revision
+    assert status.message == "promoted by an earlier operator version: blue is redeployed with v2"
+    assert promoted.stable is None  # the input is never changed
+    on_blue = promoted.model_copy(update={"weights": Weights(blue=100, green=0, revision=4)})
+    assert recovered(on_blue, recorded=None, green_serves=(model, server)).stable is None
+    rolled_back = promoted.model_copy(update={"phase": Phase.ROLLED_BACK})
+    assert recovered(rolled_back, recorded=None, green_serves=(model, server)).stable is None
