@@ -444,3 +444,57 @@ def test_a_rollout_promoted_by_an_earlier_operator_hands_back_through_finalizing
     assert recovered(on_blue, recorded=None, green_serves=(model, server)).stable is None
     rolled_back = promoted.model_copy(update={"phase": Phase.ROLLED_BACK})
     assert recovered(rolled_back, recorded=None, green_serves=(model, server)).stable is None
+
+
+# -- promotion and the hand-back to blue
+
+
+def test_a_promotion_hands_traffic_back_to_blue_once_blue_serves_the_promoted_model() -> None:
+    promoting = tick(progressing(), 1, command=command(CommandName.PROMOTE_FULL, "full")).status
+    unconfirmed = tick(promoting, 2, router=NOT_REPORTED)
+    assert said(unconfirmed) == (
+        Action.WAIT,
+        "WaitingForRouter",
+        f"waiting 1s for the router to confirm revision {promoting.weights.revision} at 100% green "
+        "(it reports nothing usable)",
+    )
+    stable = tick(promoting, 3)
+    assert said(stable) == (
+        Action.FINALIZE,
+        "GreenIsStable",
+        "all traffic on green v2: it is the stable model now; blue is redeployed with it",
+    )
+    assert stable.status.stable is not None and stable.status.stable.promoted_at == at(3)
+    waiting = tick(stable.status, 63, blue_ready=False)  # exactly the progress deadline after the promotion
+    assert said(waiting) == (Action.WAIT, "WaitingForBlue", "blue is being redeployed with v2; green keeps all traffic")
+    stuck = tick(stable.status, 64, blue_ready=False)
+    assert said(stuck) == (
+        Action.WAIT,
+        "BlueNotReady",
+        "blue has not served v2 for 61s (progressDeadline 60s); green keeps all traffic until it does",
+    )
+    back = tick(stuck.status, 65)
+    assert said(back) == (Action.FINALIZE, "BlueServesStable", "blue serves v2: traffic moves back to blue")
+    assert back.status.weights.green == 0
+    routing = tick(back.status, 66, router=NOT_REPORTED)
+    assert said(routing)[:2] == (Action.WAIT, "WaitingForRouter")
+    done = tick(back.status, 67)
+    assert said(done) == (Action.PROMOTED, "Promoted", "promoted: blue serves v2, the stable model")
+
+
+def test_an_unconfirmed_promotion_rolls_back_past_the_confirm_deadline() -> None:
+    promoting = tick(progressing(), 1, command=command(CommandName.PROMOTE_FULL, "full")).status
+    assert tick(promoting, 31, router=NOT_REPORTED).reason == "WaitingForRouter"
+    late = tick(promoting, 32, router=NOT_REPORTED)
+    assert said(late) == (
+        Action.ROLL_BACK,
+        "RouterNotConfirming",
+        f"rolling back: waiting 31s for the router to confirm revision {promoting.weights.revision} at 100% green "
+        "(it reports nothing usable)",
+    )
+
+
+def test_a_hand_back_recovered_at_one_percent_still_moves_to_blue() -> None:
+    status = recovered(router=AppliedWeights(7, 1))
+    decision = decide(SPEC, status, Observations(router=AppliedWeights(7, 1), blue_ready=True), at(1))
+    assert decision.reason == "BlueServesStable" and decision.status.weights.green == 0
