@@ -1,4 +1,4 @@
-"""The data plane shared by every endpoint: validate, infer, remember predictions, join feedback.
+"""The data plane shared by every endpoint: validate, infer, generate, remember predictions, join feedback.
 
 Handlers pass bytes in and get (status, body) out; every failure is a ``Problem`` with the HTTP status
 and a message naming what is wrong, never an unhandled exception.
@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -22,7 +24,9 @@ from model_server.batching import Predictor
 from model_server.feedback import Joined, JoinError, PredictionStore
 from model_server.golden import GoldenSet
 from model_server.metrics import ServerMetrics
-from model_server.protocol import codec
+from model_server.protocol import codec, openai_api
+from model_server.protocol.generation import Generate, LiveGeneration
+from model_server.protocol.problem import Problem
 from model_server.protocol.types import (
     ChatRequest,
     CompletionRequest,
@@ -31,19 +35,33 @@ from model_server.protocol.types import (
     ModelMetadataResponse,
     TensorMetadata,
 )
-from model_server.runtime.base import InputRejected, ModelLoadError, ModelMetadata, Runtime, Tensors
+from model_server.runtime.base import (
+    Completion,
+    InputRejected,
+    ModelLoadError,
+    ModelMetadata,
+    Runtime,
+    Tensors,
+    TextGenerator,
+    TextSink,
+)
 
 log = structlog.get_logger(__name__)
 
+__all__ = ["Answer", "DataPlane", "Problem", "Stream", "parse_body"]
 
-class Problem(Exception):
-    """An error answer: HTTP status and a message for the client."""
 
-    def __init__(self, status: int, message: str, *, timed_out: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.timed_out = timed_out
+@dataclass(frozen=True)
+class Stream:
+    """A streamed answer: its chunks, made as the text is generated, and how to stop the generation when
+    nobody reads any more (whoever serves the chunks calls ``stop`` once done, in every case)."""
+
+    chunks: AsyncIterator[dict[str, Any]]
+    stop: Callable[[], None]
+
+
+Answer = dict[str, Any] | Stream
+"""A JSON body, or a stream of them."""
 
 
 _JOIN_STATUS = {
@@ -66,8 +84,13 @@ def parse_body(model: type[Body], body: bytes) -> Body:
     try:
         return model.model_validate(raw)
     except ValidationError as error:
-        details = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors()[:5])
-        raise Problem(400, f"invalid {model.__name__}: {details}") from None
+        errors = error.errors()
+        details = "; ".join(f"{_field(e['loc'])}: {e['msg']}" for e in errors[:5])
+        raise Problem(400, f"invalid {model.__name__}: {details}", param=_field(errors[0]["loc"])) from None
+
+
+def _field(location: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in location) or "body"
 
 
 def _num_classes(outputs: Tensors, classes: npt.NDArray[np.int64]) -> int:
@@ -103,6 +126,8 @@ class DataPlane:
         self.prediction_output = prediction_output
         self.metadata: ModelMetadata | None = None
         self.load_error: str | None = None
+        self.created = int(time.time())
+        """When this server took up its model (OpenAI's ``created`` of a model)."""
 
     @property
     def ready(self) -> bool:
@@ -221,71 +246,111 @@ class DataPlane:
         self.metrics.labelled(source="feedback", correct=joined.correct, incorrect=joined.incorrect)
         return {"id": feedback.id, "correct": joined.correct, "incorrect": joined.incorrect}
 
-    def _generator(self, name: str | None) -> Any:
+    def _generator(self, name: str | None) -> TextGenerator:
         if name is not None and name != self.model_name:
-            raise Problem(404, f"model {name!r} is not served here; this server serves {self.model_name!r}")
+            raise self._not_served(name)
         self._check_model(self.model_name)
-        if not hasattr(self.runtime, "complete"):
-            raise Problem(404, f"model {self.model_name!r} does not generate text (it is not a GGUF model)")
+        if not isinstance(self.runtime, TextGenerator):
+            raise self._not_a_generator()
         return self.runtime
 
-    async def complete(self, body: bytes) -> dict[str, Any]:
-        """OpenAI-style text completion."""
+    def _not_served(self, name: str) -> Problem:
+        message = f"model {name!r} is not served here; this server serves {self.model_name!r}"
+        return Problem(404, message, code="model_not_found", param="model")
+
+    def _not_a_generator(self) -> Problem:
+        message = f"model {self.model_name!r} does not generate text (it is not a GGUF model)"
+        return Problem(404, message, code="model_not_found", param="model")
+
+    def models(self) -> dict[str, Any]:
+        """OpenAI's model list: the model served here, if it generates text."""
+        cards = [self.model(self.model_name)] if isinstance(self.runtime, TextGenerator) else []
+        return openai_api.model_list(cards)
+
+    def model(self, name: str) -> dict[str, Any]:
+        """OpenAI's model card, for the model served here when it generates text."""
+        if name != self.model_name:
+            raise self._not_served(name)
+        if not isinstance(self.runtime, TextGenerator):
+            raise self._not_a_generator()
+        return openai_api.model_card(name=name, created=self.created)
+
+    async def complete(self, body: bytes) -> Answer:
+        """OpenAI-style text completion; streamed chunks when the request asks for a stream."""
         request = parse_body(CompletionRequest, body)
         runtime = self._generator(request.model)
-        stop = [request.stop] if isinstance(request.stop, str) else (request.stop or [])
-        done = await self._generate(
-            runtime.complete, request.prompt, max_tokens=request.max_tokens, temperature=request.temperature, stop=stop
-        )
-        return self._openai(
-            "text_completion", {"text": done.text, "index": 0, "finish_reason": done.finish_reason}, done
-        )
 
-    async def chat(self, body: bytes) -> dict[str, Any]:
+        def generate(on_text: TextSink) -> Completion:
+            return runtime.complete(
+                request.prompt,
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                stop=request.stops,
+                on_text=on_text,
+            )
+
+        if request.stream:
+            chunks = openai_api.Chunks(chat=False, model=self.model_name, include_usage=request.include_usage)
+            return await self._stream(generate, chunks)
+        return openai_api.completion(model=self.model_name, done=await self._generate(generate))
+
+    async def chat(self, body: bytes) -> Answer:
         """OpenAI-style chat completion, for models that ship a chat template."""
         request = parse_body(ChatRequest, body)
         runtime = self._generator(request.model)
         if runtime.chat_template is None:
             raise Problem(400, f"model {self.model_name!r} has no chat template: use /v1/completions")
-        stop = [request.stop] if isinstance(request.stop, str) else (request.stop or [])
-        messages = [m.model_dump() for m in request.messages]
-        done = await self._generate(
-            runtime.chat, messages, max_tokens=request.max_tokens, temperature=request.temperature, stop=stop
-        )
-        choice = {
-            "index": 0,
-            "message": {"role": "assistant", "content": done.text},
-            "finish_reason": done.finish_reason,
-        }
-        return self._openai("chat.completion", choice, done)
+        messages = [{"role": m.role, "content": m.text} for m in request.messages]
 
-    async def _generate(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        def generate(on_text: TextSink) -> Completion:
+            return runtime.chat(
+                messages,
+                max_tokens=request.token_limit,
+                temperature=request.temperature,
+                stop=request.stops,
+                on_text=on_text,
+            )
+
+        if request.stream:
+            chunks = openai_api.Chunks(chat=True, model=self.model_name, include_usage=request.include_usage)
+            return await self._stream(generate, chunks)
+        return openai_api.chat_completion(model=self.model_name, done=await self._generate(generate))
+
+    async def _generate(self, generate: Generate) -> Completion:
+        done = await LiveGeneration(generate, timeout=self.request_timeout).finish()
+        self._count_generation(done)
+        return done
+
+    async def _stream(self, generate: Generate, chunks: openai_api.Chunks) -> Stream:
+        """Chunks as the text is generated. The first piece is awaited here, so that a request that fails
+        before any text (a prompt too long, a timeout) is still answered with an HTTP error."""
+        live = LiveGeneration(generate, timeout=self.request_timeout)
         try:
-            done = await asyncio.wait_for(asyncio.to_thread(call, *args, **kwargs), self.request_timeout)
-        except TimeoutError:
-            raise Problem(504, f"generation took longer than {self.request_timeout}s", timed_out=True) from None
-        except ValueError as error:
-            raise Problem(400, str(error)) from None
+            first = await live.first_piece()
+        except BaseException:
+            live.stop()
+            raise
+        return Stream(self._chunks(live, first, chunks), live.stop)
+
+    async def _chunks(
+        self, live: LiveGeneration, first: str | None, chunks: openai_api.Chunks
+    ) -> AsyncIterator[dict[str, Any]]:
+        for chunk in chunks.opening():
+            yield chunk
+        piece = first
+        while piece is not None:
+            yield chunks.text(piece)
+            piece = await live.next_piece()
+        done = await live.result()
+        self._count_generation(done)
+        for chunk in chunks.closing(done):
+            yield chunk
+
+    def _count_generation(self, done: Completion) -> None:
         if done.time_to_first_token is not None:
             self.metrics.ttft.labels(**self.metrics_base).observe(done.time_to_first_token)
         self.metrics.tokens.labels(**self.metrics_base).inc(done.completion_tokens)
         self.metrics.cached_prompt_tokens.labels(**self.metrics_base).inc(done.cached_tokens)
-        return done
-
-    def _openai(self, kind: str, choice: dict[str, Any], done: Any) -> dict[str, Any]:
-        return {
-            "id": f"cmpl-{uuid.uuid4().hex}",
-            "object": kind,
-            "created": int(time.time()),
-            "model": self.model_name,
-            "choices": [choice],
-            "usage": {
-                "prompt_tokens": done.prompt_tokens,
-                "completion_tokens": done.completion_tokens,
-                "total_tokens": done.prompt_tokens + done.completion_tokens,
-                "prompt_tokens_details": {"cached_tokens": done.cached_tokens},
-            },
-        }
 
     @property
     def metrics_base(self) -> dict[str, str]:

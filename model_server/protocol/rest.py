@@ -1,22 +1,39 @@
-"""OIP v2 REST endpoints: thin handlers over the data plane, JSON through orjson."""
+"""REST endpoints, OIP v2 (/v2) and OpenAI-style (/v1): thin handlers over the data plane, JSON through orjson.
+
+Errors take each protocol's shape: OIP v2's ``{"error": message}``, OpenAI's ``{"error": {"message", "type",
+"param", "code"}}``. Streamed OpenAI answers are server-sent events, ``data: {chunk}`` each, then
+``data: [DONE]``; an error after the first chunk comes as one more event with the error body.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import orjson
+import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from model_server import __version__
-from model_server.protocol.dataplane import DataPlane, Problem
+from model_server.metrics import RequestOutcome
+from model_server.protocol import openai_api
+from model_server.protocol.dataplane import Answer, DataPlane, Problem, Stream
+
+log = structlog.get_logger(__name__)
 
 JSON = "application/json"
+EVENT_STREAM = "text/event-stream"
+Handler = Callable[[Request], Awaitable[Response]]
+CLIENT_CLOSED_REQUEST = 499
+"""nginx's status for a client that left before its answer was complete: not the server's error."""
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -25,6 +42,54 @@ def _json(body: Any, status: int = 200) -> Response:
 
 def _problem(problem: Problem) -> Response:
     return _json({"error": problem.message}, problem.status)
+
+
+def _openai_problem(problem: Problem) -> Response:
+    return _json(_openai_error(problem), problem.status)
+
+
+def _openai_error(problem: Problem) -> dict[str, Any]:
+    return openai_api.error(problem.status, problem.message, code=problem.code, param=problem.param)
+
+
+def _event(body: Any) -> bytes:
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+class _EventStream(StreamingResponse):
+    """The server-sent events of a streamed answer. The request's metrics end with it: counted once the
+    last event has gone; an error event counts as its error; a client that left before the end counts as
+    499, its own doing rather than the server's."""
+
+    def __init__(self, stream: Stream, outcome: RequestOutcome, metrics_done: contextlib.ExitStack) -> None:
+        self._stream = stream
+        self._outcome = outcome
+        self._metrics_done = metrics_done
+        self._ended = False
+        super().__init__(self._events(), media_type=EVENT_STREAM, headers={"Cache-Control": "no-cache"})
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._stream.chunks:
+                yield _event(chunk)
+            yield b"data: [DONE]\n\n"
+        except Problem as problem:
+            self._outcome.status, self._outcome.timed_out = problem.status, problem.timed_out
+            yield _event(_openai_error(problem))
+        except Exception as error:
+            log.exception("streaming failed")
+            self._outcome.status = 500
+            yield _event(openai_api.error(500, f"streaming failed: {type(error).__name__}: {error}"))
+        self._ended = True  # reached only once the last event has been sent
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._stream.stop()
+            if not self._ended and self._outcome.status < 400:
+                self._outcome.status = CLIENT_CLOSED_REQUEST
+            self._metrics_done.close()
 
 
 async def _body(request: Request, limit: int) -> bytes:
@@ -93,16 +158,30 @@ def build_app(
                 outcome.status = problem.status
                 return _problem(problem)
 
-    def generation(endpoint: str, call: Any) -> Any:
+    def generation(endpoint: str, call: Callable[[bytes], Awaitable[Answer]]) -> Handler:
         async def handler(request: Request) -> Response:
-            with metrics.request(endpoint) as outcome:
+            with contextlib.ExitStack() as finish:
+                outcome = finish.enter_context(metrics.request(endpoint))
                 try:
-                    return _json(await call(await _body(request, max_body_bytes)))
+                    answer = await call(await _body(request, max_body_bytes))
                 except Problem as problem:
                     outcome.status, outcome.timed_out = problem.status, problem.timed_out
-                    return _problem(problem)
+                    return _openai_problem(problem)
+                if isinstance(answer, Stream):
+                    # timed and counted until its last event: the metrics go with the stream
+                    return _EventStream(answer, outcome, finish.pop_all())
+                return _json(answer)
 
         return handler
+
+    async def openai_models(request: Request) -> Response:
+        return _json(plane.models())
+
+    async def openai_model(request: Request) -> Response:
+        try:
+            return _json(plane.model(request.path_params["model"]))
+        except Problem as problem:
+            return _openai_problem(problem)
 
     async def faults(request: Request) -> Response:
         if not plane.faults.enabled:
@@ -138,7 +217,26 @@ def build_app(
         Route("/v2/models/{model}/feedback", feedback, methods=["POST"]),
         Route("/v1/completions", generation("completions", plane.complete), methods=["POST"]),
         Route("/v1/chat/completions", generation("chat", plane.chat), methods=["POST"]),
+        Route("/v1/models", openai_models),
+        Route("/v1/models/{model:path}", openai_model),
         Route("/v2/faults", faults, methods=["GET", "POST"]),
         Route("/metrics", prometheus_metrics),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_exception})
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (no such route, a wrong method) in the shape of the protocol the path belongs to:
+    OpenAI's under /v1/, OIP v2's under /v2 (whose clients read ``error`` from any failed answer)."""
+    assert isinstance(exc, HTTPException)
+    path = request.url.path
+    message = f"{request.method} {path}: {exc.detail}"
+    if path.startswith("/v1/"):
+        return _json_with_headers(openai_api.error(exc.status_code, message), exc)
+    if path == "/v2" or path.startswith("/v2/"):
+        return _json_with_headers({"error": message}, exc)
+    return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+
+
+def _json_with_headers(body: dict[str, Any], exc: HTTPException) -> Response:
+    return Response(orjson.dumps(body), status_code=exc.status_code, media_type=JSON, headers=exc.headers)

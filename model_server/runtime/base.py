@@ -5,8 +5,9 @@ A runtime knows nothing of HTTP, metrics or batching; those wrap it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -53,3 +54,47 @@ class Runtime(Protocol):
         ...
 
     def unload(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A finished generation and what it cost."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    time_to_first_token: float | None
+    cached_tokens: int = 0
+    """Prompt tokens not processed again, thanks to a held or saved prompt state."""
+
+
+TextSink = Callable[[str], bool]
+"""Takes each piece of generated text as it comes (on the generation thread); returning False stops the
+generation: nobody is reading any more."""
+
+
+@runtime_checkable
+class TextGenerator(Protocol):
+    """A runtime that also generates text (GGUF): what the OpenAI-style endpoints need."""
+
+    @property
+    def chat_template(self) -> str | None: ...
+
+    def complete(
+        self, prompt: str, *, max_tokens: int, temperature: float, stop: list[str], on_text: TextSink | None = None
+    ) -> Completion:
+        """Continue ``prompt``; raises ValueError for a request the model cannot take (a prompt too long)."""
+        ...
+
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        temperature: float,
+        stop: list[str],
+        on_text: TextSink | None = None,
+    ) -> Completion:
+        """A chat turn with the model's own chat template."""
+        ...

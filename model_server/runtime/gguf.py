@@ -3,37 +3,37 @@ an OIP v2 tensor call so that golden sets and feedback measure a language model'
 
 OIP v2 view: input ``input_ids`` (INT64, [N, T]) -> output ``next_token`` (INT64, [N]), the most likely
 next token after each row.
+
+Generation always streams inside (llama-cpp-python's ``stream=True``): each piece of text goes to an
+optional ``on_text`` sink as soon as it is sampled, which is how the server streams to its clients.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from model_server.runtime.base import InputRejected, ModelLoadError, ModelMetadata, Tensors, TensorSpec
+from model_server.runtime.base import (
+    Completion,
+    InputRejected,
+    ModelLoadError,
+    ModelMetadata,
+    Tensors,
+    TensorSpec,
+    TextSink,
+)
 from model_server.runtime.onnx import sha256_of
 from model_server.runtime.prompt_cache import PromptCache
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str
-    time_to_first_token: float | None
-    cached_tokens: int = 0
-    """Prompt tokens not processed again, thanks to a held or saved prompt state."""
 
 
 class GgufRuntime:
@@ -107,15 +107,23 @@ class GgufRuntime:
             raise InputRejected(f"input_ids: token ids must be in 0..{vocab - 1}")
         return {"next_token": self._serially(self._next_tokens, ids.tolist(), vocab)}
 
-    def complete(self, prompt: str, *, max_tokens: int, temperature: float, stop: list[str]) -> Completion:
+    def complete(
+        self, prompt: str, *, max_tokens: int, temperature: float, stop: list[str], on_text: TextSink | None = None
+    ) -> Completion:
         """Generate (the time to the first token counts the wait for earlier calls)."""
-        return self._serially(self._complete, prompt, time.perf_counter(), max_tokens, temperature, stop)
+        return self._serially(self._complete, prompt, time.perf_counter(), max_tokens, temperature, stop, on_text)
 
     def chat(
-        self, messages: list[dict[str, str]], *, max_tokens: int, temperature: float, stop: list[str]
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        temperature: float,
+        stop: list[str],
+        on_text: TextSink | None = None,
     ) -> Completion:
         """A chat turn with the model's own chat template (only for models that ship one)."""
-        return self._serially(self._chat, messages, time.perf_counter(), max_tokens, temperature, stop)
+        return self._serially(self._chat, messages, time.perf_counter(), max_tokens, temperature, stop, on_text)
 
     def unload(self) -> None:
         self._llm = None
@@ -136,39 +144,55 @@ class GgufRuntime:
             result[row] = int(np.argmax(np.ctypeslib.as_array(logits, shape=(vocab,))))
         return result
 
-    def _complete(self, prompt: str, begun: float, max_tokens: int, temperature: float, stop: list[str]) -> Completion:
-        """Stream inside, so that the first token's time is known; one chunk per token."""
+    def _complete(
+        self, prompt: str, begun: float, max_tokens: int, temperature: float, stop: list[str], on_text: TextSink | None
+    ) -> Completion:
+        chunks = self._llm.create_completion(
+            prompt, max_tokens=max_tokens, temperature=temperature, stop=stop or None, stream=True
+        )
+        return self._collect(chunks, begun, on_text, text_of=lambda choice: str(choice["text"]))
+
+    def _chat(
+        self,
+        messages: list[dict[str, str]],
+        begun: float,
+        max_tokens: int,
+        temperature: float,
+        stop: list[str],
+        on_text: TextSink | None,
+    ) -> Completion:
+        chunks = self._llm.create_chat_completion(
+            messages=messages, max_tokens=max_tokens, temperature=temperature, stop=stop or None, stream=True
+        )
+        return self._collect(chunks, begun, on_text, text_of=lambda choice: str(choice["delta"].get("content") or ""))
+
+    def _collect(
+        self,
+        chunks: Generator[dict[str, Any], None, None],
+        begun: float,
+        on_text: TextSink | None,
+        *,
+        text_of: Callable[[dict[str, Any]], str],
+    ) -> Completion:
+        """Read a streamed generation, one chunk per sampled token, handing each piece of text on."""
         first: float | None = None
         pieces: list[str] = []
         finish = "length"
-        prompt_tokens = len(self._llm.tokenize(prompt.encode(), add_bos=False, special=False))
-        for chunk in self._llm.create_completion(
-            prompt, max_tokens=max_tokens, temperature=temperature, stop=stop or None, stream=True
-        ):
-            if first is None:
-                first = time.perf_counter() - begun
-            choice = chunk["choices"][0]
-            pieces.append(choice["text"])
-            finish = choice.get("finish_reason") or finish
+        with contextlib.closing(chunks):  # closing stops llama.cpp when the sink stops reading
+            for chunk in chunks:
+                if first is None:
+                    first = time.perf_counter() - begun
+                choice = chunk["choices"][0]
+                finish = choice.get("finish_reason") or finish
+                piece = text_of(choice)
+                if not piece:
+                    continue
+                pieces.append(piece)
+                if on_text is not None and not on_text(piece):
+                    break
         self._llm.remember()
-        cached = min(self._llm.reused_prompt_tokens, prompt_tokens)  # the BOS token is not counted
-        return Completion("".join(pieces), prompt_tokens, sum(1 for p in pieces if p), finish, first, cached)
-
-    def _chat(
-        self, messages: list[dict[str, str]], begun: float, max_tokens: int, temperature: float, stop: list[str]
-    ) -> Completion:
-        answer = self._llm.create_chat_completion(
-            messages=messages, max_tokens=max_tokens, temperature=temperature, stop=stop or None
-        )
-        self._llm.remember()
-        cached = self._llm.reused_prompt_tokens
-        usage = answer.get("usage", {})
-        choice = answer["choices"][0]
+        prompt_tokens = self._llm.last_prompt_tokens
+        cached = min(self._llm.reused_prompt_tokens, prompt_tokens)
         return Completion(
-            choice["message"].get("content") or "",
-            usage.get("prompt_tokens", 0),
-            usage.get("completion_tokens", 0),
-            choice.get("finish_reason") or "stop",
-            time.perf_counter() - begun,
-            cached,
+            "".join(pieces), prompt_tokens, self._llm.last_completion_tokens, finish, first, cached_tokens=cached
         )

@@ -112,7 +112,12 @@ def test_without_a_prompt_cache_the_prompt_is_processed_again(gguf_models: Path)
 )
 def test_bad_generation_requests_get_4xx(counter: ModelServer, path: str, body: dict[str, object], words: str) -> None:
     answer = httpx.post(f"{counter.url}{path}", content=json.dumps(body), timeout=30)
-    assert 400 <= answer.status_code < 500 and words in answer.json()["error"], answer.text
+    assert 400 <= answer.status_code < 500, answer.text
+    error = answer.json()["error"]
+    if path.startswith("/v1/"):  # OpenAI's error shape
+        assert words in error["message"] and error["type"] == "invalid_request_error", answer.text
+    else:  # OIP v2's
+        assert words in error, answer.text
 
 
 def test_degraded_model_is_measurably_less_accurate(gguf_models: Path, prometheus_server: PrometheusServer) -> None:
@@ -168,6 +173,8 @@ def test_degraded_model_is_measurably_less_accurate(gguf_models: Path, prometheu
                 "temperature": st.floats(allow_nan=False, allow_infinity=False),
                 "stop": st.one_of(st.text(max_size=3), st.lists(st.text(max_size=3))),
                 "model": st.sampled_from(["counter", "x"]),
+                "stream": st.one_of(st.booleans(), st.text(max_size=3)),
+                "stream_options": st.one_of(st.none(), st.fixed_dictionaries({"include_usage": st.booleans()})),
             },
         ),
     )
