@@ -297,11 +297,14 @@ def test_a_green_pod_that_loses_readiness_shows_in_its_health(cluster: Path) -> 
 
 class FakeRouter:
     """Reports ``status.weights`` back in the router-applied annotation, ``lag`` seconds after they change,
-    as the builtin router does once its data plane serves them."""
+    as the builtin router does once its data plane serves them. It notes whether green's Deployment was still
+    there (not deleted, not being deleted) when it reported each weight: the finalizer must not delete green
+    before the router confirms that green gets nothing."""
 
     def __init__(self, name: str, *, lag: float = 0.5) -> None:
         self.name, self.lag = name, lag
         self.reports: list[str] = []
+        self.green_there_when_reported: dict[str, bool] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -321,11 +324,17 @@ class FakeRouter:
             report = f"{weights.get('revision', 0)}/{weights['green']}"
             if annotations.get(constants.ANNOTATION_ROUTER_APPLIED) != report:
                 time.sleep(self.lag)
+                try:
+                    green = api.read("Deployment", NAMESPACE, f"{self.name}-{constants.GREEN}")
+                except ApiException:
+                    continue
+                there = green is not None and not green["metadata"].get("deletionTimestamp")
                 patch = {"metadata": {"annotations": {constants.ANNOTATION_ROUTER_APPLIED: report}}}
                 try:
                     api.patch_custom(constants.GROUP, constants.VERSION, constants.PLURAL, NAMESPACE, self.name, patch)
                 except ApiException:
                     continue
+                self.green_there_when_reported.setdefault(report, there)
                 self.reports.append(report)
 
     def stop(self) -> None:
@@ -430,8 +439,9 @@ def test_keep_stable_moves_traffic_to_blue_then_keeps_blue_and_the_router(cluste
 
     body = get_rollout("keep")
     assert body["status"]["weights"] == {"blue": 100, "green": 0, "revision": 5}
-    assert body["metadata"]["annotations"][constants.ANNOTATION_ROUTER_APPLIED] == "5/0"
-    assert waits >= 1  # green was deleted only after the router confirmed 100% blue
+    assert waits >= 1  # it waited for the router
+    # green was deleted only after the router confirmed 100% blue
+    assert router.green_there_when_reported.get("5/0") is True, router.green_there_when_reported
     assert reasons(events) == ["TrafficToStable", "TrafficConfirmed", "StableKept", "CandidateDeleted"]
     assert all(kind == "Normal" for kind, _, _ in events)
 
@@ -493,7 +503,9 @@ def test_a_deletion_while_a_promotion_hands_back_waits_for_blue_to_serve_the_pro
     )
     events, _ = run_finalizer("handback", timeout=30)
     assert reasons(events) == ["TrafficToStable", "TrafficConfirmed", "StableKept", "CandidateDeleted"]
-    assert get_rollout("handback")["metadata"]["annotations"][constants.ANNOTATION_ROUTER_APPLIED] == "5/0"
+    assert get_rollout("handback")["status"]["weights"] == {"blue": 100, "green": 0, "revision": 5}
+    assert router.green_there_when_reported.get("5/0") is True, router.green_there_when_reported
+    process.wait_until(lambda: gone("Deployment", "handback-green"), timeout=30, what="green deleted")
     release("handback")
     process.wait_until(lambda: rollout_gone("handback"), timeout=30, what="ModelRollout deleted")
 

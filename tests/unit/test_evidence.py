@@ -3,8 +3,6 @@ router confirmed it; and what blue runs before the first promotion."""
 
 from __future__ import annotations
 
-import datetime
-
 from modelrollout import controller
 from modelrollout.analysis.evaluate import Verdict
 from modelrollout.api.status import ModelRolloutStatus
@@ -50,4 +48,4 @@ def test_before_the_first_promotion_blue_keeps_the_server_settings_it_started_wi
     assert decision.status.stable is not None
     assert decision.status.stable.server.image == SPEC.server.image
     assert controller.stable_of(changed, decision.status).server.image == SPEC.server.image
-    assert isinstance(decision.status.started_at, datetime.datetime)
+    assert decision.status.started_at == at(5)  # the new canary's clock (its progress deadline) starts now
