@@ -1,6 +1,7 @@
 """The Helm chart: it lints, the real API server accepts everything it renders, and its RBAC is all the
 operator needs: a rollout is promoted by an operator that authenticates as the chart's ServiceAccount,
-and the router's role (bound per rollout by the operator) lets the router do its job and no more."""
+and the router's role (bound per rollout by the operator) lets the router do its job and no more. Every
+Pod, the chart's and the operator's, meets the "restricted" Pod Security Standard."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import numpy as np
 import pytest
 import yaml
 
+from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.devcluster import binaries, kubectl
 from modelrollout.devcluster.stage import Load, Stage
+from modelrollout.k8s import manifests
 
 pytestmark = pytest.mark.e2e
 
@@ -123,3 +126,80 @@ def test_operator_promotes_a_rollout_with_only_the_charts_rbac(
     assert can_i(kubeconfig, router, "patch", f"modelrollouts.modelrollout.dev/{name}")
     assert not can_i(kubeconfig, router, "patch", "deployments.apps")
     assert not can_i(kubeconfig, router, "get", "modelrollouts.modelrollout.dev", namespace=namespace)
+
+
+RESTRICTED = "modelrollout-restricted"
+
+
+@pytest.fixture(scope="module")
+def restricted(kubeconfig: Path) -> str:
+    """A namespace that enforces the "restricted" Pod Security Standard (the API server's PodSecurity admission)."""
+    kubectl.run("create", "namespace", RESTRICTED, kubeconfig=kubeconfig, check=False)
+    kubectl.run(
+        "label",
+        "namespace",
+        RESTRICTED,
+        "pod-security.kubernetes.io/enforce=restricted",
+        "--overwrite",
+        kubeconfig=kubeconfig,
+    )
+    return RESTRICTED
+
+
+def pod_templates(helm: str) -> dict[str, dict[str, Any]]:
+    """Every Pod template there is: the chart's (operator, bundled Prometheus) and those the operator creates
+    for a rollout (a model server per colour, the router)."""
+    rendered = documents(render(helm, "--set", "prometheus.enabled=true"))
+    templates = {doc["metadata"]["name"]: doc["spec"]["template"] for doc in rendered if doc["kind"] == "Deployment"}
+    spec = ModelRolloutSpec.model_validate(
+        {
+            "blue": {"model": {"uri": "file:///models/digits-fp32.onnx", "version": "v1"}},
+            "green": {"model": {"uri": "file:///models/digits-int8.onnx", "version": "v2"}},
+        }
+    )
+    owner = {"apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout", "name": "digits", "uid": "u"}
+    for colour, model in (("blue", spec.blue.model), ("green", spec.green.model)):
+        deployment = manifests.model_deployment(
+            rollout="digits",
+            namespace=RESTRICTED,
+            colour=colour,
+            model=model,
+            server=spec.server,
+            owner=owner,
+            replicas=1,
+        )
+        templates[f"digits-{colour}"] = deployment["spec"]["template"]
+    router = manifests.router_deployment(rollout="digits", namespace=RESTRICTED, spec=spec, owner=owner, image="r:1")
+    templates["digits-router"] = router["spec"]["template"]
+    return templates
+
+
+def admitted(kubeconfig: Path, name: str, template: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    metadata = {**template.get("metadata", {}), "name": name, "namespace": RESTRICTED}
+    # the namespace's default account (the Pod Security Standard does not look at which account)
+    spec = {key: value for key, value in template["spec"].items() if key != "serviceAccountName"}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+    return kubectl.run(
+        "create", "--dry-run=server", "-f", "-", kubeconfig=kubeconfig, stdin=json.dumps(pod), check=False
+    )
+
+
+def test_every_pod_meets_the_restricted_pod_security_standard(helm: str, kubeconfig: Path, restricted: str) -> None:
+    templates = pod_templates(helm)
+    assert set(templates) == {"mro-operator", "mro-prometheus", "digits-blue", "digits-green", "digits-router"}
+    for name, template in templates.items():
+        result = admitted(kubeconfig, name, template)
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+    # the namespace does enforce it: the same model server without its security context is refused
+    bare = json.loads(json.dumps(templates["digits-green"]))
+    del bare["spec"]["securityContext"]
+    for container in bare["spec"]["containers"]:
+        del container["securityContext"]
+    refused = admitted(kubeconfig, "bare", bare)
+    assert refused.returncode != 0 and 'violates PodSecurity "restricted' in refused.stderr, refused.stderr
+
+
+def test_only_the_pods_that_call_the_api_mount_a_token(helm: str) -> None:
+    templates = pod_templates(helm)
+    mounted = {name for name, t in templates.items() if t["spec"].get("automountServiceAccountToken", True)}
+    assert mounted == {"mro-operator", "mro-prometheus", "digits-router"}

@@ -78,6 +78,9 @@ def test_a_model_server_deployment_is_exactly_this() -> None:
                 prometheus.io/port: "8080"
                 prometheus.io/path: /metrics
             spec:
+              automountServiceAccountToken: false
+              securityContext: {{runAsNonRoot: true, seccompProfile: {{type: RuntimeDefault}}}}
+              volumes: [{{name: tmp, emptyDir: {{sizeLimit: 1Gi}}}}]
               containers:
               - name: model-server
                 image: registry.example/model-server:1.2
@@ -107,6 +110,11 @@ def test_a_model_server_deployment_is_exactly_this() -> None:
                   httpGet: {{path: /v2/health/live, port: http}}
                   periodSeconds: 10
                 resources: {{limits: {{cpu: "1"}}}}
+                securityContext:
+                  allowPrivilegeEscalation: false
+                  readOnlyRootFilesystem: true
+                  capabilities: {{drop: [ALL]}}
+                volumeMounts: [{{name: tmp, mountPath: /tmp}}]
         """
     )
     assert green_deployment() == expected
@@ -205,6 +213,8 @@ def test_the_router_deployment_is_exactly_this() -> None:
               annotations: {{prometheus.io/scrape: "true", prometheus.io/port: "8080"}}
             spec:
               serviceAccountName: digits-router
+              securityContext: {{runAsNonRoot: true, seccompProfile: {{type: RuntimeDefault}}}}
+              volumes: [{{name: tmp, emptyDir: {{sizeLimit: 1Gi}}}}]
               containers:
               - name: router
                 image: release:1
@@ -227,6 +237,12 @@ def test_the_router_deployment_is_exactly_this() -> None:
                   periodSeconds: 10
                   timeoutSeconds: 5
                   failureThreshold: 6
+                resources: {{requests: {{cpu: 100m, memory: 128Mi}}, limits: {{memory: 512Mi}}}}
+                securityContext:
+                  allowPrivilegeEscalation: false
+                  readOnlyRootFilesystem: true
+                  capabilities: {{drop: [ALL]}}
+                volumeMounts: [{{name: tmp, mountPath: /tmp}}]
         """
     )
     unsticky = manifests.router_deployment(

@@ -54,6 +54,22 @@ def _metadata(name: str, namespace: str, owner: dict[str, Any], object_labels: d
     return {"name": name, "namespace": namespace, "labels": object_labels, "ownerReferences": [owner]}
 
 
+POD_SECURITY: dict[str, Any] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+"""Every Pod the operator creates meets the "restricted" Pod Security Standard: a non-root user (the image's
+numeric USER) under the runtime's default seccomp profile..."""
+CONTAINER_SECURITY: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+"""...no privilege escalation, no capabilities, and a read-only root filesystem: what a process writes goes
+to the Pod's own ``/tmp`` (SCRATCH)."""
+SCRATCH_VOLUME: dict[str, Any] = {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}
+SCRATCH_MOUNT: dict[str, Any] = {"name": "tmp", "mountPath": "/tmp"}  # noqa: S108 - the Pod's own emptyDir
+ROUTER_RESOURCES: dict[str, Any] = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+"""The router's: every user request passes through it, so no CPU limit (throttling would add latency)."""
+
+
 def model_deployment(
     *,
     rollout: str,
@@ -96,6 +112,8 @@ def model_deployment(
         },
         "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 2},
         "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 10},
+        "securityContext": CONTAINER_SECURITY,
+        "volumeMounts": [SCRATCH_MOUNT],
     }
     if server.resources:
         container["resources"] = server.resources
@@ -119,7 +137,13 @@ def model_deployment(
                         "prometheus.io/path": "/metrics",
                     },
                 },
-                "spec": {"containers": [container]},
+                "spec": {
+                    # a model server never calls the Kubernetes API: no token in its Pods
+                    "automountServiceAccountToken": False,
+                    "securityContext": POD_SECURITY,
+                    "containers": [container],
+                    "volumes": [SCRATCH_VOLUME],
+                },
             },
         },
     }
@@ -272,7 +296,9 @@ def router_deployment(
                     "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(SERVER_PORT)},
                 },
                 "spec": {
-                    "serviceAccountName": f"{rollout}-router",
+                    "serviceAccountName": f"{rollout}-router",  # it reads its rollout and reports on it
+                    "securityContext": POD_SECURITY,
+                    "volumes": [SCRATCH_VOLUME],  # nginx's config, temp files and pid
                     "containers": [
                         {
                             "name": "router",
@@ -289,6 +315,9 @@ def router_deployment(
                                 "timeoutSeconds": 5,
                                 "failureThreshold": 6,
                             },
+                            "resources": ROUTER_RESOURCES,
+                            "securityContext": CONTAINER_SECURITY,
+                            "volumeMounts": [SCRATCH_MOUNT],
                         }
                     ],
                 },
