@@ -64,7 +64,11 @@ def build(settings: ServerSettings) -> tuple[Starlette, DataPlane]:
         metrics=ServerMetrics(
             rollout=settings.rollout, colour=settings.colour, model=settings.model_name, version=settings.model_version
         ),
-        store=PredictionStore(capacity=settings.feedback_capacity, ttl=settings.feedback_ttl_seconds),
+        store=PredictionStore(
+            capacity=settings.feedback_capacity,
+            ttl=settings.feedback_ttl_seconds,
+            max_bytes=settings.feedback_max_bytes,
+        ),
         faults=Faults(
             enabled=settings.faults_enabled,
             latency_seconds=settings.fault_latency_seconds,

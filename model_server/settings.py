@@ -46,6 +46,8 @@ class ServerSettings(BaseSettings):
     """Output holding the predicted class; default: the first integer output, else argmax of the first."""
     feedback_capacity: int = 100_000
     """Predictions kept for joining delayed feedback (least recently used are dropped)."""
+    feedback_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    """Bytes the stored predictions may take (ids, classes and overhead; least recently used are dropped)."""
     feedback_ttl_seconds: float = 3600.0
     """Feedback for an older prediction is answered 410 Gone."""
     faults_enabled: bool = False
