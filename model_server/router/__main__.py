@@ -22,11 +22,13 @@ import structlog
 import uvicorn
 
 from model_server import logs
+from model_server.router import guard
 from model_server.router.metrics import RouterMetrics
 from model_server.router.nginx import NginxDataPlane
 from model_server.router.proxy import Router, RouterState
 from model_server.router.upstream import Upstream
-from model_server.router.watch import RolloutWatcher, Wanted
+from model_server.router.watch import RolloutWatcher, Serving, Wanted
+from modelrollout.routing.guard import GuardTrip
 
 log = structlog.get_logger("model_router")
 
@@ -84,6 +86,47 @@ def main(argv: list[str] | None = None) -> int:
     plane: NginxDataPlane | None = None
     loop_holder: list[asyncio.AbstractEventLoop] = []
 
+    watcher: RolloutWatcher | None = None
+    serialised = asyncio.Lock()
+
+    async def enforce(wanted: Wanted) -> Serving:
+        """Make the data plane serve ``wanted`` (on the event loop, one change at a time), or 0% green while
+        the guard's trip holds it: decided here, under the lock, so that weights applied just after a trip
+        never put green back. Returns what is served; the state (what /router/state and the metrics show)
+        changes only once the data plane serves it."""
+        async with serialised:
+            held = watcher is not None and watcher.follower.holds(wanted)
+            green = 0 if held else wanted.green
+            if plane is not None:
+                await plane.apply(green, wanted.mirror)
+            state.apply(green, mirror_percent=wanted.mirror, revision=wanted.revision)
+            sentry.arm(
+                guard.armed(
+                    revision=wanted.revision,
+                    green=green,
+                    phase=wanted.phase,
+                    green_revision=wanted.green_revision,
+                    settings=wanted.guard,
+                )
+            )
+            return Serving(green=green, mirror=wanted.mirror)
+
+    def on_trip(trip: GuardTrip) -> None:
+        """The guard tripped (on the event loop): green gets 0% now, then the follower reports it."""
+        metrics.guard_tripped()
+        log.warning("guard tripped: green gets 0%", **trip.__dict__)
+        if watcher is None:
+            return
+        watcher.follower.tripped(trip)
+        wanted = watcher.follower.wanted
+        if wanted is not None:
+            task = asyncio.ensure_future(enforce(wanted))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+    pending: set[asyncio.Future[Serving]] = set()
+    sentry = guard.Guard(on_trip=on_trip)
+
     if args.data_plane == "nginx":
         listen_port = free_port()  # the router process answers nginx on loopback; nginx takes the public port
         plane = NginxDataPlane(
@@ -94,23 +137,21 @@ def main(argv: list[str] | None = None) -> int:
             sticky_header=args.sticky_header,
             metrics=metrics,
             binary=args.nginx_binary,
+            guard=sentry,
         )
 
-    def apply(wanted: Wanted) -> None:
-        """Called from the watcher's thread: returns once the data plane serves ``wanted``, raises if it
-        does not. The state (what /router/state and the metrics show) changes only after that."""
-        if plane is not None:
-            if not loop_holder:
-                raise RuntimeError("the nginx data plane has not started yet")
-            future = asyncio.run_coroutine_threadsafe(plane.apply(wanted.green, wanted.mirror), loop_holder[0])
-            try:
-                future.result(timeout=15)
-            except concurrent.futures.TimeoutError:
-                future.cancel()
-                raise
-        state.apply(wanted.green, mirror_percent=wanted.mirror, revision=wanted.revision)
+    def apply(wanted: Wanted) -> Serving:
+        """Called from the watcher's thread: returns once the data plane serves ``wanted`` (or 0% green, held
+        by the guard), raises if it does not."""
+        if not loop_holder:
+            raise RuntimeError("the data plane has not started yet")
+        future = asyncio.run_coroutine_threadsafe(enforce(wanted), loop_holder[0])
+        try:
+            return future.result(timeout=15)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
 
-    watcher = None
     if args.rollout and (args.kubeconfig or args.in_cluster) and args.weight is None:
         watcher = RolloutWatcher(namespace=args.namespace, name=args.rollout, kubeconfig=args.kubeconfig, apply=apply)
 
@@ -132,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         blue=blue,
         green=green,
         sticky_header=args.sticky_header,
+        guard=sentry,
         on_startup=startup,
         on_shutdown=shutdown,
     )

@@ -45,6 +45,12 @@ class RouterMetrics:
             ["rollout"],
             registry=r,
         )
+        self.guard_trips = Counter(
+            "modelrouter_guard_trips_total",
+            "Times the data-plane guard sent green 0% because too many of its answers failed.",
+            ["rollout"],
+            registry=r,
+        )
         self.overhead = Histogram(
             "modelrouter_overhead_seconds",
             "Time spent in the router beyond the upstream.",
@@ -55,6 +61,7 @@ class RouterMetrics:
         self._by_colour = {c: self.requests.labels(rollout=self.rollout, colour=c) for c in ("blue", "green")}
         self._errors = {c: self.upstream_errors.labels(rollout=self.rollout, colour=c) for c in ("blue", "green")}
         self._overhead = self.overhead.labels(rollout=self.rollout)
+        self._guard_trips = self.guard_trips.labels(rollout=self.rollout)
         self._weight = self.applied_weight.labels(rollout=self.rollout)
         self._comparisons = self.mirror_comparisons.labels(rollout=self.rollout)
         self._disagreements = self.mirror_disagreements.labels(rollout=self.rollout)
@@ -68,6 +75,9 @@ class RouterMetrics:
 
     def mirror_failed(self) -> None:
         self._mirror_errors.inc()
+
+    def guard_tripped(self) -> None:
+        self._guard_trips.inc()
 
     def observe_overhead(self, seconds: float) -> None:
         self._overhead.observe(seconds)

@@ -33,6 +33,7 @@ from pathlib import Path
 import httpx
 import structlog
 
+from model_server.router.guard import Guard
 from model_server.router.metrics import RouterMetrics
 
 log = structlog.get_logger(__name__)
@@ -129,10 +130,12 @@ def nginx_binary(configured: str | None = None) -> str | None:
 
 
 class AccessLog(asyncio.DatagramProtocol):
-    """Counts what nginx routed, from its access log lines (one syslog datagram per request)."""
+    """Counts what nginx routed, from its access log lines (one syslog datagram per request), and tells the
+    guard each answer (mirrored copies are not logged here: nginx sends them to the router process)."""
 
-    def __init__(self, metrics: RouterMetrics) -> None:
+    def __init__(self, metrics: RouterMetrics, guard: Guard | None = None) -> None:
         self.metrics = metrics
+        self.guard = guard
 
     def datagram_received(self, data: bytes, addr: object) -> None:
         # "<190>Nov 22 14:50:29 modelrouter: green 200 200 0.002 0.001"
@@ -143,6 +146,8 @@ class AccessLog(asyncio.DatagramProtocol):
         if colour not in ("blue", "green"):
             return
         status, upstream_status = fields[1], fields[2]
+        if self.guard is not None:
+            self.guard.outcome(colour, failed=status.startswith(b"5") or upstream_status == b"-")
         if status in (b"502", b"504") or upstream_status == b"-":
             self.metrics.upstream_error(colour)
             return
@@ -167,6 +172,7 @@ class NginxDataPlane:
         sticky_header: str | None,
         metrics: RouterMetrics,
         binary: str | None = None,
+        guard: Guard | None = None,
     ) -> None:
         binary = nginx_binary(binary)
         if binary is None:
@@ -176,6 +182,9 @@ class NginxDataPlane:
         self.listen, self.blue, self.green, self.control = listen, blue, green, control
         self.sticky_header = sticky_header
         self.metrics = metrics
+        self.guard = guard
+        self.applied: tuple[int, int] | None = None
+        """(green, mirror) of the config nginx confirmed; None while unknown (starting, or a failed apply)."""
         self.version = 0
         """The version of the config in nginx.conf (the one the next reload loads)."""
         self._process: subprocess.Popen[bytes] | None = None
@@ -218,7 +227,7 @@ class NginxDataPlane:
         # nginx's workers may run as another user (www-data when started as root): let them write.
         self.directory.chmod(0o755)
         socket_path.chmod(0o666)
-        transport, _ = await loop.create_datagram_endpoint(lambda: AccessLog(self.metrics), sock=receiver)
+        transport, _ = await loop.create_datagram_endpoint(lambda: AccessLog(self.metrics, self.guard), sock=receiver)
         self._transport = transport
         self._write(green_weight, mirror_percent)
         self._process = subprocess.Popen(
@@ -229,15 +238,21 @@ class NginxDataPlane:
             start_new_session=True,
         )
         await self._confirm()
+        self.applied = (green_weight, mirror_percent)
 
     async def apply(self, green_weight: int, mirror_percent: int) -> None:
         """New weights: a new config, a graceful reload, and a wait until the new config answers.
-        Returns only once nginx serves them; raises otherwise (nginx keeps serving what it served)."""
+        Returns only once nginx serves them; raises otherwise (nginx keeps serving what it served).
+        Weights nginx confirmed last time need no reload (a guard trip and the report after it)."""
         if self._process is None or self._process.poll() is not None:
             raise RuntimeError("nginx is not running")
+        if self.applied == (green_weight, mirror_percent):
+            return
+        self.applied = None
         await asyncio.to_thread(self._write, green_weight, mirror_percent)
         os.kill(self._process.pid, signal.SIGHUP)
         await self._confirm()
+        self.applied = (green_weight, mirror_percent)
 
     async def _confirm(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout

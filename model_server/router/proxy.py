@@ -17,6 +17,7 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from model_server.router import split
+from model_server.router.guard import Guard
 from model_server.router.metrics import RouterMetrics
 from model_server.router.upstream import Response, Upstream, UpstreamError
 
@@ -75,6 +76,7 @@ class Router:
         blue: Upstream,
         green: Upstream,
         sticky_header: str | None = None,
+        guard: Guard | None = None,
         id_capacity: int = 100_000,
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], None] | None = None,
@@ -83,6 +85,8 @@ class Router:
         self.metrics = state.metrics
         self.upstreams = {split.BLUE: blue, split.GREEN: green}
         self.sticky_header = sticky_header.lower().encode() if sticky_header else None
+        self.guard = guard
+        """Told each answer to a user request (not mirrored copies); None: no guard."""
         self.served_by: OrderedDict[str, str] = OrderedDict()
         """Inference id -> colour that answered it, so that feedback reaches the right model server."""
         self.id_capacity = id_capacity
@@ -163,10 +167,14 @@ class Router:
             upstream_seconds = time.perf_counter() - upstream_begun
         except UpstreamError as error:
             self.metrics.upstream_error(colour)
+            if self.guard is not None:
+                self.guard.outcome(colour, failed=True)
             log.warning("upstream failed", colour=colour, error=str(error))
             await _respond(send, 502, orjson.dumps({"error": f"{colour} model server unavailable: {error}"}), _JSON)
             return
         self.metrics.routed(colour)
+        if self.guard is not None:
+            self.guard.outcome(colour, failed=response.status >= 500)
         if response.status == 200 and scope["path"].endswith("/infer"):
             self._remember(response.body, colour)
             if colour == split.BLUE and self.state.mirror_percent and self._random() * 100 < self.state.mirror_percent:

@@ -17,23 +17,34 @@ both match what it asked for. So:
   without ``status.weights.revision``, written by an older operator, counts as revision 0).
 
 When the API server is unreachable the router keeps the last weights it applied.
+
+The data-plane guard (router.guard) overrides the wanted weights: after a trip the router serves 0% green,
+reports ``"<revision>/0"`` (what it really serves) and the trip in ``modelrollout.dev/router-guard``, and
+keeps green at 0% for that candidate in every phase that could give it traffic (Progressing, Paused,
+Promoting), also for newer revisions the operator asked for before it read the trip (each reported as held),
+until the operator acknowledges the trip in ``status.guardTrip``. The trip is restored from the annotation
+when the router restarts, so it never returns to green on its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+from model_server.router.guard import guard_of
 from modelrollout.api import constants
+from modelrollout.api.spec import GuardSpec
 from modelrollout.routing.base import NOT_REPORTED, AppliedWeights, format_report, parse_report
+from modelrollout.routing.guard import HOLDING_PHASES, GuardTrip, parse_trip
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +59,13 @@ class Wanted:
     revision: int
     green: int
     mirror: int
+    phase: str = ""
+    """``status.phase`` when these weights were asked for (the guard is armed only in some phases)."""
+    green_revision: str = ""
+    """``status.greenRevision``: the candidate these weights are for."""
+    guard: GuardSpec = field(default_factory=GuardSpec)
+    acknowledged: int = -1
+    """``status.guardTrip.revision``: the latest trip the operator has read (-1: none)."""
 
 
 @dataclass(frozen=True)
@@ -65,12 +83,22 @@ def wanted_of(obj: dict[str, Any]) -> Wanted | None:
     if not isinstance(green, int) or isinstance(green, bool):
         return None
     revision = weights.get("revision")
+    status = obj.get("status") or {}
     mirror = (((obj.get("spec") or {}).get("traffic") or {}).get("mirror") or {}).get("percent", 0)
+    acknowledged = (status.get("guardTrip") or {}).get("revision")
     return Wanted(
-        revision=revision if isinstance(revision, int) and not isinstance(revision, bool) else 0,
+        revision=_integer(revision, 0),
         green=max(0, min(100, green)),
         mirror=max(0, min(100, int(mirror or 0))),
+        phase=str(status.get("phase") or ""),
+        green_revision=str(status.get("greenRevision") or ""),
+        guard=guard_of(obj),
+        acknowledged=_integer(acknowledged, -1),
     )
+
+
+def _integer(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
 def reported_of(obj: dict[str, Any]) -> AppliedWeights:
@@ -79,40 +107,87 @@ def reported_of(obj: dict[str, Any]) -> AppliedWeights:
     return parse_report(annotations.get(constants.ANNOTATION_ROUTER_APPLIED))
 
 
+def reported_trip_of(obj: dict[str, Any]) -> GuardTrip | None:
+    """The guard trip the router last reported on this object (None without one)."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return parse_trip(annotations.get(constants.ANNOTATION_ROUTER_GUARD))
+
+
+def holding(wanted: Wanted, trip: GuardTrip | None) -> bool:
+    """Whether a trip keeps green at 0% against these wanted weights (a pure function): it does until the
+    operator acknowledged it, for the candidate that tripped it, in the phases that give green traffic."""
+    return (
+        trip is not None
+        and wanted.acknowledged < trip.revision
+        and wanted.green > 0
+        and wanted.phase in HOLDING_PHASES
+        and wanted.green_revision == trip.green_revision
+    )
+
+
+def target(wanted: Wanted, trip: GuardTrip | None) -> tuple[Wanted, GuardTrip | None]:
+    """What to serve and which trip to report (a pure function): while a trip holds, 0% green, and the trip
+    names the newest revision it holds, so that the operator sees it for the weights it asks for now."""
+    if trip is None or not holding(wanted, trip):
+        return wanted, trip
+    if wanted.revision > trip.revision:
+        trip = dataclasses.replace(trip, revision=wanted.revision)
+    return dataclasses.replace(wanted, green=0), trip
+
+
 class Action(enum.Enum):
     NOTHING = "nothing"
     APPLY = "apply"
     REPORT = "report"
 
 
-def next_action(wanted: Wanted | None, serving: Serving | None, reported: AppliedWeights) -> Action:
-    """What to do next (a pure function): apply until the data plane serves the wanted weights, then
-    report them with the revision that asked for them."""
+def next_action(
+    wanted: Wanted | None,
+    serving: Serving | None,
+    reported: AppliedWeights,
+    *,
+    trip: GuardTrip | None = None,
+    reported_trip: GuardTrip | None = None,
+) -> Action:
+    """What to do next (a pure function): apply until the data plane serves the wanted weights (``wanted``
+    as ``target`` made it), then report them with the revision that asked for them, and the trip."""
     if wanted is None:
         return Action.NOTHING
     if serving != Serving(green=wanted.green, mirror=wanted.mirror):
         return Action.APPLY
     if not reported.confirms(revision=wanted.revision, green=wanted.green):
         return Action.REPORT
+    if trip is not None and trip != reported_trip:
+        return Action.REPORT
     return Action.NOTHING
 
 
 class WeightsFollower:
-    """The bookkeeping between the watch (what is wanted, what the annotation says), the data plane (what
-    it serves) and the report. ``observe`` is called from the watch; ``run`` (its own thread) applies,
-    reports, and retries with a backoff until both succeeded.
+    """The bookkeeping between the watch (what is wanted, what the annotations say), the data plane (what
+    it serves), the guard (a trip holds green at 0%) and the report. ``observe`` is called from the watch,
+    ``tripped`` from the guard; ``run`` (its own thread) applies, reports, and retries with a backoff until
+    both succeeded.
 
-    ``apply(wanted)`` returns once the data plane serves ``wanted`` and raises when it does not;
-    ``report(wanted)`` writes the annotation.
+    ``apply(wanted)`` returns once the data plane serves ``wanted`` and raises when it does not; it may return
+    the Serving it applied instead (a trip that came meanwhile makes it serve 0% green). ``report(wanted,
+    trip)`` writes the applied annotation, and the guard's when there is a trip.
     """
 
-    def __init__(self, *, apply: Callable[[Wanted], None], report: Callable[[Wanted], None]) -> None:
+    def __init__(
+        self,
+        *,
+        apply: Callable[[Wanted], Serving | None],
+        report: Callable[[Wanted, GuardTrip | None], None],
+    ) -> None:
         self._apply = apply
         self._report = report
         self._changed = threading.Condition()
         self._generation = 0
         self.wanted: Wanted | None = None
         self.reported: AppliedWeights = NOT_REPORTED
+        self.reported_trip: GuardTrip | None = None
+        self.trip: GuardTrip | None = None
+        """The guard's last trip (restored from the annotation after a restart)."""
         self.serving: Serving | None = None
         """None until the first apply succeeds, and again after a failed one: unknown, so apply again."""
         self.failures = 0
@@ -122,49 +197,75 @@ class WeightsFollower:
         with self._changed:
             self.wanted = wanted_of(obj)
             self.reported = reported_of(obj)
+            self.reported_trip = reported_trip_of(obj)
+            if self.reported_trip is not None and (
+                self.trip is None or self.reported_trip.revision > self.trip.revision
+            ):
+                self.trip = self.reported_trip
             self._generation += 1
             self._changed.notify_all()
+
+    def tripped(self, trip: GuardTrip) -> None:
+        """The guard tripped (called from the data plane's thread, which already serves 0% green)."""
+        with self._changed:
+            self.trip = trip
+            self._generation += 1
+            self._changed.notify_all()
+
+    def holds(self, wanted: Wanted) -> bool:
+        """Whether the current trip keeps green at 0% against ``wanted`` (for the data plane's apply)."""
+        with self._changed:
+            return holding(wanted, self.trip)
 
     def step(self) -> bool:
         """Apply and report what is wanted now; True when settled, False when something failed."""
         while True:
             with self._changed:
-                wanted, reported = self.wanted, self.reported
-            action = next_action(wanted, self.serving, reported)
-            if action is Action.NOTHING or wanted is None:
+                wanted, reported, reported_trip, trip = self.wanted, self.reported, self.reported_trip, self.trip
+            if wanted is None:
+                self.failures = 0
+                return True
+            goal, goal_trip = target(wanted, trip)
+            action = next_action(goal, self.serving, reported, trip=goal_trip, reported_trip=reported_trip)
+            if action is Action.NOTHING:
                 self.failures = 0
                 return True
             try:
                 if action is Action.APPLY:
                     begun = time.monotonic()
                     self.serving = None
-                    self._apply(wanted)
-                    self.serving = Serving(green=wanted.green, mirror=wanted.mirror)
+                    served = self._apply(goal)
+                    self.serving = served or Serving(green=goal.green, mirror=goal.mirror)
                     log.info(
                         "weights applied",
-                        revision=wanted.revision,
-                        green=wanted.green,
-                        mirror=wanted.mirror,
+                        revision=goal.revision,
+                        green=self.serving.green,
+                        mirror=self.serving.mirror,
+                        held_by_guard=goal.green != wanted.green or self.serving.green != goal.green,
                         seconds=round(time.monotonic() - begun, 3),
                     )
                 else:
                     begun = time.monotonic()
-                    self._report(wanted)
+                    self._report(goal, goal_trip)
                     with self._changed:
                         if self.reported is reported:  # no newer object seen meanwhile
-                            self.reported = AppliedWeights(revision=wanted.revision, green=wanted.green)
+                            self.reported = AppliedWeights(revision=goal.revision, green=goal.green)
+                            self.reported_trip = goal_trip
+                        if self.trip is trip:
+                            self.trip = goal_trip
                     log.info(
                         "applied weights reported",
-                        revision=wanted.revision,
-                        green=wanted.green,
+                        revision=goal.revision,
+                        green=goal.green,
+                        guard_trip=goal_trip.revision if goal_trip is not None else None,
                         seconds=round(time.monotonic() - begun, 3),
                     )
             except Exception as error:  # noqa: BLE001 - any failure: report nothing, retry
                 self.failures += 1
                 log.warning(
                     f"weights not {'applied' if action is Action.APPLY else 'reported'}; retrying",
-                    revision=wanted.revision,
-                    green=wanted.green,
+                    revision=goal.revision,
+                    green=goal.green,
                     failures=self.failures,
                     error=f"{type(error).__name__}: {error}",
                 )
@@ -203,7 +304,7 @@ class RolloutWatcher:
         namespace: str,
         name: str,
         kubeconfig: str | None,
-        apply: Callable[[Wanted], None],
+        apply: Callable[[Wanted], Serving | None],
     ) -> None:
         self.namespace = namespace
         self.name = name
@@ -267,9 +368,11 @@ class RolloutWatcher:
             if event["type"] in ("ADDED", "MODIFIED"):
                 self.follower.observe(event["object"])
 
-    def _report(self, wanted: Wanted) -> None:
-        report = format_report(revision=wanted.revision, green=wanted.green)
-        patch = {"metadata": {"annotations": {constants.ANNOTATION_ROUTER_APPLIED: report}}}
+    def _report(self, wanted: Wanted, trip: GuardTrip | None) -> None:
+        annotations = {constants.ANNOTATION_ROUTER_APPLIED: format_report(revision=wanted.revision, green=wanted.green)}
+        if trip is not None:
+            annotations[constants.ANNOTATION_ROUTER_GUARD] = trip.to_json()
+        patch = {"metadata": {"annotations": annotations}}
         self._api.patch_namespaced_custom_object(
             constants.GROUP, constants.VERSION, self.namespace, constants.PLURAL, self.name, patch, _request_timeout=10
         )

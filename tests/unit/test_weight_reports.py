@@ -21,6 +21,7 @@ from modelrollout.k8s import manifests
 from modelrollout.routing import gateway_api
 from modelrollout.routing.base import NOT_REPORTED, AppliedWeights, RolloutRef, format_report, parse_report
 from modelrollout.routing.builtin import BuiltinRouter
+from modelrollout.routing.guard import GuardTrip
 
 SPEC = ModelRolloutSpec.model_validate(
     {
@@ -129,7 +130,7 @@ class Annotation:
         self.value: str | None = None
         self.writes = 0
 
-    def report(self, wanted: Wanted) -> None:
+    def report(self, wanted: Wanted, trip: GuardTrip | None = None) -> None:
         self.value = format_report(revision=wanted.revision, green=wanted.green)
         self.writes += 1
 
@@ -206,7 +207,7 @@ def test_the_first_report_follows_an_apply_even_at_0_percent() -> None:
 def test_a_failed_report_is_retried() -> None:
     plane, attempts = DataPlane(), []
 
-    def flaky_report(wanted: Wanted) -> None:
+    def flaky_report(wanted: Wanted, trip: GuardTrip | None = None) -> None:
         attempts.append(wanted)
         if len(attempts) == 1:
             raise ConnectionError("API server unreachable")

@@ -30,5 +30,8 @@ ANNOTATION_ROUTER_APPLIED = f"{GROUP}/router-applied"
 """Written by the builtin router once its data plane serves the weights: ``"<revision>/<green>"``, where
 revision is the ``status.weights.revision`` that asked for them. The operator counts a weight as applied
 only when both match what it asked for (see routing.base.AppliedWeights)."""
+ANNOTATION_ROUTER_GUARD = f"{GROUP}/router-guard"
+"""Written by the builtin router with its applied report when its guard tripped: a JSON record of green's
+failures that made it send green 0% (see routing.guard)."""
 ANNOTATION_WEIGHTS_REVISION = f"{GROUP}/weights-revision"
 """On an HTTPRoute the gateway-api provider writes: the ``status.weights.revision`` its weights are for."""

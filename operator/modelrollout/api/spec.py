@@ -211,6 +211,27 @@ class GatewayApiSpec(ApiModel):
     listen on 8080)."""
 
 
+class GuardSpec(ApiModel):
+    """The builtin router's data-plane guard: it counts green's failed answers as they happen and, on a hard
+    fault, sends green nothing at once, without waiting for Prometheus."""
+
+    enabled: bool = True
+    """Whether the builtin router guards this rollout's canary (the gateway-api provider has no guard)."""
+    window: Duration = Field(default=5.0, ge=0.5, le=60.0)
+    """How far back the router counts green's answers to user requests, a duration from 500ms to 60s such as
+    5s (mirrored copies never count)."""
+    min_requests: int = Field(default=20, ge=1)
+    """Requests green must have answered (or failed to) in the part of the window judged before the guard may
+    trip: with a hard fault, about this many users see an error before green gets nothing."""
+    max_error_rate: float = Field(default=0.5, gt=0, lt=1)
+    """Share of green's requests, above 0 and below 1, that may fail (5xx, timeouts, connection errors) in the
+    window. The guard trips only when the share is above it with 99% confidence (the lower Wilson bound), over
+    the newest requests or any longer part of the window holding at least ``min_requests``: a healthy green
+    (errors well below 0.5%) never trips it, one that fails everything trips it after about ``min_requests``
+    requests. While Progressing or Paused only; the router then sends green 0% of the traffic until the
+    operator, which rolls back with reason GuardTripped, has acknowledged the trip in status.guardTrip."""
+
+
 class TrafficSpec(ApiModel):
     provider: Literal["builtin", "gateway-api"] = "builtin"
     """Which router sets the weights: ``builtin`` (a router the operator runs per rollout, Deployment and
@@ -232,6 +253,9 @@ class TrafficSpec(ApiModel):
     """Longest the router may take to confirm new weights, a duration such as 60s. Past it the rollout is
     Degraded, and a canary in flight or a promotion rolls back to the stable model. A deletion with
     ``keepStable`` waits at most this long for 100% blue."""
+    guard: GuardSpec = Field(default_factory=GuardSpec)
+    """The builtin router's guard: a hard fault on green (most of its answers failing) sends green 0% of the
+    traffic within about ``minRequests`` requests, and the canary rolls back with reason GuardTripped."""
 
     @model_validator(mode="after")
     def _provider_supports(self) -> TrafficSpec:
