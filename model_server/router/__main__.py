@@ -112,12 +112,13 @@ def main(argv: list[str] | None = None) -> int:
             return Serving(green=green, mirror=wanted.mirror)
 
     def on_trip(trip: GuardTrip) -> None:
-        """The guard tripped (on the event loop): green gets 0% now, then the follower reports it."""
+        """The guard tripped (on the event loop): unless the rollout has moved past the canary meanwhile,
+        green gets 0% now, then the follower reports it."""
+        if watcher is None or not watcher.follower.tripped(trip):
+            log.info("guard trip dropped: the rollout no longer arms the guard", revision=trip.revision)
+            return
         metrics.guard_tripped()
         log.warning("guard tripped: green gets 0%", **trip.__dict__)
-        if watcher is None:
-            return
-        watcher.follower.tripped(trip)
         wanted = watcher.follower.wanted
         if wanted is not None:
             task = asyncio.ensure_future(enforce(wanted))

@@ -44,7 +44,7 @@ from model_server.router.guard import guard_of
 from modelrollout.api import constants
 from modelrollout.api.spec import GuardSpec
 from modelrollout.routing.base import NOT_REPORTED, AppliedWeights, format_report, parse_report
-from modelrollout.routing.guard import HOLDING_PHASES, GuardTrip, parse_trip
+from modelrollout.routing.guard import ARMED_PHASES, HOLDING_PHASES, GuardTrip, parse_trip
 
 log = structlog.get_logger(__name__)
 
@@ -205,12 +205,26 @@ class WeightsFollower:
             self._generation += 1
             self._changed.notify_all()
 
-    def tripped(self, trip: GuardTrip) -> None:
-        """The guard tripped (called from the data plane's thread, which already serves 0% green)."""
+    def tripped(self, trip: GuardTrip) -> bool:
+        """The guard tripped (called from the data plane's thread): True when the trip stands, and the data
+        plane is to serve 0% green now. It stands only while the latest object seen still asks green weight
+        for that candidate in a phase that arms the guard: a report of newer weights is always written after
+        their object was seen, so once the operator could count a promotion as confirmed (Promoting, then
+        green the stable model) no trip can stand any more, even one the data plane was arming for before."""
         with self._changed:
+            wanted = self.wanted
+            if (
+                wanted is None
+                or not wanted.guard.enabled
+                or wanted.green <= 0
+                or wanted.phase not in ARMED_PHASES
+                or wanted.green_revision != trip.green_revision
+            ):
+                return False
             self.trip = trip
             self._generation += 1
             self._changed.notify_all()
+            return True
 
     def holds(self, wanted: Wanted) -> bool:
         """Whether the current trip keeps green at 0% against ``wanted`` (for the data plane's apply)."""

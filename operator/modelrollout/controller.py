@@ -32,6 +32,7 @@ from modelrollout.k8s import api, manifests, resources
 from modelrollout.rollout import commands, machine, steps
 from modelrollout.routing import factory
 from modelrollout.routing.base import AppliedWeights, RolloutRef
+from modelrollout.routing.guard import GuardTrip, parse_trip
 
 log = structlog.get_logger("modelrollout")
 
@@ -57,6 +58,7 @@ image. Never the candidate's."""
 SETTLED = {Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.FAILED}
 WARNING_REASONS = {
     "AnalysisFailed",
+    "GuardTripped",
     "MetricsUnavailable",
     "ProgressDeadlineExceeded",
     "Aborted",
@@ -422,8 +424,17 @@ async def _gather(
         analysis=analysis,
         router=report,
         command=command,
+        guard=guard_trip(body, spec),
         error=refused,
     )
+
+
+def guard_trip(body: kopf.Body | dict[str, Any], spec: ModelRolloutSpec) -> GuardTrip | None:
+    """The builtin router's guard trip, from its annotation (the gateway-api provider has no guard)."""
+    if spec.traffic.provider != "builtin":
+        return None
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    return parse_trip(annotations.get(constants.ANNOTATION_ROUTER_GUARD))
 
 
 def _as_deployed(spec: ModelRolloutSpec, status: ModelRolloutStatus, stable: StableStatus) -> ModelRolloutSpec:

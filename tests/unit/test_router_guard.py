@@ -278,7 +278,7 @@ def test_a_trip_is_reported_with_what_the_router_really_serves_and_held_until_ac
     follower, plane, annotations = following()
     follower.observe(rollout(green=25, revision=5))
     assert follower.step() and annotations.applied == "5/25"
-    follower.tripped(TRIP)
+    assert follower.tripped(TRIP)
     assert follower.step()
     assert plane.serving.green == 0 and annotations.applied == "5/0"
     assert parse_trip(annotations.guard) == TRIP
@@ -327,13 +327,40 @@ def test_a_trip_during_the_apply_of_new_weights_still_ends_at_zero() -> None:
     def apply_then_trip(wanted: Wanted) -> Serving:
         served = real_apply(wanted)
         if wanted.green == 50:
-            follower.tripped(TRIP)
+            assert follower.tripped(TRIP)
         return served
 
     follower._apply = apply_then_trip
     assert follower.step()
     assert plane.serving.green == 0 and annotations.applied == "6/0"
     assert parse_trip(annotations.guard) == GuardTrip(**{**TRIP.__dict__, "revision": 6})
+
+
+@pytest.mark.parametrize(
+    ("phase", "green", "green_revision"),
+    [("Promoting", 100, "g1"), ("RollingBack", 0, "g1"), ("Progressing", 25, "g2")],
+)
+def test_a_trip_after_the_router_saw_the_canary_end_is_dropped(phase: str, green: int, green_revision: str) -> None:
+    """The data plane armed the guard for a Progressing canary, but the router has since seen the promotion
+    (or a rollback, or another candidate): the trip does not stand, so a promotion the router may already
+    have confirmed never sends users back to blue."""
+    follower, plane, annotations = following()
+    follower.observe(rollout(green=100, revision=5))
+    assert follower.step() and plane.serving.green == 100
+    seen = rollout(green=green, revision=6, phase=phase, applied="5/100")
+    seen["status"]["greenRevision"] = green_revision
+    follower.observe(seen)
+    assert follower.tripped(TRIP) is False
+    assert follower.step()
+    assert plane.serving.green == green and annotations.applied == f"6/{green}" and annotations.guard is None
+
+
+def test_a_disabled_guard_never_trips() -> None:
+    follower, _, _ = following()
+    disabled = rollout(green=25, revision=5)
+    disabled["spec"] = {"traffic": {"guard": {"enabled": False}}}
+    follower.observe(disabled)
+    assert follower.tripped(TRIP) is False
 
 
 def test_trip_annotation_round_trip_and_unreadable_values() -> None:

@@ -7,10 +7,12 @@ patch, clear a consumed command, count a failed weights write next time) that ca
 pure helpers (``stable_of``, ``_owned``, ``_green_has_traffic_to_lose``) and ``steps.analysis_due``.
 
 Events are the things the world does: time passes; the router applies status.weights late, skips some,
-or loses its report; pods roll out, crash and recover; analyses pass, fail, alternate, are inconclusive or
-error; users type valid and unknown commands and edit the spec (new green, green back to the stable model,
-new server settings, replicas, blue, steps, an unservable spec and its fix); the operator restarts (status
-survives, its memory does not), the API server fails reads, weights writes fail, a status write is lost.
+or loses its report, and its data-plane guard trips on green's failures (0% green at once, held against
+newer weights until the status acknowledges the trip, as router.watch decides it); pods roll out, crash and
+recover; analyses pass, fail, alternate, are inconclusive or error; users type valid and unknown commands
+and edit the spec (new green, green back to the stable model, new server settings, replicas, blue, steps, an
+unservable spec and its fix); the operator restarts (status survives, its memory does not), the API server
+fails reads, weights writes fail, a status write is lost.
 
 After every event the safety invariants of DESIGN.md are checked (``World.violations``):
 - ``promotion_without_evidence``: a candidate reaches Promoting (and later becomes the stable model) only
@@ -50,6 +52,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from pydantic import ValidationError
 
+from model_server.router.watch import Wanted, holding, target
 from modelrollout import controller
 from modelrollout.analysis.evaluate import CheckResult, Verdict
 from modelrollout.api.spec import ModelRef, ModelRolloutSpec, ServerSpec
@@ -69,6 +72,7 @@ from modelrollout.rollout.machine import (
     reject,
 )
 from modelrollout.routing.base import NOT_REPORTED, AppliedWeights
+from modelrollout.routing.guard import ARMED_PHASES, GuardTrip
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 STEPS: dict[str, list[dict[str, Any]]] = {
@@ -156,36 +160,84 @@ class Deployment:
 @dataclass
 class Router:
     """The builtin router: it watches status.weights, applies them to its data plane (maybe late, maybe
-    skipping some), and reports ``revision/green`` of what it applied in an annotation."""
+    skipping some), and reports ``revision/green`` of what it applied in an annotation. Its guard may trip
+    while it serves green in a canary: then it serves 0% green, reports that with the trip, and holds every
+    later weights of that candidate at 0% until the status acknowledges the trip (router.watch.holding)."""
 
-    watched: list[Key] = field(default_factory=list)
-    """status.weights as written, in order."""
+    watched: list[Wanted] = field(default_factory=list)
+    """status.weights as written, in order, with what the router reads beside them (router.watch.wanted_of)."""
     position: int = -1
     """Index in ``watched`` of what the data plane serves (-1: nothing applied yet, 100% blue)."""
     report: AppliedWeights = NOT_REPORTED
     applied_at: dict[Key, float] = field(default_factory=dict)
-    """When the data plane first served each revision."""
+    """When the data plane first served each revision (and green weight)."""
     reported: set[Key] = field(default_factory=set)
+    armed: bool = False
+    """The guard may trip: green has weight, applied while the canary was Progressing or Paused."""
+    held: bool = False
+    """The data plane serves 0% green for the applied revision because of ``trip``."""
+    trip: GuardTrip | None = None
+    trip_report: GuardTrip | None = None
+    """The trip in the router's annotation (published with the report)."""
 
-    def watch(self, key: Key) -> None:
-        if not self.watched or self.watched[-1] != key:
-            self.watched.append(key)
+    def watch(self, status: ModelRolloutStatus) -> None:
+        wanted = Wanted(
+            revision=status.weights.revision,
+            green=status.weights.green,
+            mirror=0,
+            phase=status.phase.value,
+            green_revision=status.green_revision,
+            acknowledged=status.guard_trip.revision if status.guard_trip is not None else -1,
+        )
+        if not self.watched or self.watched[-1] != wanted:
+            self.watched.append(wanted)
 
     def apply(self, now: float, *, latest: bool) -> None:
         if self.position + 1 >= len(self.watched):
             return
+        before = self.served if self.position >= 0 else None
         self.position = len(self.watched) - 1 if latest else self.position + 1
-        self.applied_at.setdefault(self.watched[self.position], now)
+        wanted = self.watched[self.position]
+        self.held = holding(wanted, self.trip)
+        if self.held:
+            self.trip = target(wanted, self.trip)[1]
+        if before is None or self.served[1] != before[1]:  # the data plane (and the guard) changes only then
+            self.armed = not self.held and wanted.green > 0 and wanted.phase in ARMED_PHASES
+        self.applied_at.setdefault(self.served, now)
+
+    def trip_guard(self, now: float) -> None:
+        """As WeightsFollower.tripped: armed by the data plane, and still a canary in the latest status seen."""
+        if not self.armed or self.position < 0:
+            return
+        wanted, seen = self.watched[self.position], self.watched[-1]
+        if seen.phase not in ARMED_PHASES or seen.green <= 0 or seen.green_revision != wanted.green_revision:
+            return
+        self.trip = GuardTrip(
+            revision=wanted.revision,
+            green_revision=wanted.green_revision,
+            errors=20,
+            requests=20,
+            window=5.0,
+            max_error_rate=0.5,
+            at=f"{now}",
+        )
+        self.held, self.armed = True, False
+        self.applied_at.setdefault(self.served, now)
 
     def publish(self) -> None:
         if self.position >= 0:
-            revision, green = self.watched[self.position]
-            self.report = AppliedWeights(revision, green)
-            self.reported.add((revision, green))
+            self.report = AppliedWeights(*self.served)
+            self.reported.add(self.served)
+            self.trip_report = self.trip
+
+    @property
+    def served(self) -> Key:
+        wanted = self.watched[self.position]
+        return wanted.revision, 0 if self.held else wanted.green
 
     @property
     def green(self) -> int:
-        return self.watched[self.position][1] if self.position >= 0 else 0
+        return self.served[1] if self.position >= 0 else 0
 
 
 @dataclass
@@ -392,6 +444,7 @@ class World:
             analysis=analysis,
             router=self.router.report,
             command=command,
+            guard=self.router.trip_report,
         )
 
     def _analyse(self, now: datetime.datetime) -> AnalysisOutcome:
@@ -432,7 +485,7 @@ class World:
         after = self.status()
         if after != decision.status:
             self.violate("status_not_stored_as_decided", f"{decision.status!r} stored as {after!r}")
-        self.router.watch((after.weights.revision, after.weights.green))
+        self.router.watch(after)
         self.phases_seen.add(after.phase.value)
         self._check_transition(before, after, decision, command, spec, ready=ready)
 
@@ -598,6 +651,8 @@ def _router(world: World, kind: str) -> None:
         world.router.apply(world.now, latest=True)
     elif kind == "apply-next":
         world.router.apply(world.now, latest=False)
+    elif kind == "guard-trip":
+        world.router.trip_guard(world.now)
     elif kind == "publish":
         world.router.publish()
     elif kind == "lose-report":
@@ -653,7 +708,7 @@ EDITS = (
 EVENTS: dict[str, tuple[tuple[str, ...], Callable[[World, str], None]]] = {
     "tick": (("1", "2", "5", "10", "burst"), _tick),
     "reconcile": (("0", "1", "5", "31", "61", "200"), _reconcile_after),
-    "router": (("apply-latest", "apply-next", "publish", "lose-report"), _router),
+    "router": (("apply-latest", "apply-next", "publish", "lose-report", "guard-trip"), _router),
     "pods": (tuple(f"{a}-{c}" for a in ("roll", "crash", "recover") for c in ("blue", "green")), _pods),
     "analysis": (QUALITIES, _analysis),
     "user": ((*(f"command:{t}" for t in COMMAND_TEXTS), *EDITS), _user),
@@ -862,3 +917,17 @@ _BREAKERS: dict[str, Callable[[World], str]] = {
     "confirmed_by_other_revision": _break_confirmation,
     "status_not_stored_as_decided": _break_storage,
 }
+
+
+def test_a_guard_trip_armed_at_a_last_step_of_100_percent_never_reaches_a_confirmed_promotion() -> None:
+    """Minimal history the model found: the data plane armed the guard at the last step (100% green,
+    Progressing); the promotion asked for the same weights, so the router's earlier report confirmed it at
+    once, green became the stable model, and a trip then sent users to blue's older model. A promotion now
+    asks under a new revision, which the router reports only after it read Promoting, when no trip stands."""
+    world = World()
+    for event in ["tick:5", "tick:burst", "router:guard-trip", "reconcile:31", "tick:10", "tick:5"]:
+        world.event(*event.split(":", 1))
+        assert not world.violations, world.violations
+    status = world.status()
+    assert status.phase is Phase.ROLLED_BACK and status.rollback_reason == "GuardTripped"
+    assert "Finalizing" not in world.phases_seen and world.floor is None and world.router.green == 0

@@ -113,6 +113,24 @@ class Condition(StatusModel):
     last_transition_time: datetime.datetime
 
 
+class GuardTripStatus(StatusModel):
+    """A trip of the builtin router's data-plane guard that the operator has read (routing.guard): the
+    router keeps green at 0% for this candidate until this revision is here."""
+
+    revision: int
+    """The weights revision the router held at 0% green."""
+    green_revision: str = ""
+    errors: int = 0
+    requests: int = 0
+    window_seconds: float = 0.0
+    max_error_rate: float = 0.0
+    at: str = ""
+    """When the router tripped (its clock, RFC 3339)."""
+    rolled_back: bool = False
+    """True when the canary rolled back for it (reason GuardTripped); False when it no longer mattered (the
+    canary had already ended, or another candidate had replaced it)."""
+
+
 class ModelRolloutStatus(StatusModel):
     phase: Phase = Phase.PENDING
     step_index: int = 0
@@ -148,6 +166,9 @@ class ModelRolloutStatus(StatusModel):
     last_error: str = ""
     last_command_id: str = ""
     rollback_reason: str = ""
+    guard_trip: GuardTripStatus | None = None
+    """The last trip of the router's guard the operator has read (acknowledged: the router follows the
+    weights again once it is here)."""
     history: list[DecisionRecord] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)
     message: str = ""

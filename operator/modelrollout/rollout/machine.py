@@ -19,7 +19,14 @@ Every rule of the canary lives here; handlers gather the observations and apply 
 - bad input (an unknown command, a spec the operator cannot serve) never moves traffic by itself, except
   that a canary in flight rolls back to the stable model;
 - the router must confirm new weights within ``traffic.confirmDeadline``: a canary or a promotion it does
-  not confirm rolls back; a rollback it does not confirm keeps asking, Degraded.
+  not confirm rolls back; a rollback it does not confirm keeps asking, Degraded;
+- a trip of the builtin router's data-plane guard (green's answers failing, see routing.guard) for the
+  current weights revision and candidate rolls a canary back at once (reason GuardTripped), while
+  Progressing or Paused, or Promoting before the router confirmed 100% green; never later (green is the
+  stable model then). It is acted on before commands and despite failing reconciles. A trip is acknowledged
+  in status.guardTrip when acted on, or once it no longer matters (the canary ended with green at 0%, or
+  another candidate replaced it); a trip for an older revision waits: the router holds green at 0% and
+  names each newer revision it holds.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from modelrollout.api.status import (
     CheckStatus,
     Condition,
     DecisionRecord,
+    GuardTripStatus,
     ModelRolloutStatus,
     Phase,
     StableStatus,
@@ -45,6 +53,7 @@ from modelrollout.api.status import (
 from modelrollout.rollout import steps
 from modelrollout.rollout.commands import Command, CommandName
 from modelrollout.routing.base import NOT_REPORTED, AppliedWeights
+from modelrollout.routing.guard import GuardTrip
 
 
 class Action(StrEnum):
@@ -96,6 +105,8 @@ class Observations:
     router: AppliedWeights = NOT_REPORTED
     """What the router reports it serves."""
     command: Command | None = None
+    guard: GuardTrip | None = None
+    """The builtin router's last guard trip (its annotation), acknowledged or not."""
     error: str | None = None
     """Gathering or applying failed (API server, router, a refused object): counts toward the error limit."""
 
@@ -147,16 +158,21 @@ def decide(
     _follow_blue_until_promoted(s, spec)
     revision = steps.green_revision(spec)
     command = observations.command
+    trip = _unacknowledged(s, observations.guard)
+    _acknowledge_if_moot(s, trip)
+    tripped = trip is not None and _trip_rolls_back(s, trip)
     if s.green_revision != revision and s.phase is not Phase.FINALIZING:
         # A new green waits for a promotion to finish: until blue serves the promoted model, green is the
         # only colour that does, and restarting now would send everything to blue's older model.
         _start_canary(draft, spec, revision, now)
         if observations.error is not None:  # the new canary's first reconcile failed: counted all the same
             s.consecutive_errors, s.last_error, s.errors_since = 1, observations.error, now
-    elif observations.error is not None and s.phase in CANARY_PHASES and not _urgent(command, s):
+    elif observations.error is not None and s.phase in CANARY_PHASES and not _urgent(command, s) and not tripped:
         _count_error(draft, spec, observations.error, now)  # never advance on what could not be gathered
     else:
-        if command is not None and command.id != s.last_command_id:
+        if tripped and trip is not None:  # before any command: a promote must never win over a hard fault
+            _guard_tripped(draft, trip)
+        elif command is not None and command.id != s.last_command_id:
             s.last_command_id = command.id
             _apply_command(draft, spec, command, now)
         else:
@@ -165,6 +181,7 @@ def decide(
             _count_error(draft, spec, observations.error, now, quiet=draft.action not in QUIET_ACTIONS)
     if observations.error is None and observations.analysis is None and s.phase not in steps.ANALYSED_PHASES:
         s.consecutive_errors, s.last_error = 0, ""
+    _acknowledge_if_moot(s, _unacknowledged(s, observations.guard))
     return _finish(draft, status, spec.traffic.confirm_deadline, now, steps_weight=_step_target(s, spec))
 
 
@@ -273,7 +290,8 @@ def _finish(
     s = draft.status
     if s.consecutive_errors == 0:
         s.errors_since = None
-    _set_weights(draft, now, steps_weight=steps_weight)
+    promoting = s.phase is Phase.PROMOTING and before.phase is not Phase.PROMOTING
+    _set_weights(draft, now, steps_weight=steps_weight, promoting=promoting)
     s.router_stalled = _unconfirmed_for(s, now) > confirm_deadline
     s.message = draft.message
     recorded = _record(draft, before, now)
@@ -345,6 +363,52 @@ def _start_canary(draft: _Draft, spec: ModelRolloutSpec, revision: str, now: dat
             "canary created: waiting for the blue and green model servers",
             phase=Phase.PENDING,
         )
+
+
+def _unacknowledged(s: ModelRolloutStatus, trip: GuardTrip | None) -> GuardTrip | None:
+    """The router's trip, unless the status has acknowledged it (or a later one)."""
+    if trip is None or (s.guard_trip is not None and s.guard_trip.revision >= trip.revision):
+        return None
+    return trip
+
+
+def _trip_rolls_back(s: ModelRolloutStatus, trip: GuardTrip) -> bool:
+    """A trip for the weights asked now, for this candidate, before the promotion is confirmed (after that,
+    green is the stable model and blue may still run an older one: traffic stays on green)."""
+    current = trip.revision == s.weights.revision and trip.green_revision == s.green_revision
+    before_promotion = s.phase in (Phase.PROGRESSING, Phase.PAUSED) or (
+        s.phase is Phase.PROMOTING and not _confirmed(s)
+    )
+    return current and before_promotion
+
+
+def _acknowledge_if_moot(s: ModelRolloutStatus, trip: GuardTrip | None) -> None:
+    """A trip that no longer matters is acknowledged, so that the router follows the weights again: the
+    canary ended with green at 0%, or another candidate replaced the one that tripped it."""
+    if trip is None:
+        return
+    ended = s.phase in TERMINAL_PHASES and s.weights.green == 0
+    replaced = bool(s.green_revision) and trip.green_revision != s.green_revision
+    if ended or replaced:
+        s.guard_trip = _trip_status(trip, rolled_back=False)
+
+
+def _trip_status(trip: GuardTrip, *, rolled_back: bool) -> GuardTripStatus:
+    return GuardTripStatus(
+        revision=trip.revision,
+        green_revision=trip.green_revision,
+        errors=trip.errors,
+        requests=trip.requests,
+        window_seconds=trip.window,
+        max_error_rate=trip.max_error_rate,
+        at=trip.at,
+        rolled_back=rolled_back,
+    )
+
+
+def _guard_tripped(draft: _Draft, trip: GuardTrip) -> None:
+    draft.status.guard_trip = _trip_status(trip, rolled_back=True)
+    _roll_back(draft, "GuardTripped", trip.describe())
 
 
 def _count_error(
@@ -604,9 +668,12 @@ def _step_target(s: ModelRolloutStatus, spec: ModelRolloutSpec) -> int:
     return steps.step_weight(spec.traffic.steps, steps.step_index(spec.traffic.steps, s.step_index))
 
 
-def _set_weights(draft: _Draft, now: datetime.datetime, *, steps_weight: int) -> None:
+def _set_weights(draft: _Draft, now: datetime.datetime, *, steps_weight: int, promoting: bool = False) -> None:
     """The weights each phase asks for; a change raises the revision, and only a report of the new
-    revision confirms it."""
+    revision confirms it. A promotion always asks under a new revision, also from a last step at 100%: its
+    confirmation is then a report the router made after it read the phase Promoting, when its guard can no
+    longer trip (routing.guard.ARMED_PHASES), so green never becomes the stable model while a trip of the
+    canary's guard could still send users to blue."""
     s = draft.status
     if s.phase in (Phase.PROGRESSING, Phase.PAUSED):
         green = steps_weight
@@ -616,7 +683,7 @@ def _set_weights(draft: _Draft, now: datetime.datetime, *, steps_weight: int) ->
         green = s.weights.green if draft.green_target is None else draft.green_target
     else:
         green = 0
-    if green != s.weights.green:
+    if green != s.weights.green or promoting:
         s.weights = Weights(blue=100 - green, green=green, revision=s.weights.revision + 1)
         s.weights_changed_at, s.weights_confirmed_at = now, None
 
