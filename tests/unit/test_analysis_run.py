@@ -337,3 +337,34 @@ async def test_a_custom_check_without_data_is_inconclusive_and_one_that_cannot_b
 async def test_a_custom_check_reads_the_steps_evidence_window() -> None:
     result = await custom_result(custom(max=10), [Sample({}, 3.0)], window_seconds=20.0)
     assert result.verdict is Verdict.PASSED  # answered at q{rollout="digits"}[20s], not at the 60 s window
+
+
+async def test_analyse_compares_golden_sets_unless_told_the_stable_model_has_none() -> None:
+    answers = healthy_answers()
+    answers[at(queries.GOLDEN_ACCURACY)] = [ours("green", 0.96, version="v2"), ours("blue", 0.96, version="v1")]
+    outcome = await run.analyse(
+        FakeProvider(answers), make_spec(golden=True), namespace="ml", rollout="digits", now=NOW, canary_age_seconds=0
+    )
+    assert {r.name: r.verdict for r in outcome.results}["golden"] is Verdict.PASSED
+
+
+async def test_analyse_compares_green_with_the_stable_version_on_blue() -> None:
+    answers = healthy_answers()
+    answers[at(queries.LABELLED_OUTCOMES, queries.accuracy_window(0))] = [
+        ours("green", 9000, version="v2", outcome="correct"),
+        ours("green", 1000, version="v2", outcome="incorrect"),
+        ours("blue", 9700, version="v1.5", outcome="correct"),
+        ours("blue", 300, version="v1.5", outcome="incorrect"),
+        ours("blue", 5000, version="v1", outcome="correct"),  # spec.blue's model, no longer served
+        ours("blue", 5000, version="v1", outcome="incorrect"),
+    ]
+    outcome = await run.analyse(
+        FakeProvider(answers),
+        make_spec(),
+        namespace="ml",
+        rollout="digits",
+        now=NOW,
+        canary_age_seconds=0,
+        stable_version="v1.5",
+    )
+    assert {r.name: r.verdict for r in outcome.results}["accuracy"] is Verdict.FAILED

@@ -341,3 +341,30 @@ def test_a_blue_deployment_running_the_candidate_is_read_as_the_candidate() -> N
         )
     )
     assert found is not None and found[1] is not server and found[1].resources == {"limits": {"cpu": "2"}}
+
+
+def test_environment_from_a_reference_reads_as_empty() -> None:
+    """A variable set with valueFrom has no value in the template: it is not this model's path, nor a setting's
+    value the operator could write back."""
+    from_secret = container_with({"MODELSERVER_MODEL_VERSION": "v1"})
+    from_secret["spec"]["template"]["spec"]["containers"][0]["env"].append(
+        {"name": "MODELSERVER_MODEL_PATH", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+    )
+    assert read(from_secret) is None
+    setting = container_with({"MODELSERVER_MODEL_PATH": "/m.onnx", "MODELSERVER_MODEL_VERSION": "v1"})
+    setting["spec"]["template"]["spec"]["containers"][0]["env"].append(
+        {"name": "MODELSERVER_THREADS", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}
+    )
+    found = read(setting)
+    assert found is not None and found[1].settings == {"MODELSERVER_THREADS": ""}
+
+
+def test_a_deployment_with_the_candidates_image_but_another_model_is_read_from_its_template() -> None:
+    model, server = CANDIDATE
+    older = ModelRef(uri="file:///models/v8.onnx", version="v8")
+    found = read(
+        manifests.model_deployment(
+            rollout="digits", namespace="ml", colour="green", model=older, server=server, owner=OWNER, replicas=1
+        )
+    )
+    assert found is not None and found[0] is not model and found[0].version == "v8"

@@ -270,3 +270,21 @@ def test_the_factory_builds_each_provider_and_names_the_valid_ones() -> None:
         ValueError, match=r"spec.traffic.provider: unknown provider 'istio'; valid: \['builtin', 'gateway-api'\]"
     ):
         factory.router_for("istio")
+
+
+def test_an_unreadable_router_report_says_what_it_was() -> None:
+    from modelrollout.routing.base import parse_report
+
+    assert parse_report("3/x") == AppliedWeights(revision=None, green=None, note="unreadable router report '3/x'")
+
+
+def test_restoring_drops_only_our_own_labels() -> None:
+    adopted = {
+        "metadata": {
+            "resourceVersion": "9",
+            "labels": {"app.kubernetes.io/managed-by": "modelrollout", "team": "modelrollout"},
+            "annotations": {gateway_api.ANNOTATION_ADOPTED_SPEC: "{}"},
+        }
+    }
+    [_, labels, _, _] = gateway_api.restore_patch(adopted, REF)
+    assert labels == {"op": "add", "path": "/metadata/labels", "value": {"team": "modelrollout"}}
