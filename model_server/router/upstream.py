@@ -23,6 +23,8 @@ class Response:
 
 @dataclass
 class _Parsed:
+    head_only: bool = False
+    """The answer to a HEAD request: its headers are all of it (a Content-Length describes a body not sent)."""
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     chunks: list[bytes] = field(default_factory=list)
     done: bool = False
@@ -30,6 +32,10 @@ class _Parsed:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        if self.head_only:
+            self.done = True
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
@@ -95,7 +101,7 @@ class Upstream:
         if content_type:
             head += b"Content-Type: " + content_type + b"\r\n"
         writer.write(head + b"\r\n" + body)
-        parsed = _Parsed()
+        parsed = _Parsed(head_only=method == b"HEAD")
         parser = httptools.HttpResponseParser(parsed)
         while not parsed.done:
             data = await reader.read(65536)
