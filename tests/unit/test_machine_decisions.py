@@ -498,3 +498,49 @@ def test_a_hand_back_recovered_at_one_percent_still_moves_to_blue() -> None:
     status = recovered(router=AppliedWeights(7, 1))
     decision = decide(SPEC, status, Observations(router=AppliedWeights(7, 1), blue_ready=True), at(1))
     assert decision.reason == "BlueServesStable" and decision.status.weights.green == 0
+
+
+# -- failures to reconcile, and summaries of analyses
+
+
+def test_a_failed_reconcile_says_how_often_and_why() -> None:
+    failing = tick(progressing(), 1, error="the API server refused the Deployment")
+    assert said(failing) == (
+        Action.HOLD,
+        "ReconcileError",
+        "reconcile failed (1x, retrying): the API server refused the Deployment",
+    )
+
+
+def test_the_summary_of_an_analysis_names_the_checks_of_the_verdict() -> None:
+    both_down = tick(
+        progressing(),
+        5,
+        check(Verdict.ERROR, "errors", "Prometheus unreachable"),
+        check(Verdict.ERROR, "latency", "Prometheus unreachable"),
+        check(Verdict.PASSED, "accuracy", "fine"),
+    )
+    assert both_down.message == "step 0: errors, latency Error: Prometheus unreachable"
+    mixed = tick(
+        progressing(),
+        5,
+        check(Verdict.FAILED, "errors", "0.02 > 0.005"),
+        check(Verdict.FAILED, "latency", "0.3s > 0.15s"),
+        check(Verdict.PASSED, "accuracy", "fine"),
+    )
+    assert mixed.message == "step 0: errors Failed: 0.02 > 0.005; latency Failed: 0.3s > 0.15s"
+    different = tick(
+        progressing(),
+        5,
+        check(Verdict.ERROR, "errors", "timeout"),
+        check(Verdict.ERROR, "latency", "refused"),
+    )
+    assert different.message == "step 0: errors Error: timeout; latency Error: refused"
+
+
+def test_a_check_not_measured_this_time_keeps_its_failures_and_says_so() -> None:
+    failed = tick(progressing(), 5, check(Verdict.FAILED, "latency", "slow"), check(Verdict.PASSED, "errors")).status
+    later = tick(failed, 10, check(Verdict.PASSED, "errors")).status
+    assert later.analysis is not None
+    [latency] = [c for c in later.analysis.checks if c.name == "latency"]
+    assert (latency.verdict, latency.message, latency.failures) == ("Inconclusive", "not measured this time", 1)
