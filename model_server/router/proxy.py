@@ -153,7 +153,9 @@ class Router:
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         begun = time.perf_counter()
-        body = await _read_body(receive)
+        body = await _read_body(receive, send)
+        if body is None:
+            return
         headers = dict(scope["headers"])
         sticky = headers.get(self.sticky_header) if self.sticky_header else None
         colour = split.choose(
@@ -210,7 +212,9 @@ class Router:
 
     async def _mirrored(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A copy nginx mirrored (data plane ``nginx``): ask blue and green, compare, answer nothing."""
-        body = await _read_body(receive)
+        body = await _read_body(receive, send)
+        if body is None:
+            return
         target = _target(scope)[len(b"/_mirror") :]
         headers = dict(scope["headers"])
         await _respond(send, 204, b"", [])
@@ -222,7 +226,9 @@ class Router:
         self._spawn(self._mirror(b"POST", target, body, headers.get(b"content-type"), blue_answer))
 
     async def _feedback(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _read_body(receive)
+        body = await _read_body(receive, send)
+        if body is None:
+            return
         try:
             request_id = str(orjson.loads(body).get("id"))
         except (orjson.JSONDecodeError, AttributeError):
@@ -257,11 +263,22 @@ def _target(scope: Scope) -> bytes:
     return raw + (b"?" + query if query else b"")
 
 
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
+MAX_BODY_BYTES = 16 * 1024 * 1024
+"""Larger request bodies are answered 413 (as nginx's ``client_max_body_size 16m`` in the nginx data plane)."""
+_TOO_LARGE = b'{"error":"request body larger than 16 MiB"}'
+
+
+async def _read_body(receive: Receive, send: Send) -> bytes | None:
+    """The request's body; None when it is larger than MAX_BODY_BYTES, after answering 413."""
+    chunks, size = [], 0
     while True:
         message = await receive()
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            await _respond(send, 413, _TOO_LARGE, _JSON)
+            return None
+        chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
 

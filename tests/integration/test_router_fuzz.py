@@ -175,3 +175,12 @@ def test_a_well_formed_inference_still_works_after_the_fuzzing(router: str, demo
     x = np.load(demo_models / "digits-stream.npz")["inputs"][0]
     answer = httpx.post(f"http://{router}/v2/models/digits/infer", json=tensor([1, 64], "FP32", x.tolist()))
     assert answer.status_code == 200 and answer.json()["model_version"] in {"v1", "v2"}
+
+
+def test_a_body_over_16_mib_is_answered_413(router: str) -> None:
+    """Both data planes bound what they read of a request (nginx: client_max_body_size; python: MAX_BODY_BYTES)."""
+    oversized = b"0" * (16 * 1024 * 1024 + 1)
+    answer = httpx.post(f"http://{router}/v2/models/digits/infer", content=oversized, timeout=60)
+    assert answer.status_code == 413
+    assert "over the limit" not in answer.text, "the model server refused it: the router read it all and sent it on"
+    assert httpx.get(f"http://{router}/readyz", timeout=5).status_code == 200
