@@ -12,9 +12,10 @@ Scope: the modules in ``[tool.mutmut] only_mutate`` (pyproject.toml), less the f
 functions they call are mutated). Survivors that are equivalent or harmless are explained by hand in
 ``scripts/mutation_equivalents.json``, matched on module, function and the mutated line(s).
 
-    python scripts/mutation.py run [--commit REF] [GLOB ...]
+    python scripts/mutation.py run [--commit REF] [--incremental] [GLOB ...]
                                                 stage (the working tree, or REF), run mutmut (every in-scope
-                                                mutant, or those matching the GLOBs), report
+                                                mutant, or those matching the GLOBs), report; --incremental
+                                                keeps the last run's kills of unchanged functions
     python scripts/mutation.py report           report the last run again (after editing the equivalents)
 """
 
@@ -186,6 +187,7 @@ def run(patterns: list[str], *, commit: str | None, incremental: bool) -> int:
         "patterns": patterns,
         "source": source,
         "incremental": incremental,
+        "command": " ".join(["python", "scripts/mutation.py", *sys.argv[1:]]),
     }
     (STAGE / "run.json").write_text(json.dumps(run_info))
     if code != 0:
@@ -290,7 +292,7 @@ def report() -> int:
     undetected = totals["survived"] + totals["no tests"]
     result = {
         "tool": "mutmut " + _mutmut_version(),
-        "command": COMMAND,
+        "command": f"{COMMAND} (here: {run_info['command']})" if "command" in run_info else COMMAND,
         "mutmut_command": "nice -n 19 mutmut run --max-children 1 "
         + (
             " ".join(run_info["patterns"])
@@ -300,7 +302,10 @@ def report() -> int:
             else "<one name pattern per pure function in scope>"
         ),
         "incremental": bool(run_info.get("incremental")),
-        "tests": "tests/unit, each mutant against the tests that call its function (mutmut's stats)",
+        "tests": "tests/unit, each mutant against the tests that call its function (mutmut's stats); property "
+        "tests with at most MUTATION_HYPOTHESIS_EXAMPLES (25) examples, after the example-based ones "
+        "(scripts/mutation_plugin.py); test_safety_model.py::test_random_histories_keep_every_invariant "
+        "(150 random histories) deselected, left to make test",
         "source": run_info["source"],
         "seconds": round(run_info["seconds"]),
         "killed": totals["killed"],
