@@ -107,8 +107,11 @@ def _fault_drill(stage: Stage, name: str, stream: dict[str, Any], fault: str) ->
     (``crash``: SIGKILLed now and every 3 s, restarted each time) or dies for good (``dead``). Returns the
     seconds from the first kill to the router applying 0% green."""
 
-    # default analysis settings; a long first step keeps the canary in flight until the fault
-    served = stage.canary(name, steps=[{"weight": 25, "pause": "30m"}, {"weight": 100}])
+    # default analysis settings; a long first step keeps the canary in flight until the fault; the router's
+    # guard off, so that these drills time the Prometheus path (benchmarks/rollback_time.py times the guard)
+    served = stage.canary(
+        name, steps=[{"weight": 25, "pause": "30m"}, {"weight": 100}], traffic={"guard": {"enabled": False}}
+    )
     load = Load(served.router_url, stream, model=name, rows=1, rate=80).start()
     try:
         wait_router(served.router_url, 25, timeout=120)

@@ -25,12 +25,20 @@ HOLD_STEPS = [{"weight": 25, "pause": "10m"}, {"weight": 100}]
 """A canary that stays at 25% for as long as a drill needs (its analysis keeps running)."""
 ANALYSIS = {"interval": "2s", "window": "20s", "progressDeadline": "15m"}
 """A progress deadline far beyond every drill: a rollback here is always a detection, never the deadline."""
+WITHOUT_GUARD = {"guard": {"enabled": False}}
+"""For drills of the Prometheus path: the router's guard would roll these faults back first."""
 
 
 def begin(
-    stage: Stage, stream: dict[str, np.ndarray], name: str, *, steps: list[dict[str, Any]]
+    stage: Stage,
+    stream: dict[str, np.ndarray],
+    name: str,
+    *,
+    steps: list[dict[str, Any]],
+    analysis: dict[str, Any] | None = None,
+    traffic: dict[str, Any] | None = None,
 ) -> tuple[Served, Load]:
-    served = stage.canary(name, steps=steps, checks=DRILL_CHECKS, analysis=ANALYSIS)
+    served = stage.canary(name, steps=steps, checks=DRILL_CHECKS, analysis=analysis or ANALYSIS, traffic=traffic)
     return served, Load(served.router_url, stream, model=name).start()  # a Pod serves its rollout's name
 
 
@@ -133,11 +141,12 @@ def versions_answering(served: Served, stream: dict[str, np.ndarray], count: int
 
 
 def test_a_green_that_keeps_crashing_is_rolled_back(stage: Stage, stream: dict[str, np.ndarray]) -> None:
-    served, load = begin(stage, stream, "crashy", steps=HOLD_STEPS)
+    name = f"crashy-{stage.data_plane}"  # one cluster serves both data planes' runs
+    served, load = begin(stage, stream, name, steps=HOLD_STEPS, traffic=WITHOUT_GUARD)
     try:
-        wait_for(stage, "crashy", "25% green confirmed", live_at(25))
+        wait_for(stage, name, "25% green confirmed", live_at(25))
         with served.kubelet.chaos(constants.GREEN, every=3):
-            body = wait_for(stage, "crashy", "a rollback", settled("RolledBack", "Promoted"))
+            body = wait_for(stage, name, "a rollback", settled("RolledBack", "Promoted"))
     finally:
         load.stop()
     status = body["status"]
@@ -152,11 +161,12 @@ def test_a_green_that_keeps_crashing_is_rolled_back(stage: Stage, stream: dict[s
 def test_a_green_killed_once_and_left_dead_is_rolled_back_by_detection(
     stage: Stage, stream: dict[str, np.ndarray]
 ) -> None:
-    served, load = begin(stage, stream, "dead", steps=HOLD_STEPS)
+    name = f"dead-{stage.data_plane}"  # one cluster serves both data planes' runs
+    served, load = begin(stage, stream, name, steps=HOLD_STEPS, traffic=WITHOUT_GUARD)
     try:
-        wait_for(stage, "dead", "25% green confirmed", live_at(25))
+        wait_for(stage, name, "25% green confirmed", live_at(25))
         served.kubelet.hold_dead(constants.GREEN)
-        body = wait_for(stage, "dead", "a rollback", settled("RolledBack", "Promoted"), timeout=90)
+        body = wait_for(stage, name, "a rollback", settled("RolledBack", "Promoted"), timeout=90)
     finally:
         load.stop()
         served.kubelet.release(constants.GREEN)
@@ -165,6 +175,37 @@ def test_a_green_killed_once_and_left_dead_is_rolled_back_by_detection(
     assert "ProgressDeadlineExceeded" not in reasons(body)
     why = rollback_message(body)
     assert "errors:" in why or "health:" in why, why
+
+
+def test_a_hard_fault_on_green_is_rolled_back_by_the_routers_guard(stage: Stage, stream: dict[str, np.ndarray]) -> None:
+    """Every answer of green fails (500) while the analysis runs every 10 minutes, so Prometheus cannot be
+    the one deciding: the router's guard sends green 0% and the operator rolls back with its numbers."""
+    slow = {**ANALYSIS, "interval": "10m"}
+    name = f"guarded-{stage.data_plane}"  # one cluster serves both data planes' runs
+    served, load = begin(stage, stream, name, steps=HOLD_STEPS, analysis=slow)
+    try:
+        live = wait_for(stage, name, "25% green confirmed", live_at(25))
+        httpx.post(f"{served.green.url}/v2/faults", json={"error_rate": 1.0}).raise_for_status()
+        body = wait_for(stage, name, "a rollback", settled("RolledBack", "Promoted"), timeout=120)
+    finally:
+        load.stop()
+    status = body["status"]
+    assert status["phase"] == "RolledBack" and status["rollbackReason"] == "GuardTripped", status["message"]
+    assert "AnalysisFailed" not in reasons(body)
+    tripped_at = live["status"]["weights"]["revision"]
+    trip = json.loads(body["metadata"]["annotations"][constants.ANNOTATION_ROUTER_GUARD])
+    assert trip["revision"] == tripped_at and trip["requests"] >= 20 and trip["errors"] / trip["requests"] > 0.5
+    assert status["guardTrip"]["revision"] == tripped_at and status["guardTrip"]["rolledBack"] is True
+    why = rollback_message(body)
+    assert f"{trip['errors']} of green's last {trip['requests']} requests fail within 5s" in why, why
+    assert status["weights"]["green"] == 0
+    assert body["metadata"]["annotations"][constants.ANNOTATION_ROUTER_APPLIED] == f"{status['weights']['revision']}/0"
+    [event] = wait_for_events(stage, name, "GuardTripped")
+    assert event["type"] == "Warning" and f"{trip['errors']} of green's last" in event["message"]
+    metrics = httpx.get(f"{served.router_url}/metrics").text
+    assert f'modelrouter_guard_trips_total{{rollout="{name}"}} 1.0' in metrics
+    assert f'modelrouter_applied_weight{{rollout="{name}"}} 0.0' in metrics
+    assert versions_answering(served, stream) == {"v1"}  # green, still failing, gets nothing
 
 
 def test_a_promotion_then_a_replicas_change_keeps_all_traffic_on_the_promoted_model(

@@ -51,7 +51,9 @@ def rollout_manifest(
     steps: list[dict[str, Any]],
     checks: dict[str, Any] | None = None,
     analysis: dict[str, Any] | None = None,
+    traffic: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """A ModelRollout of the demo's models; ``traffic`` adds to spec.traffic (its guard, for example)."""
     return {
         "apiVersion": constants.API_VERSION,
         "kind": constants.KIND,
@@ -60,7 +62,7 @@ def rollout_manifest(
             "server": {"runtime": "onnx", "replicas": 1},
             "blue": {"model": {"uri": f"file://{models / 'digits-fp32.onnx'}", "version": "v1"}},
             "green": {"model": {"uri": f"file://{models / green_model}", "version": green_version}},
-            "traffic": {"provider": "builtin", "steps": steps},
+            "traffic": {"provider": "builtin", "steps": steps, **(traffic or {})},
             "analysis": {"prometheus": {"url": prometheus_url}, **(analysis or {}), "checks": checks or {}},
         },
     }
@@ -335,9 +337,11 @@ class Stage:
         analysis: dict[str, Any] | None = None,
         green_env: dict[str, str] | None = None,
         data_plane: str | None = None,
+        traffic: dict[str, Any] | None = None,
     ) -> Served:
         """Serve rollout ``name`` (see ``serve``) and apply it: blue the demo's fp32 model (v1), green
-        ``green_model`` as ``green_version``, analysed by this stage's Prometheus."""
+        ``green_model`` as ``green_version``, analysed by this stage's Prometheus; ``traffic`` adds to
+        spec.traffic."""
         served = self.serve(
             name, green_model=green_model, green_version=green_version, green_env=green_env, data_plane=data_plane
         )
@@ -351,6 +355,7 @@ class Stage:
                 steps=steps,
                 checks=checks,
                 analysis=analysis,
+                traffic=traffic,
             )
         )
         return served
