@@ -237,12 +237,16 @@ def line_of(removed: list[str], source_lines: list[str], first: int, last: int) 
     return first
 
 
-def explained(equivalents: list[dict[str, Any]], module: str, function: str, mutation: list[str]) -> str | None:
+def explained(
+    equivalents: list[dict[str, Any]], module: str, function: str, mutation: list[str]
+) -> tuple[str | None, str | None]:
+    """(why the mutant is harmless, why it is still open): from the first entry that matches; an entry of
+    kind "open" (function and mutation may be "*") notes a real gap left for later."""
     for entry in equivalents:
-        if entry["module"] == module and entry["function"] == function and entry["mutation"] == mutation:
+        if entry["module"] == module and entry["function"] in (function, "*") and entry["mutation"] in (mutation, "*"):
             reason: str = entry["reason"]
-            return reason
-    return None
+            return (None, reason) if entry.get("kind") == "open" else (reason, None)
+    return None, None
 
 
 def report() -> int:
@@ -277,7 +281,7 @@ def report() -> int:
             per_module.setdefault(module, Counter())[kind] += 1
             if kind in ("survived", "no tests", "suspicious"):
                 mutation = diff_of(name, path)
-                reason = explained(equivalents, module, qualname, mutation)
+                reason, open_note = explained(equivalents, module, qualname, mutation)
                 survivors.append(
                     {
                         "module": module,
@@ -287,6 +291,7 @@ def report() -> int:
                         "status": kind,
                         "mutation": mutation,
                         "why_harmless": reason,
+                        **({"open": open_note} if open_note else {}),
                     }
                 )
     undetected = totals["survived"] + totals["no tests"]
@@ -324,7 +329,8 @@ def report() -> int:
             }
             for module, counts in sorted(per_module.items())
         },
-        "survivors_unexplained": sum(1 for s in survivors if s["why_harmless"] is None),
+        "survivors_equivalent_or_harmless": sum(1 for s in survivors if s["why_harmless"] is not None),
+        "survivors_open": sum(1 for s in survivors if s["why_harmless"] is None),
         "survivors": survivors,
         "excluded_io_functions": {
             module: {"functions": reasons, "mutants_not_run": excluded[module]}
@@ -333,7 +339,7 @@ def report() -> int:
     }
     RESULT.write_text(json.dumps(result, indent=2) + "\n")
     print(
-        f"killed {result['killed']}, survived {result['survived']} ({result['survivors_unexplained']} unexplained), "
+        f"killed {result['killed']}, survived {result['survived']} ({result['survivors_open']} open), "
         f"timeout {result['timeout']}, kill rate {result['kill_rate']:.3f} -> {RESULT.relative_to(REPO)}"
     )
     return 0
