@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.data_plane == "nginx":
         listen_port = free_port()  # the router process answers nginx on loopback; nginx takes the public port
+        while listen_port == args.port:  # a port just released (the caller's pick) may come back
+            listen_port = free_port()
         plane = NginxDataPlane(
             listen=f"{args.host}:{args.port}",
             blue=f"{blue.host}:{blue.port}",
