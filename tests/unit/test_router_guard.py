@@ -3,15 +3,20 @@ what the nginx access log tells it, and how a trip holds green at 0% until the o
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import random
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
 
+from model_server.router import split
 from model_server.router.guard import ErrorWindow, Guard, armed, guard_of, wilson_lower
 from model_server.router.metrics import RouterMetrics
 from model_server.router.nginx import AccessLog
+from model_server.router.proxy import Router, RouterState
+from model_server.router.upstream import Response, Upstream, UpstreamError
 from model_server.router.watch import Serving, Wanted, WeightsFollower, holding, target
 from modelrollout.api import constants
 from modelrollout.api.spec import GuardSpec
@@ -178,6 +183,56 @@ def test_the_nginx_access_log_tells_the_guard_each_answer() -> None:
         clock[0] += 0.01
         log.datagram_received(b"<190>Nov 22 14:50:29 modelrouter: green 500 500 0.002 0.001", None)
     assert len(trips.trips) == 1
+
+
+class Failing(Upstream):
+    """An upstream that answers 500, or cannot be reached (no network)."""
+
+    def __init__(self, colour: str, *, status: int = 500, unreachable: bool = False) -> None:
+        super().__init__(f"http://{colour}.invalid:80")
+        self.status, self.unreachable = status, unreachable
+        self.calls = 0
+
+    async def request(self, method: bytes, target: bytes, body: bytes, content_type: bytes | None) -> Response:
+        self.calls += 1
+        if self.unreachable:
+            raise UpstreamError("connection refused")
+        return Response(self.status, [], b'{"outputs":[{"data":[1]}],"id":"x"}')
+
+
+async def call(router: Router, path: str) -> int:
+    scope = {"type": "http", "method": "POST", "path": path, "headers": []}
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> MutableMapping[str, Any]:
+        return {"type": "http.request", "body": b"{}"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    await router(scope, receive, send)
+    status: int = sent[0]["status"]
+    return status
+
+
+@pytest.mark.parametrize("unreachable", [False, True])
+async def test_the_python_data_plane_tells_the_guard_each_user_answer_not_mirrored_copies(unreachable: bool) -> None:
+    clock = [0.0]
+    sentry, trips = guard(clock)
+    state = RouterState(RouterMetrics(rollout="digits"), mirror_percent=100)
+    green = Failing(split.GREEN, unreachable=unreachable)
+    router = Router(state=state, blue=Failing(split.BLUE, status=200), green=green, guard=sentry)
+    sentry.arm(armed(revision=3, green=50, phase="Progressing", green_revision="g", settings=DEFAULTS))
+    for _ in range(30):  # blue answers, and every request is mirrored to the failing green
+        assert await call(router, "/v2/models/m/infer") == 200
+    await asyncio.sleep(0.01)  # the mirrored copies
+    assert green.calls == 30  # green failed every mirrored copy
+    assert sentry.window.totals(clock[0]) == (0, 0) and trips.trips == []
+    state.apply(100, revision=3)
+    for _ in range(25):
+        clock[0] += 0.01
+        assert await call(router, "/v2/models/m/infer") == (502 if unreachable else 500)
+    assert len(trips.trips) == 1 and trips.trips[0].errors == 20
 
 
 # --- holding green at 0% after a trip (router.watch)
