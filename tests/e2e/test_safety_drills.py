@@ -108,7 +108,8 @@ def wait_for_events(stage: Stage, name: str, reason: str, *, timeout: float = 60
             "json",
             kubeconfig=stage.kubeconfig,
         ).stdout
-        items: list[dict[str, Any]] = json.loads(listed)["items"]
+        uid = stage.get(name)["metadata"]["uid"]  # this rollout's, not an earlier one's of the same name
+        items = [e for e in json.loads(listed)["items"] if e["involvedObject"].get("uid") == uid]
         if items or time.monotonic() > deadline:
             return items
         time.sleep(0.25)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from modelrollout.analysis.checks import PodHealth
 from modelrollout.api import constants
 from modelrollout.api.spec import ModelRef, ModelRolloutSpec, ServerSpec
@@ -65,21 +67,32 @@ def _json_pointer(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
 
+HANDOVER_ATTEMPTS = 5
+"""Tries at handing an earlier operator's fields over, each on a fresh read (the object may change between)."""
+
+
 def _apply(body: dict[str, Any]) -> dict[str, Any]:
     """Server-side apply; returns the live object."""
     kind, namespace, name = body["kind"], body["metadata"]["namespace"], body["metadata"]["name"]
     live = api.apply(body)
-    migrated = handed_over(live["metadata"].get("managedFields") or [])
-    if migrated is not None:
-        api.patch(
-            kind,
-            namespace,
-            name,
-            [
-                {"op": "test", "path": "/metadata/resourceVersion", "value": live["metadata"]["resourceVersion"]},
-                {"op": "replace", "path": "/metadata/managedFields", "value": migrated},
-            ],
-        )
+    for attempt in range(1, HANDOVER_ATTEMPTS + 1):
+        migrated = handed_over(live["metadata"].get("managedFields") or [])
+        if migrated is None:
+            break
+        try:
+            api.patch(
+                kind,
+                namespace,
+                name,
+                [
+                    {"op": "test", "path": "/metadata/resourceVersion", "value": live["metadata"]["resourceVersion"]},
+                    {"op": "replace", "path": "/metadata/managedFields", "value": migrated},
+                ],
+            )
+        except ApiException as error:
+            # 422: the test failed, the object changed since it was read (a controller writing its status)
+            if error.status != 422 or attempt == HANDOVER_ATTEMPTS:
+                raise
         live = api.apply(body)
     if manifests.LABEL_ORPHANED in (live["metadata"].get("labels") or {}):
         # kept by an earlier rollout of this name and adopted again: no longer orphaned
