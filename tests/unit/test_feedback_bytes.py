@@ -45,3 +45,12 @@ def test_a_prediction_larger_than_the_bound_is_not_kept_and_drops_nothing_else()
     store.remember("huge", list(range(1000)))
     assert store.join("huge", list(range(1000))) is JoinError.UNKNOWN_ID
     assert store.join("small", [1]) == Joined(correct=1, incorrect=0)
+
+
+def test_a_prediction_exactly_as_large_as_the_bound_is_kept() -> None:
+    """Only a prediction larger than the whole bound is dropped; one that fills it exactly is joined later."""
+    classes = list(range(50))
+    store = PredictionStore(capacity=10, ttl=60, max_bytes=entry_bytes("exact", tuple(classes)))
+    store.remember("exact", classes)
+    assert store.bytes == store.max_bytes
+    assert store.join("exact", classes) == Joined(correct=50, incorrect=0)

@@ -190,3 +190,12 @@ def test_the_weight_in_force_is_clamped_and_carries_its_revision(asked: int, app
     assert (state.green_weight, state.revision, state.known) == (applied, 7, True)
     gauge = metrics.registry.get_sample_value("modelrouter_applied_weight", {"rollout": "digits"})
     assert gauge == applied
+
+
+@pytest.mark.parametrize(
+    ("key", "bucket"), [("user-1", 68), ("user-2", 64), ("alice", 29), ("bob", 42), ("session:42", 38), ("", 76)]
+)
+def test_known_sticky_keys_keep_their_buckets_across_router_versions(key: str, bucket: int) -> None:
+    """A router upgrade must not move a sticky user between colours: the bucket of a key is part of the
+    contract (blake2b-64 of the key's UTF-8, big-endian, modulo 100), not an implementation detail."""
+    assert split.sticky_bucket(key) == bucket
