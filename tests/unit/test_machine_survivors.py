@@ -8,7 +8,7 @@ from modelrollout.analysis.evaluate import Verdict
 from modelrollout.api.status import GuardTripStatus, ModelRolloutStatus, Phase, Weights
 from modelrollout.rollout.commands import CommandName
 from modelrollout.rollout.machine import Observations, Serving, recover, reject
-from modelrollout.routing.base import AppliedWeights
+from modelrollout.routing.base import NOT_REPORTED, AppliedWeights
 from tests.unit.test_machine import (
     SPEC,
     at,
@@ -162,3 +162,36 @@ def test_setting_green_back_to_the_stable_model_at_one_percent_hands_back_throug
     at_one = canary.model_copy(update={"weights": Weights(blue=99, green=1, revision=canary.weights.revision)})
     decision = tick(SPEC, at_one, 6)
     assert decision.reason == "GreenIsStable" and decision.status.phase is Phase.FINALIZING
+
+
+def _restored_after_a_later_promotion(rolled: ModelRolloutStatus) -> ModelRolloutStatus:
+    """An older copy of a rolled-back status restored after the same green was retried and promoted: blue's
+    record names that green as the stable model."""
+    record = promoted().stable
+    assert record is not None and record.revision == rolled.green_revision
+    restored = recover(
+        rolled,
+        recorded=record,
+        green_serves=None,
+        serving=Serving(blue_runs_only_stable=True, blue_ready=True, green_runs_stable=False),
+        router=NOT_REPORTED,
+        now=at(50),
+    )
+    assert restored.phase is Phase.ROLLED_BACK and restored.stable == record
+    return restored
+
+
+def test_a_retry_of_a_green_that_is_the_stable_model_by_now_does_not_canary_it_again() -> None:
+    rolled = tick(SPEC, tripped(progressing(), 3).status, 4).status
+    restored = _restored_after_a_later_promotion(rolled)
+    decision = tick(SPEC, restored, 51, command=command(CommandName.RETRY, "r"))
+    assert decision.status.phase is Phase.PROMOTED and decision.green_weight == 0
+
+
+def test_a_fixed_spec_whose_green_is_the_stable_model_by_now_does_not_canary_it_again() -> None:
+    status = tick(SPEC, progressing(), 10, Verdict.PASSED).status
+    rolling = reject(status, "spec.server.runtime: 'x' is not valid", Observations(router=confirms(status)), at(11))
+    rolled = reject(rolling.status, "still broken", Observations(router=confirms(rolling.status)), at(12)).status
+    assert rolled.phase is Phase.ROLLED_BACK and rolled.rollback_reason == "InvalidSpec"
+    decision = tick(SPEC, _restored_after_a_later_promotion(rolled), 51)
+    assert decision.reason == "SpecFixed" and decision.status.phase is Phase.PROMOTED and decision.green_weight == 0
