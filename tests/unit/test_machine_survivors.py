@@ -195,3 +195,17 @@ def test_a_fixed_spec_whose_green_is_the_stable_model_by_now_does_not_canary_it_
     assert rolled.phase is Phase.ROLLED_BACK and rolled.rollback_reason == "InvalidSpec"
     decision = tick(SPEC, _restored_after_a_later_promotion(rolled), 51)
     assert decision.reason == "SpecFixed" and decision.status.phase is Phase.PROMOTED and decision.green_weight == 0
+
+
+def test_a_retry_read_with_the_ended_canarys_trip_acknowledges_it_so_the_router_follows_the_retry() -> None:
+    """The trip arrives only with the retry: it was about the canary that ended (aborted at 0% green), so it
+    is acknowledged, or the router would keep the retried candidate at 0% and never confirm its steps."""
+    status = progressing()
+    trip = trip_for(status)
+    rolling = tick(SPEC, status, 3, command=command(CommandName.ABORT, "a")).status
+    ended = tick(SPEC, rolling, 4).status
+    assert ended.phase is Phase.ABORTED and ended.guard_trip is None
+    retried = tick(SPEC, ended, 5, command=command(CommandName.RETRY, "r"), guard=trip).status
+    assert retried.phase is Phase.PENDING and retried.green_revision == trip.green_revision
+    assert retried.guard_trip is not None and retried.guard_trip.revision == trip.revision
+    assert not retried.guard_trip.rolled_back
