@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -47,6 +48,20 @@ def make_runtime(settings: ServerSettings) -> Runtime:
     return OnnxRuntime(
         settings.model_path, name=settings.model_name, sha256=settings.model_sha256, threads=settings.threads
     )
+
+
+def settle_garbage_collector() -> None:
+    """Keep the collector's pauses out of the latency tail.
+
+    The objects loaded at start (libraries, the app, the model's wrappers) are frozen out of every later
+    collection. The young generation is collected after 7,000 allocations instead of 700: under load the
+    requests in flight hold a few thousand objects between them, and at 700 the collector ran many times a
+    second, promoting those short-lived objects into the old generation, whose full collections (20-50 ms
+    each, every few hundred milliseconds) then stalled every request in flight.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(7000, 10, 10)
 
 
 def build(settings: ServerSettings) -> tuple[Starlette, DataPlane]:
@@ -108,6 +123,7 @@ def build(settings: ServerSettings) -> tuple[Starlette, DataPlane]:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(plane.load)
+        settle_garbage_collector()
         if plane.ready:
             log.info("serving", model=settings.model_name, version=settings.model_version, port=settings.port)
         task = asyncio.create_task(score_golden_then_housekeep())

@@ -27,7 +27,8 @@ class Predictor(Protocol):
 class DirectPredictor:
     """One model call per request: on a worker thread (onnxruntime releases the GIL while it runs), or,
     for calls measured to take under ``inline_below`` seconds, right on the event loop, where a thread hop
-    would cost more than the model."""
+    would cost more than the model. The cost is measured inside the worker, around the model call alone:
+    under load the hop's queueing would make any model look slow."""
 
     def __init__(self, runtime: Runtime, *, workers: int = 2, inline_below: float = 0.0005) -> None:
         self.runtime = runtime
@@ -40,13 +41,17 @@ class DirectPredictor:
         rows = max(1, next(iter(inputs.values())).shape[0] if inputs else 1)
         if self._row_cost is not None and self._row_cost * rows < self.inline_below:
             return self.runtime.predict(inputs)
-        begun = time.perf_counter()
-        result = await asyncio.get_running_loop().run_in_executor(self._executor, self.runtime.predict, inputs)
+        result, seconds = await asyncio.get_running_loop().run_in_executor(self._executor, self._timed, inputs)
         if self._row_cost is None:
-            self._seconds_per_row.append((time.perf_counter() - begun) / rows)
+            self._seconds_per_row.append(seconds / rows)
             if len(self._seconds_per_row) >= 20:  # enough calls to know the model's cost
                 self._row_cost = sorted(self._seconds_per_row)[len(self._seconds_per_row) // 2]
         return result
+
+    def _timed(self, inputs: Tensors) -> tuple[Tensors, float]:
+        begun = time.perf_counter()
+        result = self.runtime.predict(inputs)
+        return result, time.perf_counter() - begun
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +163,39 @@ async def test_batching_merges_concurrent_requests_and_splits_answers(demo_model
     for mine, reference in zip(batched, alone, strict=True):
         assert np.array_equal(mine["label"], reference["label"])
         assert mine["probabilities"].shape == (1, 10)
+
+
+class ThreadRecorder:
+    """A runtime that records which thread each of its calls ran on."""
+
+    def __init__(self, runtime: OnnxRuntime) -> None:
+        self.runtime = runtime
+        self.threads: list[str] = []
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.threads.append(threading.current_thread().name)
+        return self.runtime.predict(inputs)
+
+
+async def test_a_fast_model_runs_inline_even_when_measured_under_load(demo_models: Path) -> None:
+    runtime = OnnxRuntime(demo_models / "digits-fp32.onnx", name="digits")
+    runtime.load()
+    model = ThreadRecorder(runtime)
+    direct = DirectPredictor(model, workers=1)
+    row = {"input": np.load(demo_models / "digits-stream.npz")["inputs"][:1]}
+    try:
+        # the first calls measure the model's cost: 64 at once, each waiting behind the others for the one
+        # worker thread far longer than the 10 us the model takes
+        await asyncio.gather(*(direct.predict(row) for _ in range(64)))
+        model.threads.clear()
+        await direct.predict(row)
+    finally:
+        await direct.close()
+    assert model.threads == [threading.current_thread().name]
 
 
 def test_binary_tensor_data_extension() -> None:
