@@ -86,6 +86,7 @@ def build(settings: ServerSettings) -> tuple[Starlette, DataPlane]:
         ),
         faults=Faults(
             enabled=settings.faults_enabled,
+            token=settings.faults_token.get_secret_value() if settings.faults_token else None,
             latency_seconds=settings.fault_latency_seconds,
             error_rate=settings.fault_error_rate,
             wrong_rate=settings.fault_wrong_rate,
@@ -133,7 +134,11 @@ def build(settings: ServerSettings) -> tuple[Starlette, DataPlane]:
             task.cancel()
             await predictor.close()
 
-    return rest.build_app(plane, max_body_bytes=settings.max_body_bytes, lifespan=lifespan), plane
+    feedback_token = settings.feedback_token.get_secret_value() if settings.feedback_token else None
+    app = rest.build_app(
+        plane, max_body_bytes=settings.max_body_bytes, lifespan=lifespan, feedback_token=feedback_token
+    )
+    return app, plane
 
 
 def parse_args(argv: list[str]) -> ServerSettings:

@@ -1,6 +1,8 @@
 """Fault injection for rollback drills: added latency, a share of 5xx answers, a share of wrong predictions.
 
-Off unless MODELSERVER_FAULTS_ENABLED=true; an SRE turns a healthy green bad without a new image.
+Off unless MODELSERVER_FAULTS_ENABLED=true; an SRE turns a healthy green bad without a new image. Changed at
+run time (``/v2/faults``) only by a caller presenting MODELSERVER_FAULTS_TOKEN, which comes from a Secret; the
+router never forwards that path.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from model_server.auth import bearer_matches
+
 
 @dataclass
 class Faults:
@@ -18,7 +22,13 @@ class Faults:
     latency_seconds: float = 0.0
     error_rate: float = 0.0
     wrong_rate: float = 0.0
+    token: str | None = field(default=None, repr=False)
+    """What ``/v2/faults`` callers must present as ``Authorization: Bearer``; None: the endpoint is closed."""
     rng: random.Random = field(default_factory=random.Random)
+
+    def admits(self, authorization: str | None) -> bool:
+        """Whether an ``Authorization`` header carries the token (compared in constant time)."""
+        return bearer_matches(self.token, authorization)
 
     def update(self, *, latency_seconds: float | None, error_rate: float | None, wrong_rate: float | None) -> None:
         for name, value, upper in (

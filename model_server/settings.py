@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -50,8 +50,14 @@ class ServerSettings(BaseSettings):
     """Bytes the stored predictions may take (ids, classes and overhead; least recently used are dropped)."""
     feedback_ttl_seconds: float = 3600.0
     """Feedback for an older prediction is answered 410 Gone."""
+    feedback_token: SecretStr | None = None
+    """Bearer token that feedback must carry (the operator sets it from the rollout's ``<name>-feedback``
+    Secret); unset: feedback is open, as for a server run by hand."""
     faults_enabled: bool = False
-    """Allow fault injection (env below, or POST /v2/faults): for rollback drills only."""
+    """Allow fault injection (env below, or /v2/faults with the token): for rollback drills only."""
+    faults_token: SecretStr | None = None
+    """Bearer token that ``GET``/``POST /v2/faults`` must present (set it from a Secret); unset: that endpoint
+    refuses every call, and only the env below injects faults."""
     fault_latency_seconds: float = 0.0
     fault_error_rate: float = Field(default=0.0, ge=0, le=1)
     fault_wrong_rate: float = Field(default=0.0, ge=0, le=1)

@@ -23,6 +23,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from model_server import __version__
+from model_server.auth import bearer_matches
 from model_server.metrics import RequestOutcome
 from model_server.protocol import openai_api
 from model_server.protocol.dataplane import Answer, DataPlane, Problem, Stream
@@ -106,8 +107,14 @@ async def _body(request: Request, limit: int) -> bytes:
 
 
 def build_app(
-    plane: DataPlane, *, max_body_bytes: int, lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None
+    plane: DataPlane,
+    *,
+    max_body_bytes: int,
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None,
+    feedback_token: str | None = None,
 ) -> Starlette:
+    """The model server's HTTP API. With ``feedback_token`` feedback must carry it (``Authorization: Bearer``):
+    labels decide the accuracy gate, so only those holding the rollout's Secret may send them."""
     metrics = plane.metrics
 
     async def live(request: Request) -> Response:
@@ -151,6 +158,9 @@ def build_app(
 
     async def feedback(request: Request) -> Response:
         with metrics.request("feedback") as outcome:
+            if feedback_token and not bearer_matches(feedback_token, request.headers.get("authorization")):
+                outcome.status = 401
+                return _unauthorized("feedback needs Authorization: Bearer <the rollout's feedback token>")
             try:
                 body = await _body(request, max_body_bytes)
                 return _json(plane.feedback(request.path_params["model"], body))
@@ -186,6 +196,10 @@ def build_app(
     async def faults(request: Request) -> Response:
         if not plane.faults.enabled:
             return _json({"error": "fault injection is off: start with MODELSERVER_FAULTS_ENABLED=true"}, 403)
+        if not plane.faults.token:
+            return _json({"error": "/v2/faults is closed: start with MODELSERVER_FAULTS_TOKEN (from a Secret)"}, 403)
+        if not plane.faults.admits(request.headers.get("authorization")):
+            return _unauthorized("/v2/faults needs Authorization: Bearer <MODELSERVER_FAULTS_TOKEN>")
         if request.method == "POST":
             try:
                 body = orjson.loads(await _body(request, 4096) or b"{}")
@@ -223,6 +237,12 @@ def build_app(
         Route("/metrics", prometheus_metrics),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_exception})
+
+
+def _unauthorized(message: str) -> Response:
+    return Response(
+        orjson.dumps({"error": message}), status_code=401, media_type=JSON, headers={"www-authenticate": "Bearer"}
+    )
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:

@@ -25,7 +25,7 @@ from model_server import logs
 from model_server.router import guard
 from model_server.router.metrics import RouterMetrics
 from model_server.router.nginx import NginxDataPlane
-from model_server.router.proxy import Router, RouterState
+from model_server.router.proxy import RateLimit, Router, RouterState
 from model_server.router.upstream import Upstream
 from model_server.router.watch import RolloutWatcher, Serving, Wanted
 from modelrollout.routing.guard import GuardTrip
@@ -60,6 +60,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--nginx-binary",
         default=_env("NGINX_BINARY"),
         help="the nginx to run with --data-plane nginx (default: nginx from the PATH, or /usr/sbin/nginx)",
+    )
+    parser.add_argument(
+        "--feedback-per-second",
+        type=float,
+        default=float(_env("FEEDBACK_PER_SECOND", "1000") or 1000),
+        help="feedback calls a second before 429 (bursts of twice that; 0: no limit). The feedback token, if"
+        " any, is read from MODELROUTER_FEEDBACK_TOKEN only (never a flag: it would show in ps)",
     )
     parser.add_argument("--host", default=_env("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(_env("PORT", "8080") or 8080))
@@ -177,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         green=green,
         sticky_header=args.sticky_header,
         guard=sentry,
+        feedback_token=_env("FEEDBACK_TOKEN") or None,
+        feedback_limit=(
+            RateLimit(args.feedback_per_second, burst=2 * args.feedback_per_second)
+            if args.feedback_per_second > 0
+            else None
+        ),
         on_startup=startup,
         on_shutdown=shutdown,
     )

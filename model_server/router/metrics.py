@@ -51,6 +51,12 @@ class RouterMetrics:
             ["rollout"],
             registry=r,
         )
+        self.feedback_refused = Counter(
+            "modelrouter_feedback_refused_total",
+            "Feedback calls refused before reaching a model server (reason: unauthorized or rate_limited).",
+            ["rollout", "reason"],
+            registry=r,
+        )
         self.overhead = Histogram(
             "modelrouter_overhead_seconds",
             "Time spent in the router beyond the upstream.",
@@ -66,6 +72,9 @@ class RouterMetrics:
         self._comparisons = self.mirror_comparisons.labels(rollout=self.rollout)
         self._disagreements = self.mirror_disagreements.labels(rollout=self.rollout)
         self._mirror_errors = self.mirror_errors.labels(rollout=self.rollout)
+
+    def feedback_refusal(self, reason: str) -> None:
+        self.feedback_refused.labels(rollout=self.rollout, reason=reason).inc()
 
     def routed(self, colour: str) -> None:
         self._by_colour[colour].inc()

@@ -35,6 +35,7 @@ import structlog
 
 from model_server.router.guard import Guard
 from model_server.router.metrics import RouterMetrics
+from model_server.router.proxy import NOT_FORWARDED, NOT_FORWARDED_ANSWER
 
 log = structlog.get_logger(__name__)
 
@@ -81,6 +82,7 @@ def render(config: NginxConfig) -> str:
             " proxy_pass http://control/_mirror$request_uri; proxy_http_version 1.1;"
             ' proxy_set_header Connection ""; }'
         )
+    refused = NOT_FORWARDED_ANSWER.decode()
     return f"""
 worker_processes 1;
 daemon off;
@@ -107,6 +109,7 @@ http {{
     location = /router/config-version {{ default_type text/plain; return 200 '{config.version}'; }}
     location = /router/state {{ proxy_pass http://control; }}
     location = /metrics {{ proxy_pass http://control; }}
+    location ~ "{NOT_FORWARDED.pattern}" {{ default_type application/json; return 403 '{refused}'; }}
     location ~ /feedback$ {{ proxy_pass http://control; proxy_http_version 1.1; proxy_set_header Connection ""; }}
     {mirror_location}
     location / {{

@@ -6,7 +6,9 @@ Kept free of a web framework on purpose: it is on every request's path (see benc
 from __future__ import annotations
 
 import asyncio
+import posixpath
 import random
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -16,6 +18,7 @@ import orjson
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from model_server.auth import bearer_matches
 from model_server.router import split
 from model_server.router.guard import Guard
 from model_server.router.metrics import RouterMetrics
@@ -28,6 +31,17 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _JSON = [(b"content-type", b"application/json")]
+
+NOT_FORWARDED = re.compile(r"^/v2/faults(/|$)")
+"""Model-server paths the router refuses (403) on both data planes: fault injection is for an SRE on the
+model server's own port, with its token, never for whoever reaches the router."""
+NOT_FORWARDED_ANSWER = b'{"error":"/v2/faults is not served through the router"}'
+
+
+def not_forwarded(path: str) -> bool:
+    """Whether a (percent-decoded) request path names a path the router refuses, however it is spelled:
+    repeated slashes and dot segments are resolved first, as nginx does before it matches a location."""
+    return NOT_FORWARDED.match(posixpath.normpath("/" + re.sub("/+", "/", path).lstrip("/"))) is not None
 
 
 def predictions(body: bytes) -> list[Any] | None:
@@ -78,6 +92,8 @@ class Router:
         sticky_header: str | None = None,
         guard: Guard | None = None,
         id_capacity: int = 100_000,
+        feedback_token: str | None = None,
+        feedback_limit: RateLimit | None = None,
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], None] | None = None,
     ) -> None:
@@ -90,6 +106,10 @@ class Router:
         self.served_by: OrderedDict[str, str] = OrderedDict()
         """Inference id -> colour that answered it, so that feedback reaches the right model server."""
         self.id_capacity = id_capacity
+        self.feedback_token = feedback_token
+        """Feedback must carry it as ``Authorization: Bearer`` (None: open); it goes on to the model server."""
+        self.feedback_limit = feedback_limit
+        """Feedback calls beyond it are answered 429 (None: no limit)."""
         self._background: set[asyncio.Task[None]] = set()
         self._random = random.random
         self._on_startup = on_startup
@@ -129,6 +149,8 @@ class Router:
                 await _respond(send, 200, b'{"ready":true}', _JSON)
             else:
                 await _respond(send, 503, b'{"ready":false,"reason":"weights not applied yet"}', _JSON)
+        elif not_forwarded(path):
+            await _respond(send, 403, NOT_FORWARDED_ANSWER, _JSON)
         elif path.endswith("/feedback"):
             await self._feedback(scope, receive, send)
         elif path.startswith("/_mirror/"):
@@ -226,6 +248,15 @@ class Router:
         self._spawn(self._mirror(b"POST", target, body, headers.get(b"content-type"), blue_answer))
 
     async def _feedback(self, scope: Scope, receive: Receive, send: Send) -> None:
+        authorization = _header(scope, b"authorization")
+        if self.feedback_token and not bearer_matches(self.feedback_token, authorization.decode("latin-1")):
+            self.metrics.feedback_refusal("unauthorized")
+            await _respond(send, 401, _UNAUTHORIZED, [*_JSON, (b"www-authenticate", b"Bearer")])
+            return
+        if self.feedback_limit is not None and not self.feedback_limit.allow():
+            self.metrics.feedback_refusal("rate_limited")
+            await _respond(send, 429, _RATE_LIMITED, [*_JSON, (b"retry-after", b"1")])
+            return
         body = await _read_body(receive, send)
         if body is None:
             return
@@ -240,7 +271,9 @@ class Router:
         response: Response | None = None
         for colour in order:
             try:
-                response = await self.upstreams[colour].request(b"POST", target, body, b"application/json")
+                response = await self.upstreams[colour].request(
+                    b"POST", target, body, b"application/json", authorization=authorization
+                )
             except UpstreamError:
                 self.metrics.upstream_error(colour)
                 continue
@@ -255,6 +288,35 @@ class Router:
         task = asyncio.ensure_future(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+_UNAUTHORIZED = b'{"error":"feedback needs Authorization: Bearer <the rollout\'s feedback token>"}'
+_RATE_LIMITED = b'{"error":"too much feedback: slow down (see Retry-After)"}'
+
+
+def _header(scope: Scope, name: bytes) -> bytes:
+    """A request header's value (the first one; empty when absent)."""
+    return next((value for key, value in scope["headers"] if key.lower() == name), b"")
+
+
+class RateLimit:
+    """A token bucket: ``per_second`` calls a second on average, bursts of up to ``burst``."""
+
+    def __init__(self, per_second: float, *, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_second = per_second
+        self.burst = burst
+        self._clock = clock
+        self._tokens = burst
+        self._at = clock()
+
+    def allow(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.per_second)
+        self._at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
 
 
 def _target(scope: Scope) -> bytes:

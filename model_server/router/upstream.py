@@ -71,13 +71,16 @@ class Upstream:
         except OSError as error:
             raise UpstreamError(f"cannot connect to {self.url}: {error}") from error
 
-    async def request(self, method: bytes, target: bytes, body: bytes, content_type: bytes | None) -> Response:
-        """One request; a stale pooled connection is retried once on a fresh one."""
+    async def request(
+        self, method: bytes, target: bytes, body: bytes, content_type: bytes | None, *, authorization: bytes = b""
+    ) -> Response:
+        """One request (with ``authorization`` as its Authorization header when given); a stale pooled
+        connection is retried once on a fresh one."""
         for attempt in (1, 2):
             reader, writer = await self._connection()
             try:
                 return await asyncio.wait_for(
-                    self._exchange(reader, writer, method, target, body, content_type), self.timeout
+                    self._exchange(reader, writer, method, target, body, content_type, authorization), self.timeout
                 )
             except (OSError, asyncio.IncompleteReadError, httptools.HttpParserError, UpstreamError) as error:
                 writer.close()
@@ -96,10 +99,13 @@ class Upstream:
         target: bytes,
         body: bytes,
         content_type: bytes | None,
+        authorization: bytes,
     ) -> Response:
         head = b"%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n" % (method, target, self.host_header, len(body))
         if content_type:
             head += b"Content-Type: " + content_type + b"\r\n"
+        if authorization:
+            head += b"Authorization: " + authorization + b"\r\n"
         writer.write(head + b"\r\n" + body)
         parsed = _Parsed(head_only=method == b"HEAD")
         parser = httptools.HttpResponseParser(parsed)

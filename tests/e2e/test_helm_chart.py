@@ -125,6 +125,7 @@ def test_operator_promotes_a_rollout_with_only_the_charts_rbac(
     assert can_i(kubeconfig, router, "watch", "modelrollouts.modelrollout.dev")
     assert can_i(kubeconfig, router, "patch", f"modelrollouts.modelrollout.dev/{name}")
     assert not can_i(kubeconfig, router, "patch", "deployments.apps")
+    assert not can_i(kubeconfig, router, "get", "secrets")  # its feedback token comes from the kubelet
     assert not can_i(kubeconfig, router, "get", "modelrollouts.modelrollout.dev", namespace=namespace)
 
 

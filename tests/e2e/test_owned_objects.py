@@ -9,6 +9,7 @@ deletes with ``kubectl delete`` while the operator runs as its own process.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import sys
@@ -190,6 +191,36 @@ def test_an_env_var_the_next_manifest_lacks_is_removed(cluster: Path) -> None:
     assert live is not None
     managers = {(entry["manager"], entry["operation"]) for entry in live["metadata"]["managedFields"]}
     assert (api.FIELD_MANAGER, "Apply") in managers
+
+
+def secret_token(name: str) -> str | None:
+    live = api.read("Secret", NAMESPACE, name)
+    return None if live is None else base64.b64decode(live["data"]["token"]).decode()
+
+
+def test_each_rollout_gets_a_random_feedback_token_once_and_a_users_own_is_kept(cluster: Path) -> None:
+    first, second = create_rollout("fed-a", spec_body()), create_rollout("fed-b", spec_body())
+    ensure(first)
+    ensure(second)
+    token = secret_token("fed-a-feedback")
+    assert token is not None and len(token) >= 40 and token != secret_token("fed-b-feedback")
+    live = api.read("Secret", NAMESPACE, "fed-a-feedback")
+    assert live is not None and [o["uid"] for o in live["metadata"]["ownerReferences"]] == [first.uid]
+    ensure(first)
+    assert secret_token("fed-a-feedback") == token  # never rewritten: running Pods keep a valid token
+    # a user's own Secret, made before the rollout, is used as it is
+    kubectl.run(
+        "create", "secret", "generic", "fed-c-feedback", "--from-literal=token=users-own", "-n", NAMESPACE,
+        kubeconfig=cluster,
+    )  # fmt: skip
+    ensure(create_rollout("fed-c", spec_body()))
+    assert secret_token("fed-c-feedback") == "users-own"
+    for deployment in ("fed-a-blue", "fed-a-green", "fed-a-router"):
+        live = api.read("Deployment", NAMESPACE, deployment)
+        assert live is not None
+        env = live["spec"]["template"]["spec"]["containers"][0]["env"]
+        refs = [item["valueFrom"]["secretKeyRef"] for item in env if "valueFrom" in item]
+        assert refs == [{"name": "fed-a-feedback", "key": "token"}], deployment
 
 
 def test_a_deployment_written_by_the_earlier_operator_loses_stale_fields_too(cluster: Path) -> None:

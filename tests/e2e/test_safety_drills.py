@@ -186,7 +186,7 @@ def test_a_hard_fault_on_green_is_rolled_back_by_the_routers_guard(stage: Stage,
     served, load = begin(stage, stream, name, steps=HOLD_STEPS, analysis=slow)
     try:
         live = wait_for(stage, name, "25% green confirmed", live_at(25))
-        httpx.post(f"{served.green.url}/v2/faults", json={"error_rate": 1.0}).raise_for_status()
+        served.green.inject_faults(error_rate=1.0)
         body = wait_for(stage, name, "a rollback", settled("RolledBack", "Promoted"), timeout=120)
     finally:
         load.stop()

@@ -20,6 +20,8 @@ from modelrollout.devcluster.modelservers import ModelServer
 from modelrollout.devcluster.prometheus import PrometheusServer
 
 pytestmark = pytest.mark.integration
+FAULTS_TOKEN = "drill-token-9b2e"
+"""Green's fault-injection token (in a cluster it comes from a Secret)."""
 
 
 def labelled_traffic(
@@ -61,7 +63,7 @@ def colours(
         rollout=rollout,
         colour="green",
         golden_set=demo_models / "digits-2bit.golden.npz",
-        env={"MODELSERVER_FAULTS_ENABLED": "true"},
+        env={"MODELSERVER_FAULTS_ENABLED": "true", "MODELSERVER_FAULTS_TOKEN": FAULTS_TOKEN},
     )
     with blue, green:
         for server in (blue, green):
@@ -117,11 +119,18 @@ async def test_fault_injection_moves_errors_and_latency(
 ) -> None:
     blue, green, rollout = colours
     stream = dict(np.load(demo_models / "digits-stream.npz"))
-    changed = httpx.post(f"{green.url}/v2/faults", json={"error_rate": 0.5, "latency_seconds": 0.2})
+    faults = {"error_rate": 0.5, "latency_seconds": 0.2}
+    for refused in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": FAULTS_TOKEN}):
+        answer = httpx.post(f"{green.url}/v2/faults", json=faults, headers=refused)
+        assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer", refused
+    assert httpx.get(f"{green.url}/v2/faults").status_code == 401
+    bearer = {"Authorization": f"Bearer {FAULTS_TOKEN}"}
+    assert httpx.get(f"{green.url}/v2/faults", headers=bearer).json()["error_rate"] == 0  # refusals changed nothing
+    changed = httpx.post(f"{green.url}/v2/faults", json=faults, headers=bearer)
     assert changed.json()["error_rate"] == 0.5
     statuses = labelled_traffic(green, stream, requests=60, rows=1)
     assert set(statuses) == {200, 500} and 15 <= statuses[500] <= 45
-    assert httpx.post(f"{blue.url}/v2/faults", json={"error_rate": 1}).status_code == 403  # off on blue
+    assert httpx.post(f"{blue.url}/v2/faults", json={"error_rate": 1}, headers=bearer).status_code == 403  # off
     prometheus_server.wait_for_scrapes(blue.address, green.address)
     green_m = (await measure(prometheus_server, rollout))["green"]
     assert green_m.server_errors / green_m.requests == pytest.approx(statuses[500] / 60, abs=0.1)

@@ -30,13 +30,19 @@ pytestmark = pytest.mark.integration
 EXAMPLES = 150
 """Requests per data plane: bounded, and the same every run."""
 STICKY = "x-user"
+FAULTS_TOKEN = "drill-token-4f1c"
+FAULTS = {"MODELSERVER_FAULTS_ENABLED": "true", "MODELSERVER_FAULTS_TOKEN": FAULTS_TOKEN}
+"""Both colours take faults, from a caller holding the token: the router must still refuse that path."""
+FEEDBACK_TOKEN = "feedback-token-7d30"
+"""The rollout's feedback token, as the operator gives it to the router and both colours."""
+ENV = {**FAULTS, "MODELSERVER_FEEDBACK_TOKEN": FEEDBACK_TOKEN}
 
 
 @pytest.fixture(scope="module")
 def servers(demo_models: Path) -> Iterator[tuple[ModelServer, ModelServer]]:
     with (
-        ModelServer(demo_models / "digits-fp32.onnx", colour="blue") as blue,
-        ModelServer(demo_models / "digits-int8.onnx", version="v2", colour="green") as green,
+        ModelServer(demo_models / "digits-fp32.onnx", colour="blue", env=ENV) as blue,
+        ModelServer(demo_models / "digits-int8.onnx", version="v2", colour="green", env=ENV) as green,
     ):
         yield blue, green
 
@@ -64,10 +70,13 @@ def router(request: pytest.FixtureRequest, servers: tuple[ModelServer, ModelServ
             STICKY,
             "--data-plane",
             request.param,
+            "--feedback-per-second",
+            "1",  # bursts of 2: a flood of feedback meets the limit on any machine
             "--log-format",
             "json",
         ],
         log_dir=Path(blue.log_dir),
+        env={"MODELROUTER_FEEDBACK_TOKEN": FEEDBACK_TOKEN},
     )
     address = f"{process.LOOPBACK}:{port}"
     try:
@@ -119,6 +128,7 @@ paths = st.one_of(
             "/v1/models",
             "/metrics",
             "/router/state",
+            "/v2/faults",
             "/",
         ]
     ),
@@ -177,6 +187,40 @@ def test_a_well_formed_inference_still_works_after_the_fuzzing(router: str, demo
     assert answer.status_code == 200 and answer.json()["model_version"] in {"v1", "v2"}
 
 
+def test_feedback_needs_the_rollouts_token_through_the_router_and_at_the_model_servers(
+    router: str, servers: tuple[ModelServer, ModelServer], demo_models: Path
+) -> None:
+    """Labels decide the accuracy gate: without the token nobody may send them, on either path."""
+    x = np.load(demo_models / "digits-stream.npz")["inputs"][0]
+    answer = httpx.post(f"http://{router}/v2/models/digits/infer", json=tensor([1, 64], "FP32", x.tolist()))
+    assert answer.status_code == 200
+    label = {"id": answer.json()["id"], "labels": [0]}
+    for refused in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {FEEDBACK_TOKEN}"}):
+        through = httpx.post(f"http://{router}/v2/models/digits/feedback", json=label, headers=refused)
+        assert through.status_code == 401 and through.headers["www-authenticate"] == "Bearer", refused
+        for server in servers:  # nor straight to a model server (its Service is reachable in the cluster)
+            direct = httpx.post(f"{server.url}/v2/models/digits/feedback", json=label, headers=refused)
+            assert direct.status_code == 401, (server.colour, refused, direct.text)
+    bearer = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
+    accepted = httpx.post(f"http://{router}/v2/models/digits/feedback", json=label, headers=bearer)
+    assert accepted.status_code == 200, accepted.text  # the router passed the token on to the colour
+
+
+def test_a_flood_of_feedback_is_answered_429_and_unauthorised_calls_spend_nothing(router: str) -> None:
+    bearer = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
+    unknown = {"id": "no-such-id", "labels": [0]}
+    with httpx.Client(base_url=f"http://{router}") as client:
+        statuses = [client.post("/v2/models/digits/feedback", json=unknown, headers=bearer) for _ in range(40)]
+        anonymous = client.post("/v2/models/digits/feedback", json=unknown)
+    limited = [answer for answer in statuses if answer.status_code == 429]
+    assert limited and all(answer.headers["retry-after"] == "1" for answer in limited)
+    assert {answer.status_code for answer in statuses} <= {404, 429}  # the rest reached a model server
+    assert anonymous.status_code == 401  # refused before the limit: it cannot use up the token holders' share
+    refused = [line for line in httpx.get(f"http://{router}/metrics").text.splitlines() if "feedback_refused" in line]
+    assert any('reason="rate_limited"' in line and not line.endswith(" 0.0") for line in refused), refused
+    assert any('reason="unauthorized"' in line and not line.endswith(" 0.0") for line in refused), refused
+
+
 def test_a_body_over_16_mib_is_answered_413(router: str) -> None:
     """Both data planes bound what they read of a request (nginx: client_max_body_size; python: MAX_BODY_BYTES)."""
     oversized = b"0" * (16 * 1024 * 1024 + 1)
@@ -184,3 +228,29 @@ def test_a_body_over_16_mib_is_answered_413(router: str) -> None:
     assert answer.status_code == 413
     assert "over the limit" not in answer.text, "the model server refused it: the router read it all and sent it on"
     assert httpx.get(f"http://{router}/readyz", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v2/faults", "/v2//faults", "/v2/%66aults", "/v2/./faults", "/v2/x/../faults", "/v2/faults/", "//v2/faults"],
+)
+def test_fault_injection_is_refused_through_the_router_even_with_the_token(
+    router: str, servers: tuple[ModelServer, ModelServer], path: str
+) -> None:
+    """The token opens /v2/faults on a model server's own port; the router answers 403 however the path is
+    spelled, and the faults stay as they were."""
+    bearer = {"Authorization": f"Bearer {FAULTS_TOKEN}"}
+    for server in servers:  # the same call straight to a model server succeeds
+        direct = httpx.post(f"{server.url}/v2/faults", json={"error_rate": 0.0}, headers=bearer)
+        assert direct.status_code == 200, direct.text
+    connection = http.client.HTTPConnection(router, timeout=30)  # sends the path exactly as written
+    try:
+        for method in ("POST", "GET"):
+            connection.request(method, path, body=b'{"error_rate": 1.0}', headers=bearer)
+            response = connection.getresponse()
+            answer = response.read()
+            assert response.status == 403, f"{method} {path}: {response.status} {answer[:200]!r}"
+    finally:
+        connection.close()
+    for server in servers:
+        assert httpx.get(f"{server.url}/v2/faults", headers=bearer).json()["error_rate"] == 0.0

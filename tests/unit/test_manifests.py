@@ -45,7 +45,7 @@ OWNER = {
 
 def env(deployment: dict[str, object]) -> dict[str, str]:
     container = deployment["spec"]["template"]["spec"]["containers"][0]  # type: ignore[index]
-    return {item["name"]: item["value"] for item in container["env"]}
+    return {item["name"]: item["value"] for item in container["env"] if "value" in item}
 
 
 def test_green_deployment_runs_the_green_model_with_the_metric_labels() -> None:
@@ -117,6 +117,43 @@ def test_router_runs_as_its_own_account_bound_to_the_router_role() -> None:
     binding = manifests.router_role_binding(rollout="digits", namespace="ml", owner=OWNER)
     assert binding["roleRef"]["name"] == manifests.ROUTER_CLUSTER_ROLE
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "digits-router", "namespace": "ml"}]
+
+
+def test_feedback_is_authenticated_with_the_rollouts_secret_everywhere() -> None:
+    """Both colours and the router read the token from <name>-feedback; the spec never carries it."""
+    reference = {"secretKeyRef": {"name": "digits-feedback", "key": "token"}}
+    router = manifests.router_deployment(rollout="digits", namespace="ml", spec=SPEC, owner=OWNER, image="r:1")
+    deployments = {
+        "router": (router, "MODELROUTER_FEEDBACK_TOKEN"),
+        **{
+            colour: (
+                manifests.model_deployment(
+                    rollout="digits",
+                    namespace="ml",
+                    colour=colour,
+                    model=SPEC.green.model,
+                    server=SPEC.server,
+                    owner=OWNER,
+                    replicas=1,
+                ),
+                "MODELSERVER_FEEDBACK_TOKEN",
+            )
+            for colour in constants.COLOURS
+        },
+    }
+    for what, (deployment, variable) in deployments.items():
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        found = [item for item in container["env"] if item["name"] == variable]
+        assert found == [{"name": variable, "valueFrom": reference}], what
+    assert env(router)["MODELROUTER_FEEDBACK_PER_SECOND"] == "1000"
+    secret = manifests.feedback_secret(rollout="digits", namespace="ml", owner=OWNER, token="t0k")
+    assert secret["metadata"]["name"] == "digits-feedback" and secret["metadata"]["ownerReferences"] == [OWNER]
+    assert secret["stringData"] == {"token": "t0k"} and secret["type"] == "Opaque"
+
+
+def test_the_feedback_token_is_not_a_setting() -> None:
+    with pytest.raises(ValueError, match="MODELSERVER_FEEDBACK_TOKEN: set by the operator"):
+        ServerSpec(settings={"MODELSERVER_FEEDBACK_TOKEN": "guessable"})
 
 
 @pytest.mark.parametrize("uri", ["https://example.invalid/m.onnx", "s3://bucket/m.onnx"])
@@ -355,10 +392,11 @@ def test_the_policy_is_keep_stable_by_default_and_when_the_spec_no_longer_parses
     assert deletion.policy_of(None) == deletion.KEEP_STABLE
 
 
-def test_keep_stable_keeps_blue_and_the_router_only() -> None:
+def test_keep_stable_keeps_blue_the_router_and_their_feedback_secret_only() -> None:
     kept = deletion.stable_objects("digits")
     assert ("Deployment", "digits-blue") in kept and ("Service", "digits-blue") in kept
-    assert {name for _, name in kept} == {"digits-blue", "digits-router"}
+    assert ("Secret", "digits-feedback") in kept  # blue's and the router's Pods read it when they start
+    assert {name for _, name in kept} == {"digits-blue", "digits-router", "digits-feedback"}
     assert {kind for kind, name in kept if name == "digits-router"} == {
         "Deployment",
         "Service",

@@ -98,6 +98,8 @@ def test_a_model_server_deployment_is_exactly_this() -> None:
                 - {{name: MODELSERVER_PORT, value: "8080"}}
                 - {{name: MODELSERVER_ROLLOUT, value: digits}}
                 - {{name: MODELSERVER_RUNTIME, value: onnx}}
+                - name: MODELSERVER_FEEDBACK_TOKEN
+                  valueFrom: {{secretKeyRef: {{name: digits-feedback, key: token}}}}
                 ports: [{{name: http, containerPort: 8080}}]
                 startupProbe:
                   httpGet: {{path: /v2/health/ready, port: http}}
@@ -129,7 +131,11 @@ def test_without_resources_or_annotations_the_deployment_has_none() -> None:
 def test_the_model_server_reads_its_deployments_environment_as_meant() -> None:
     container = green_deployment()["spec"]["template"]["spec"]["containers"][0]
     settings = ServerSettings(
-        **{item["name"].removeprefix("MODELSERVER_").lower(): item["value"] for item in container["env"]}
+        **{
+            item["name"].removeprefix("MODELSERVER_").lower(): item["value"]
+            for item in container["env"]
+            if "value" in item
+        }
     )
     assert str(settings.model_path) == "/models/digits-int8.onnx"
     assert (settings.model_name, settings.model_version, settings.model_sha256) == ("digits", "v2", "a" * 64)
@@ -221,6 +227,7 @@ def test_the_router_deployment_is_exactly_this() -> None:
                 args: [python, -m, model_server.router]
                 env:
                 - {{name: MODELROUTER_DATA_PLANE, value: nginx}}
+                - {{name: MODELROUTER_FEEDBACK_PER_SECOND, value: "1000"}}
                 - {{name: MODELROUTER_HOST, value: 0.0.0.0}}
                 - {{name: MODELROUTER_IN_CLUSTER, value: "true"}}
                 - {{name: MODELROUTER_LOG_FORMAT, value: json}}
@@ -228,6 +235,8 @@ def test_the_router_deployment_is_exactly_this() -> None:
                 - {{name: MODELROUTER_PORT, value: "8080"}}
                 - {{name: MODELROUTER_ROLLOUT, value: digits}}
                 - {{name: MODELROUTER_STICKY_HEADER, value: x-user}}
+                - name: MODELROUTER_FEEDBACK_TOKEN
+                  valueFrom: {{secretKeyRef: {{name: digits-feedback, key: token}}}}
                 ports: [{{name: http, containerPort: 8080}}]
                 readinessProbe:
                   httpGet: {{path: /readyz, port: http}}

@@ -121,6 +121,16 @@ def test_wrong_predictions_are_always_a_different_class() -> None:
     assert (faults.corrupt(classes, 10) != classes).all()
 
 
+def test_the_faults_endpoint_admits_only_its_bearer_token() -> None:
+    assert not Faults(enabled=True).admits("Bearer anything")  # no token configured: closed to everyone
+    assert not Faults(enabled=True, token="").admits("Bearer ")
+    faults = Faults(enabled=True, token="s3cret")
+    assert faults.admits("Bearer s3cret") and faults.admits("bearer s3cret")
+    for wrong in (None, "", "s3cret", "Bearer", "Bearer s3cre", "Bearer s3cret2", "Basic s3cret", "Bearers3cret"):
+        assert not faults.admits(wrong), wrong
+    assert "s3cret" not in repr(faults)
+
+
 def test_faults_update_is_validated() -> None:
     with pytest.raises(ValueError, match="error_rate must be between 0 and 1"):
         Faults(enabled=True).update(latency_seconds=None, error_rate=2.0, wrong_rate=None)

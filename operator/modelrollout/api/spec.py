@@ -91,6 +91,7 @@ RESERVED_SETTINGS = frozenset(
         "MODELSERVER_PORT",
         "MODELSERVER_MODEL_SHA256",
         "MODELSERVER_GOLDEN_SET",
+        "MODELSERVER_FEEDBACK_TOKEN",
     }
 )
 """Environment the operator writes itself: the metrics the analysis compares are labelled by it."""
@@ -110,8 +111,9 @@ class ServerSpec(ApiModel):
     and extended resources such as nvidia.com/gpu. Unset: no requests or limits."""
     settings: dict[str, str] = Field(default_factory=dict, max_length=64)
     """Extra MODELSERVER_* environment settings for both colours (at most 64). The settings the operator
-    writes itself (model path, name, version, runtime, rollout, colour, host, port, sha256, golden set)
-    cannot be overridden: they label the metrics the analysis compares."""
+    writes itself (model path, name, version, runtime, rollout, colour, host, port, sha256, golden set,
+    feedback token) cannot be overridden: they label the metrics the analysis compares, or guard its
+    evidence."""
 
     @field_validator("settings")
     @classmethod
@@ -253,6 +255,10 @@ class TrafficSpec(ApiModel):
     """Longest the router may take to confirm new weights, a duration such as 60s. Past it the rollout is
     Degraded, and a canary in flight or a promotion rolls back to the stable model. A deletion with
     ``keepStable`` waits at most this long for 100% blue."""
+    feedback_per_second: int = Field(default=1000, ge=0, le=1_000_000)
+    """Feedback calls a second the builtin router takes (bursts of twice as many) before answering 429; 0: no
+    limit. Feedback must also carry the token of the Secret <name>-feedback (key ``token``; the operator
+    creates it with a random token when missing) as ``Authorization: Bearer``, or it is answered 401."""
     guard: GuardSpec = Field(default_factory=GuardSpec)
     """The builtin router's guard: a hard fault on green (most of its answers failing) sends green 0% of the
     traffic within about ``minRequests`` requests, and the canary rolls back with reason GuardTripped."""

@@ -33,6 +33,7 @@ until ``release(colour)``), ``chaos(colour, every=...)`` (SIGKILL every few seco
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import json
@@ -83,6 +84,10 @@ def _now() -> str:
 def _exit_code(returncode: int) -> int:
     """As a container runtime reports it: 128 + the signal for a process killed by one."""
     return 128 - returncode if returncode < 0 else returncode
+
+
+class MissingSecret(LookupError):
+    """A Pod's env names a Secret (or a key) that does not exist: its container cannot start yet."""
 
 
 @dataclass
@@ -376,7 +381,10 @@ class Kubelet:
                 self._retire(self._containers.pop(uid))
             for uid, pod in wanted.items():
                 if uid not in self._containers:
-                    self._containers[uid] = self._container(pod)
+                    try:
+                        self._containers[uid] = self._container(pod)
+                    except MissingSecret as error:  # as a kubelet: CreateContainerConfigError, tried again
+                        log.warning("pod cannot start yet", pod=pod["metadata"]["name"], error=str(error))
 
     def _container(self, pod: dict[str, Any]) -> Container:
         colour = pod["metadata"]["labels"][constants.LABEL_COLOUR]
@@ -396,8 +404,13 @@ class Kubelet:
         return container
 
     def _settings(self, colour: str, spec: dict[str, Any]) -> dict[str, str]:
-        """The Pod's env (values only), the drill's settings for the colour, and this machine's address."""
+        """The Pod's env (values, and keys of Secrets as a kubelet reads them), the drill's settings for the
+        colour, and this machine's address."""
         env = {item["name"]: item["value"] for item in spec.get("env") or [] if "value" in item}
+        for item in spec.get("env") or []:
+            ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+            if ref:
+                env[item["name"]] = self._secret_key(ref["name"], ref["key"])
         return {
             **env,
             **self.env.get(colour, {}),
@@ -405,6 +418,18 @@ class Kubelet:
             "MODELSERVER_PORT": str(self._services[colour].getsockname()[1]),
             "MODELSERVER_LOG_FORMAT": "json",
         }
+
+    def _secret_key(self, name: str, key: str) -> str:
+        try:
+            secret = self._core.read_namespaced_secret(name, self.namespace, _request_timeout=5)
+        except ApiException as error:
+            if error.status == 404:
+                raise MissingSecret(f"secret {name!r} not found") from error
+            raise
+        data = secret.data or {}
+        if key not in data:
+            raise MissingSecret(f"secret {name!r} has no key {key!r}")
+        return base64.b64decode(data[key]).decode()
 
     def _retire(self, container: Container) -> None:
         """The Pod is gone: SIGTERM its process (SIGKILL after the grace period), forget it once it exited."""

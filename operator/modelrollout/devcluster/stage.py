@@ -9,8 +9,10 @@ readiness and restarts reported on the Pod. Prometheus scrapes them and the rout
 
 from __future__ import annotations
 
+import base64
 import json
 import random
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -87,6 +89,15 @@ class Endpoint:
         """The output of every model-server process this colour has had."""
         return self.kubelet.log(self.colour)
 
+    def inject_faults(self, **values: float) -> dict[str, Any]:
+        """``POST /v2/faults`` on this colour's model server with the token its Pods' env gives it (as an SRE
+        holding the Secret would, on the server's own port: the router refuses that path)."""
+        token = self.kubelet.env.get(self.colour, {}).get("MODELSERVER_FAULTS_TOKEN", "")
+        answer = httpx.post(f"{self.url}/v2/faults", json=values, headers={"authorization": f"Bearer {token}"})
+        answer.raise_for_status()
+        result: dict[str, Any] = answer.json()
+        return result
+
 
 @dataclass
 class Served:
@@ -114,6 +125,14 @@ class Served:
 
 _ROLLOUT_OF_ROUTER: dict[str, str] = {}
 """Router URL -> rollout name, for the routers Stages serve (Load's default model name)."""
+_FEEDBACK_TOKEN_OF_ROUTER: dict[str, str] = {}
+"""Router URL -> the rollout's feedback token (what Load's feedback carries)."""
+
+
+def feedback_headers(router_url: str) -> dict[str, str]:
+    """The Authorization header feedback through a Stage's router must carry (none for another router)."""
+    token = _FEEDBACK_TOKEN_OF_ROUTER.get(router_url)
+    return {"authorization": f"Bearer {token}"} if token else {}
 
 
 @dataclass
@@ -144,6 +163,7 @@ class Load:
 
     def _run(self) -> None:
         model = self.model or _ROLLOUT_OF_ROUTER.get(self.url, "digits")
+        feedback = feedback_headers(self.url)
         rng = random.Random(7)  # noqa: S311 - picks which test digits to send
         count = len(self.stream["labels"])
         with httpx.Client(base_url=self.url, timeout=10) as client:
@@ -163,7 +183,9 @@ class Load:
                     answer = client.post(f"/v2/models/{model}/infer", json=body)
                     if answer.status_code == 200:
                         client.post(
-                            f"/v2/models/{model}/feedback", json={"id": answer.json()["id"], "labels": y.tolist()}
+                            f"/v2/models/{model}/feedback",
+                            json={"id": answer.json()["id"], "labels": y.tolist()},
+                            headers=feedback,
                         )
                         self.sent += 1
                     else:
@@ -208,6 +230,7 @@ class Stage:
         """Stop the processes of one rollout (Prometheus forgets their targets)."""
         self.served.remove(served)
         _ROLLOUT_OF_ROUTER.pop(served.router_url, None)
+        _FEEDBACK_TOKEN_OF_ROUTER.pop(served.router_url, None)
         try:
             process.stop(served.router.pid)
             served.router.poll()
@@ -258,19 +281,24 @@ class Stage:
 
         Call it before applying the rollout: it returns at once with the router's URL (the model servers
         start when the operator's Deployments get Pods; ``apply`` waits for them). ``green_env`` and
-        ``blue_env`` go over the Pods' env (green may always take faults through ``POST /v2/faults``);
+        ``blue_env`` go over the Pods' env (green may always take faults: ``served.green.inject_faults``);
         ``data_plane`` is the router's (``python`` or ``nginx``; by default the stage's). ``green_model`` and
         ``green_version`` are what the caller is going to apply: the processes run what the Deployments say.
         """
         del green_model, green_version  # the Deployments decide
         data_plane = data_plane or self.data_plane
+        token = self.feedback_token(name)
         stand_in = Kubelet(
             kubeconfig=self.kubeconfig,
             rollout=name,
             prometheus=self.prometheus,
             env={
                 constants.BLUE: blue_env or {},
-                constants.GREEN: {"MODELSERVER_FAULTS_ENABLED": "true", **(green_env or {})},
+                constants.GREEN: {
+                    "MODELSERVER_FAULTS_ENABLED": "true",
+                    "MODELSERVER_FAULTS_TOKEN": secrets.token_hex(16),
+                    **(green_env or {}),
+                },
             },
             log_dir=self.log_dir,
         )
@@ -301,6 +329,7 @@ class Stage:
                     "json",
                 ],
                 log_dir=self.log_dir,
+                env={"MODELROUTER_FEEDBACK_TOKEN": token},
             )
         except BaseException:
             stand_in.stop()
@@ -314,6 +343,7 @@ class Stage:
         )
         self.served.append(served)
         _ROLLOUT_OF_ROUTER[served.router_url] = name
+        _FEEDBACK_TOKEN_OF_ROUTER[served.router_url] = token
         process.wait_until(
             lambda: httpx.get(f"{served.router_url}/healthz", timeout=1).status_code == 200,
             timeout=30,
@@ -325,6 +355,15 @@ class Stage:
         )
         self.prometheus.wait_for_target(served.router_address)
         return served
+
+    def feedback_token(self, name: str) -> str:
+        """Rollout ``name``'s feedback token: its ``<name>-feedback`` Secret, created first here as a user may
+        (with a token of their own; the operator then keeps it) when there is none yet."""
+        secret = f"{name}-feedback"
+        created = f"--from-literal=token={secrets.token_urlsafe(24)}"
+        kubectl.run("create", "secret", "generic", secret, created, kubeconfig=self.kubeconfig, check=False)
+        encoded = kubectl.run("get", "secret", secret, "-o", "jsonpath={.data.token}", kubeconfig=self.kubeconfig)
+        return base64.b64decode(encoded.stdout).decode()
 
     def canary(
         self,

@@ -124,7 +124,7 @@ def replace_custom_status(
     return stored
 
 
-OWNED_KINDS = ("Deployment", "Service", "ServiceAccount", "RoleBinding")
+OWNED_KINDS = ("Deployment", "Service", "ServiceAccount", "RoleBinding", "Secret")
 
 
 def _calls(kind: str) -> tuple[Any, Any, Any]:
@@ -146,6 +146,9 @@ def _calls(kind: str) -> tuple[Any, Any, Any]:
             core_api.patch_namespaced_service_account,
             core_api.delete_namespaced_service_account,
         )
+    if kind == "Secret":
+        core_api = core()
+        return core_api.read_namespaced_secret, core_api.patch_namespaced_secret, core_api.delete_namespaced_secret
     if kind == "RoleBinding":
         rbac_api = rbac()
         return (
@@ -175,6 +178,17 @@ def apply(body: dict[str, Any]) -> dict[str, Any]:
         _content_type=APPLY_PATCH,
     )
     return _as_dict(applied)
+
+
+def create_secret(body: dict[str, Any]) -> bool:
+    """Creates the Secret unless one of its name exists (never rewritten: False then)."""
+    try:
+        core().create_namespaced_secret(body["metadata"]["namespace"], body, field_manager=FIELD_MANAGER)
+    except ApiException as error:
+        if error.status == 409:
+            return False
+        raise
+    return True
 
 
 def read(kind: str, namespace: str, name: str) -> dict[str, Any] | None:

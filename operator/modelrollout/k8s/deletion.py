@@ -243,9 +243,11 @@ def _patch_status(rollout: RolloutRef, status: dict[str, Any]) -> None:
 
 
 def stable_objects(rollout: str) -> list[tuple[str, str]]:
-    """(kind, name) of what keepStable keeps: blue and the builtin router."""
+    """(kind, name) of what keepStable keeps: blue, the builtin router, and the feedback Secret (their Pods
+    do not start without it)."""
     blue, router = f"{rollout}-{constants.BLUE}", f"{rollout}-{manifests.ROUTER}"
     return [
+        ("Secret", manifests.feedback_secret_name(rollout)),
         ("Deployment", blue),
         ("Service", blue),
         ("Deployment", router),

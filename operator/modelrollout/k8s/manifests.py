@@ -103,7 +103,10 @@ def model_deployment(
         "name": "model-server",
         "image": server.image,
         "args": ["python", "-m", "model_server"],
-        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+        "env": [
+            *({"name": k, "value": v} for k, v in sorted(env.items())),
+            feedback_token_env("MODELSERVER_FEEDBACK_TOKEN", rollout),
+        ],
         "ports": [{"name": "http", "containerPort": SERVER_PORT}],
         "startupProbe": {
             "httpGet": {"path": "/v2/health/ready", "port": "http"},
@@ -265,6 +268,34 @@ def router_role_binding(*, rollout: str, namespace: str, owner: dict[str, Any]) 
     }
 
 
+FEEDBACK_TOKEN_KEY = "token"  # noqa: S105 - the key's name in the Secret, not a token
+
+
+def feedback_secret_name(rollout: str) -> str:
+    """``<rollout>-feedback``: the token that feedback must carry, shared by the router and both colours."""
+    return f"{rollout}-feedback"
+
+
+def feedback_token_env(name: str, rollout: str) -> dict[str, Any]:
+    """An env entry read from the rollout's feedback Secret (a Pod does not start without it)."""
+    return {
+        "name": name,
+        "valueFrom": {"secretKeyRef": {"name": feedback_secret_name(rollout), "key": FEEDBACK_TOKEN_KEY}},
+    }
+
+
+def feedback_secret(*, rollout: str, namespace: str, owner: dict[str, Any], token: str) -> dict[str, Any]:
+    """The rollout's feedback token, created once with a random ``token`` when missing and never rewritten
+    (a user may create it first with a token of their own, or rotate it: Pods read it when they start)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(feedback_secret_name(rollout), namespace, owner, labels(rollout, ROUTER)),
+        "type": "Opaque",
+        "stringData": {FEEDBACK_TOKEN_KEY: token},
+    }
+
+
 def router_deployment(
     *, rollout: str, namespace: str, spec: ModelRolloutSpec, owner: dict[str, Any], image: str
 ) -> dict[str, Any]:
@@ -279,6 +310,7 @@ def router_deployment(
         "MODELROUTER_PORT": str(SERVER_PORT),
         "MODELROUTER_LOG_FORMAT": "json",
         "MODELROUTER_DATA_PLANE": "nginx",
+        "MODELROUTER_FEEDBACK_PER_SECOND": str(spec.traffic.feedback_per_second),
     }
     if spec.traffic.sticky_header:
         env["MODELROUTER_STICKY_HEADER"] = spec.traffic.sticky_header
@@ -304,7 +336,10 @@ def router_deployment(
                             "name": "router",
                             "image": image,
                             "args": ["python", "-m", "model_server.router"],
-                            "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+                            "env": [
+                                *({"name": k, "value": v} for k, v in sorted(env.items())),
+                                feedback_token_env("MODELROUTER_FEEDBACK_TOKEN", rollout),
+                            ],
                             "ports": [{"name": "http", "containerPort": SERVER_PORT}],
                             "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2},
                             # /healthz passes through nginx to the router process: either one gone for a

@@ -7,6 +7,7 @@ their fields handed over to the apply field manager the first time, so stale fie
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -140,6 +141,11 @@ def ensure(
     ]
     if replace_green:
         colours.append((constants.GREEN, spec.green.model, spec.server, green_replicas, None))
+    # before the Deployments: their Pods read the feedback token from it
+    if api.read("Secret", namespace, manifests.feedback_secret_name(name)) is None:
+        api.create_secret(
+            manifests.feedback_secret(rollout=name, namespace=namespace, owner=owner, token=secrets.token_urlsafe(32))
+        )
     for colour, model, server, replicas, extra in colours:
         _apply(
             manifests.model_deployment(
