@@ -88,7 +88,7 @@ def guard_drill(stage: Stage, name: str, stream: dict[str, Any], data_plane: str
             interval=0.2,
         )
         fault_at = time.time()
-        httpx.post(f"{served.green.url}/v2/faults", json={"error_rate": 1.0}).raise_for_status()
+        served.green.inject_faults(error_rate=1.0)
         blue_at = wait_router(served.router_url, 0, timeout=60)
         body = stage.wait_for_phase(name, {"RolledBack"}, timeout=60)
     finally:
@@ -118,7 +118,7 @@ def drill(stage: Stage, name: str, stream: dict[str, Any], data_plane: str) -> d
             interval=0.5,
         )
         fault_at = time.time()
-        httpx.post(f"{served.green.url}/v2/faults", json={"error_rate": 1.0}).raise_for_status()
+        served.green.inject_faults(error_rate=1.0)
         blue_at = wait_router(served.router_url, 0, timeout=120)
         body = stage.wait_for_phase(name, {"RolledBack"}, timeout=30)
     finally:
