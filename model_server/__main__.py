@@ -136,7 +136,11 @@ def build(settings: ServerSettings) -> tuple[Starlette, DataPlane]:
 
     feedback_token = settings.feedback_token.get_secret_value() if settings.feedback_token else None
     app = rest.build_app(
-        plane, max_body_bytes=settings.max_body_bytes, lifespan=lifespan, feedback_token=feedback_token
+        plane,
+        max_body_bytes=settings.max_body_bytes,
+        lifespan=lifespan,
+        feedback_token=feedback_token,
+        feedback_auth=settings.feedback_auth,
     )
     return app, plane
 

@@ -52,7 +52,10 @@ class ServerSettings(BaseSettings):
     """Feedback for an older prediction is answered 410 Gone."""
     feedback_token: SecretStr | None = None
     """Bearer token that feedback must carry (the operator sets it from the rollout's ``<name>-feedback``
-    Secret); unset: feedback is open, as for a server run by hand."""
+    Secret); unset: feedback is open, as for a server run by hand, unless ``feedback_auth``."""
+    feedback_auth: bool = False
+    """Feedback needs the token: without one configured it is refused (503), never open (the operator sets it,
+    so that a Pod started while its Secret was missing serves inference but takes no labels)."""
     faults_enabled: bool = False
     """Allow fault injection (env below, or /v2/faults with the token): for rollback drills only."""
     faults_token: SecretStr | None = None

@@ -23,7 +23,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from model_server import __version__
-from model_server.auth import bearer_matches
+from model_server.auth import feedback_refusal
 from model_server.metrics import RequestOutcome
 from model_server.protocol import openai_api
 from model_server.protocol.dataplane import Answer, DataPlane, Problem, Stream
@@ -112,9 +112,11 @@ def build_app(
     max_body_bytes: int,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None,
     feedback_token: str | None = None,
+    feedback_auth: bool = False,
 ) -> Starlette:
-    """The model server's HTTP API. With ``feedback_token`` feedback must carry it (``Authorization: Bearer``):
-    labels decide the accuracy gate, so only those holding the rollout's Secret may send them."""
+    """The model server's HTTP API. With ``feedback_token`` (or ``feedback_auth``) feedback must carry the
+    token (``Authorization: Bearer``): labels decide the accuracy gate, so only those holding the rollout's
+    Secret may send them (see auth.feedback_refusal)."""
     metrics = plane.metrics
 
     async def live(request: Request) -> Response:
@@ -158,9 +160,14 @@ def build_app(
 
     async def feedback(request: Request) -> Response:
         with metrics.request("feedback") as outcome:
-            if feedback_token and not bearer_matches(feedback_token, request.headers.get("authorization")):
-                outcome.status = 401
-                return _unauthorized("feedback needs Authorization: Bearer <the rollout's feedback token>")
+            refusal = feedback_refusal(
+                required=feedback_auth, token=feedback_token, authorization=request.headers.get("authorization")
+            )
+            if refusal is not None:
+                outcome.status, message = refusal
+                if outcome.status == 401:
+                    return _unauthorized(message)
+                return _json({"error": message}, outcome.status)
             try:
                 body = await _body(request, max_body_bytes)
                 return _json(plane.feedback(request.path_params["model"], body))

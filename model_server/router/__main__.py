@@ -66,7 +66,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=float,
         default=float(_env("FEEDBACK_PER_SECOND", "1000") or 1000),
         help="feedback calls a second before 429 (bursts of twice that; 0: no limit). The feedback token, if"
-        " any, is read from MODELROUTER_FEEDBACK_TOKEN only (never a flag: it would show in ps)",
+        " any, is read from MODELROUTER_FEEDBACK_TOKEN only (never a flag: it would show in ps);"
+        " MODELROUTER_FEEDBACK_AUTH=true refuses feedback (503) while no token is set",
     )
     parser.add_argument("--host", default=_env("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(_env("PORT", "8080") or 8080))
@@ -184,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         green=green,
         sticky_header=args.sticky_header,
         guard=sentry,
-        feedback_token=_env("FEEDBACK_TOKEN") or None,
+        feedback_token=_env("FEEDBACK_TOKEN"),
+        feedback_auth=_env("FEEDBACK_AUTH") == "true",
         feedback_limit=(
             RateLimit(args.feedback_per_second, burst=2 * args.feedback_per_second)
             if args.feedback_per_second > 0

@@ -53,7 +53,7 @@ class RouterMetrics:
         )
         self.feedback_refused = Counter(
             "modelrouter_feedback_refused_total",
-            "Feedback calls refused before reaching a model server (reason: unauthorized or rate_limited).",
+            "Feedback refused before reaching a model server (reason: unauthorized, no_token or rate_limited).",
             ["rollout", "reason"],
             registry=r,
         )

@@ -18,7 +18,7 @@ import orjson
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from model_server.auth import bearer_matches
+from model_server.auth import feedback_refusal
 from model_server.router import split
 from model_server.router.guard import Guard
 from model_server.router.metrics import RouterMetrics
@@ -40,8 +40,10 @@ NOT_FORWARDED_ANSWER = b'{"error":"/v2/faults is not served through the router"}
 
 def not_forwarded(path: str) -> bool:
     """Whether a (percent-decoded) request path names a path the router refuses, however it is spelled:
-    repeated slashes and dot segments are resolved first, as nginx does before it matches a location."""
-    return NOT_FORWARDED.match(posixpath.normpath("/" + re.sub("/+", "/", path).lstrip("/"))) is not None
+    repeated slashes and dot segments are resolved first, as nginx does before it matches a location, and
+    a mirrored copy's ``/_mirror`` prefix is looked through."""
+    normal = posixpath.normpath("/" + re.sub("/+", "/", path).lstrip("/"))
+    return NOT_FORWARDED.match(normal.removeprefix("/_mirror")) is not None  # a mirrored copy goes on too
 
 
 def predictions(body: bytes) -> list[Any] | None:
@@ -93,6 +95,7 @@ class Router:
         guard: Guard | None = None,
         id_capacity: int = 100_000,
         feedback_token: str | None = None,
+        feedback_auth: bool = False,
         feedback_limit: RateLimit | None = None,
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], None] | None = None,
@@ -107,7 +110,10 @@ class Router:
         """Inference id -> colour that answered it, so that feedback reaches the right model server."""
         self.id_capacity = id_capacity
         self.feedback_token = feedback_token
-        """Feedback must carry it as ``Authorization: Bearer`` (None: open); it goes on to the model server."""
+        """Feedback must carry it as ``Authorization: Bearer`` (None: open unless ``feedback_auth``); it goes
+        on to the model server."""
+        self.feedback_auth = feedback_auth
+        """A token is required: without one configured feedback is refused (503), never open."""
         self.feedback_limit = feedback_limit
         """Feedback calls beyond it are answered 429 (None: no limit)."""
         self._background: set[asyncio.Task[None]] = set()
@@ -249,9 +255,14 @@ class Router:
 
     async def _feedback(self, scope: Scope, receive: Receive, send: Send) -> None:
         authorization = _header(scope, b"authorization")
-        if self.feedback_token and not bearer_matches(self.feedback_token, authorization.decode("latin-1")):
-            self.metrics.feedback_refusal("unauthorized")
-            await _respond(send, 401, _UNAUTHORIZED, [*_JSON, (b"www-authenticate", b"Bearer")])
+        refusal = feedback_refusal(
+            required=self.feedback_auth, token=self.feedback_token, authorization=authorization.decode("latin-1")
+        )
+        if refusal is not None:
+            status, message = refusal
+            self.metrics.feedback_refusal("unauthorized" if status == 401 else "no_token")
+            challenge = [(b"www-authenticate", b"Bearer")] if status == 401 else []
+            await _respond(send, status, orjson.dumps({"error": message}), [*_JSON, *challenge])
             return
         if self.feedback_limit is not None and not self.feedback_limit.allow():
             self.metrics.feedback_refusal("rate_limited")
@@ -290,7 +301,6 @@ class Router:
         task.add_done_callback(self._background.discard)
 
 
-_UNAUTHORIZED = b'{"error":"feedback needs Authorization: Bearer <the rollout\'s feedback token>"}'
 _RATE_LIMITED = b'{"error":"too much feedback: slow down (see Retry-After)"}'
 
 

@@ -220,7 +220,7 @@ def test_each_rollout_gets_a_random_feedback_token_once_and_a_users_own_is_kept(
         assert live is not None
         env = live["spec"]["template"]["spec"]["containers"][0]["env"]
         refs = [item["valueFrom"]["secretKeyRef"] for item in env if "valueFrom" in item]
-        assert refs == [{"name": "fed-a-feedback", "key": "token"}], deployment
+        assert refs == [{"name": "fed-a-feedback", "key": "token", "optional": True}], deployment
 
 
 def test_a_deployment_written_by_the_earlier_operator_loses_stale_fields_too(cluster: Path) -> None:

@@ -121,7 +121,7 @@ def test_router_runs_as_its_own_account_bound_to_the_router_role() -> None:
 
 def test_feedback_is_authenticated_with_the_rollouts_secret_everywhere() -> None:
     """Both colours and the router read the token from <name>-feedback; the spec never carries it."""
-    reference = {"secretKeyRef": {"name": "digits-feedback", "key": "token"}}
+    reference = {"secretKeyRef": {"name": "digits-feedback", "key": "token", "optional": True}}
     router = manifests.router_deployment(rollout="digits", namespace="ml", spec=SPEC, owner=OWNER, image="r:1")
     deployments = {
         "router": (router, "MODELROUTER_FEEDBACK_TOKEN"),
@@ -145,15 +145,20 @@ def test_feedback_is_authenticated_with_the_rollouts_secret_everywhere() -> None
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         found = [item for item in container["env"] if item["name"] == variable]
         assert found == [{"name": variable, "valueFrom": reference}], what
+        # without the Secret the Pod still starts (blue never waits on it) and refuses feedback instead
+        assert env(deployment)[variable.replace("_TOKEN", "_AUTH")] == "true", what
     assert env(router)["MODELROUTER_FEEDBACK_PER_SECOND"] == "1000"
     secret = manifests.feedback_secret(rollout="digits", namespace="ml", owner=OWNER, token="t0k")
     assert secret["metadata"]["name"] == "digits-feedback" and secret["metadata"]["ownerReferences"] == [OWNER]
     assert secret["stringData"] == {"token": "t0k"} and secret["type"] == "Opaque"
 
 
-def test_the_feedback_token_is_not_a_setting() -> None:
-    with pytest.raises(ValueError, match="MODELSERVER_FEEDBACK_TOKEN: set by the operator"):
-        ServerSpec(settings={"MODELSERVER_FEEDBACK_TOKEN": "guessable"})
+@pytest.mark.parametrize(
+    ("name", "value"), [("MODELSERVER_FEEDBACK_TOKEN", "guessable"), ("MODELSERVER_FEEDBACK_AUTH", "false")]
+)
+def test_feedback_authentication_is_not_a_setting(name: str, value: str) -> None:
+    with pytest.raises(ValueError, match=f"{name}: set by the operator"):
+        ServerSpec(settings={name: value})
 
 
 @pytest.mark.parametrize("uri", ["https://example.invalid/m.onnx", "s3://bucket/m.onnx"])

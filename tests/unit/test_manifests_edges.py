@@ -87,6 +87,7 @@ def test_a_model_server_deployment_is_exactly_this() -> None:
                 args: [python, -m, model_server]
                 env:
                 - {{name: MODELSERVER_COLOUR, value: green}}
+                - {{name: MODELSERVER_FEEDBACK_AUTH, value: "true"}}
                 - {{name: MODELSERVER_GOLDEN_SET, value: /models/digits-int8.golden.npz}}
                 - {{name: MODELSERVER_HOST, value: 0.0.0.0}}
                 - {{name: MODELSERVER_LOG_FORMAT, value: json}}
@@ -99,7 +100,7 @@ def test_a_model_server_deployment_is_exactly_this() -> None:
                 - {{name: MODELSERVER_ROLLOUT, value: digits}}
                 - {{name: MODELSERVER_RUNTIME, value: onnx}}
                 - name: MODELSERVER_FEEDBACK_TOKEN
-                  valueFrom: {{secretKeyRef: {{name: digits-feedback, key: token}}}}
+                  valueFrom: {{secretKeyRef: {{name: digits-feedback, key: token, optional: true}}}}
                 ports: [{{name: http, containerPort: 8080}}]
                 startupProbe:
                   httpGet: {{path: /v2/health/ready, port: http}}
@@ -227,6 +228,7 @@ def test_the_router_deployment_is_exactly_this() -> None:
                 args: [python, -m, model_server.router]
                 env:
                 - {{name: MODELROUTER_DATA_PLANE, value: nginx}}
+                - {{name: MODELROUTER_FEEDBACK_AUTH, value: "true"}}
                 - {{name: MODELROUTER_FEEDBACK_PER_SECOND, value: "1000"}}
                 - {{name: MODELROUTER_HOST, value: 0.0.0.0}}
                 - {{name: MODELROUTER_IN_CLUSTER, value: "true"}}
@@ -236,7 +238,7 @@ def test_the_router_deployment_is_exactly_this() -> None:
                 - {{name: MODELROUTER_ROLLOUT, value: digits}}
                 - {{name: MODELROUTER_STICKY_HEADER, value: x-user}}
                 - name: MODELROUTER_FEEDBACK_TOKEN
-                  valueFrom: {{secretKeyRef: {{name: digits-feedback, key: token}}}}
+                  valueFrom: {{secretKeyRef: {{name: digits-feedback, key: token, optional: true}}}}
                 ports: [{{name: http, containerPort: 8080}}]
                 readinessProbe:
                   httpGet: {{path: /readyz, port: http}}

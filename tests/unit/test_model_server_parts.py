@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model_server.auth import feedback_refusal
 from model_server.batching import BatchingPredictor, DirectPredictor
 from model_server.faults import Faults
 from model_server.feedback import Joined, JoinError, PredictionStore
 from model_server.protocol import codec
 from model_server.protocol.dataplane import Problem, parse_body
 from model_server.protocol.types import InferenceRequest, RequestInput, ResponseOutput
+from model_server.router.proxy import not_forwarded
 from model_server.runtime.base import ModelLoadError, TensorSpec
 from model_server.runtime.onnx import OnnxRuntime
 
@@ -129,6 +131,46 @@ def test_the_faults_endpoint_admits_only_its_bearer_token() -> None:
     for wrong in (None, "", "s3cret", "Bearer", "Bearer s3cre", "Bearer s3cret2", "Basic s3cret", "Bearers3cret"):
         assert not faults.admits(wrong), wrong
     assert "s3cret" not in repr(faults)
+
+
+@pytest.mark.parametrize(
+    ("required", "token", "authorization", "refused"),
+    [
+        (False, None, None, None),  # a server run by hand, without a token: open
+        (False, "", "Bearer x", None),
+        (False, "t0k", None, 401),
+        (False, "t0k", "Bearer t0k", None),
+        (True, "t0k\n", "Bearer t0k", None),  # a Secret made from a file ends in a newline
+        (True, "t0k", "Bearer t0k ", None),
+        (True, "t0k", "Bearer t0", 401),
+        (True, None, "Bearer anything", 503),  # the Secret was missing when the Pod started: closed, not open
+        (True, "", "Bearer ", 503),
+        (True, " \n", "Bearer  ", 503),
+    ],
+)
+def test_feedback_is_taken_only_with_the_token_once_one_is_required(
+    required: bool, token: str | None, authorization: str | None, refused: int | None
+) -> None:
+    refusal = feedback_refusal(required=required, token=token, authorization=authorization)
+    assert (refusal[0] if refusal else None) == refused
+
+
+@pytest.mark.parametrize(
+    ("path", "refused"),
+    [
+        ("/v2/faults", True),
+        ("/v2//faults", True),
+        ("/v2/./faults/", True),
+        ("/v2/x/../faults", True),
+        ("//v2/faults", True),
+        ("/_mirror/v2/faults", True),  # a mirrored copy is sent on to the model servers as well
+        ("/v2/faultsx", False),
+        ("/v2/models/faults/infer", False),
+        ("/v2/models/digits/feedback", False),
+    ],
+)
+def test_the_router_refuses_fault_injection_however_it_is_spelled(path: str, refused: bool) -> None:
+    assert not_forwarded(path) is refused
 
 
 def test_faults_update_is_validated() -> None:

@@ -92,6 +92,7 @@ RESERVED_SETTINGS = frozenset(
         "MODELSERVER_MODEL_SHA256",
         "MODELSERVER_GOLDEN_SET",
         "MODELSERVER_FEEDBACK_TOKEN",
+        "MODELSERVER_FEEDBACK_AUTH",
     }
 )
 """Environment the operator writes itself: the metrics the analysis compares are labelled by it."""

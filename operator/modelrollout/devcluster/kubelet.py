@@ -410,7 +410,12 @@ class Kubelet:
         for item in spec.get("env") or []:
             ref = (item.get("valueFrom") or {}).get("secretKeyRef")
             if ref:
-                env[item["name"]] = self._secret_key(ref["name"], ref["key"])
+                try:
+                    env[item["name"]] = self._secret_key(ref["name"], ref["key"])
+                except MissingSecret:
+                    if not ref.get("optional"):
+                        raise
+                    # an optional key that is missing leaves the variable unset
         return {
             **env,
             **self.env.get(colour, {}),

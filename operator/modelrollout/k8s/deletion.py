@@ -243,8 +243,8 @@ def _patch_status(rollout: RolloutRef, status: dict[str, Any]) -> None:
 
 
 def stable_objects(rollout: str) -> list[tuple[str, str]]:
-    """(kind, name) of what keepStable keeps: blue, the builtin router, and the feedback Secret (their Pods
-    do not start without it)."""
+    """(kind, name) of what keepStable keeps: blue, the builtin router, and the feedback Secret (without it
+    their Pods would refuse feedback once restarted)."""
     blue, router = f"{rollout}-{constants.BLUE}", f"{rollout}-{manifests.ROUTER}"
     return [
         ("Secret", manifests.feedback_secret_name(rollout)),

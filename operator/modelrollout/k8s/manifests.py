@@ -93,6 +93,7 @@ def model_deployment(
         "MODELSERVER_HOST": "0.0.0.0",  # noqa: S104
         "MODELSERVER_PORT": str(SERVER_PORT),
         "MODELSERVER_LOG_FORMAT": "json",
+        "MODELSERVER_FEEDBACK_AUTH": "true",
         **server.settings,
     }
     if model.sha256:
@@ -277,10 +278,13 @@ def feedback_secret_name(rollout: str) -> str:
 
 
 def feedback_token_env(name: str, rollout: str) -> dict[str, Any]:
-    """An env entry read from the rollout's feedback Secret (a Pod does not start without it)."""
+    """An env entry read from the rollout's feedback Secret. Optional: a Pod started while the Secret is
+    missing still serves (blue must never wait on it); with ``*_FEEDBACK_AUTH`` it then refuses feedback."""
     return {
         "name": name,
-        "valueFrom": {"secretKeyRef": {"name": feedback_secret_name(rollout), "key": FEEDBACK_TOKEN_KEY}},
+        "valueFrom": {
+            "secretKeyRef": {"name": feedback_secret_name(rollout), "key": FEEDBACK_TOKEN_KEY, "optional": True}
+        },
     }
 
 
@@ -311,6 +315,7 @@ def router_deployment(
         "MODELROUTER_LOG_FORMAT": "json",
         "MODELROUTER_DATA_PLANE": "nginx",
         "MODELROUTER_FEEDBACK_PER_SECOND": str(spec.traffic.feedback_per_second),
+        "MODELROUTER_FEEDBACK_AUTH": "true",
     }
     if spec.traffic.sticky_header:
         env["MODELROUTER_STICKY_HEADER"] = spec.traffic.sticky_header
