@@ -54,18 +54,71 @@ def documents(rendered: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(rendered) if doc]
 
 
-@pytest.mark.parametrize("values", [[], ["--set", "prometheus.enabled=true"]], ids=["default", "with-prometheus"])
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        ["--set", "prometheus.enabled=true"],
+        ["--set", "prometheus.enabled=true", "--set", "networkPolicy.enabled=true"],
+    ],
+    ids=["default", "with-prometheus", "with-network-policy"],
+)
 def test_chart_lints(helm: str, values: list[str]) -> None:
     result = subprocess.run([helm, "lint", "--strict", str(CHART), *values], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_api_server_accepts_everything_the_chart_renders(helm: str, kubeconfig: Path, namespace: str) -> None:
-    rendered = render(helm, "--include-crds", "--set", "prometheus.enabled=true")
+    rendered = render(helm, "--include-crds", "--set", "prometheus.enabled=true", "--set", "networkPolicy.enabled=true")
     kinds = {doc["kind"] for doc in documents(rendered)}
     assert {"CustomResourceDefinition", "Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"} <= kinds
+    assert "NetworkPolicy" in kinds
     applied = kubectl.run("apply", "--dry-run=server", "-f", "-", "-o", "name", kubeconfig=kubeconfig, stdin=rendered)
     assert len(applied.stdout.split()) == len(documents(rendered))
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, selector  # the chart uses matchLabels only
+    return all(labels.get(key) == value for key, value in selector.get("matchLabels", {}).items())
+
+
+def test_the_network_policy_lets_only_routers_and_prometheus_reach_the_model_servers(helm: str) -> None:
+    assert "NetworkPolicy" not in {doc["kind"] for doc in documents(render(helm))}  # off by default
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    rendered = documents(
+        render(
+            helm,
+            "--set", "prometheus.enabled=true",
+            "--set", "networkPolicy.enabled=true",
+            "--set", "networkPolicy.namespaces={ml,shop}",
+            "--set-json", f"networkPolicy.extraFrom=[{json.dumps(monitoring)}]",
+        )
+    )  # fmt: skip
+    policies = [doc for doc in rendered if doc["kind"] == "NetworkPolicy"]
+    assert sorted(policy["metadata"]["namespace"] for policy in policies) == ["ml", "shop"]
+    spec = policies[0]["spec"]
+    model_server, router = manifests.labels("digits", "green"), manifests.labels("digits", manifests.ROUTER)
+    prometheus = next(
+        doc for doc in rendered if doc["kind"] == "Deployment" and doc["metadata"]["name"].endswith("prometheus")
+    )["spec"]["template"]["metadata"]["labels"]
+    assert selects(spec["podSelector"], model_server) and selects(spec["podSelector"], manifests.labels("d", "blue"))
+    assert not selects(spec["podSelector"], router)  # clients reach the routers as before
+    assert spec["policyTypes"] == ["Ingress"]
+    [rule] = spec["ingress"]
+    assert rule["ports"] == [{"port": manifests.SERVER_PORT, "protocol": "TCP"}]
+    peers = rule["from"]
+    # the routers of the same namespace, the bundled Prometheus in the release's namespace, and extraFrom
+    assert [peer for peer in peers if "namespaceSelector" not in peer and selects(peer["podSelector"], router)]
+    assert [
+        peer
+        for peer in peers
+        if selects(
+            peer.get("namespaceSelector", {"matchLabels": {"x": "y"}}), {"kubernetes.io/metadata.name": NAMESPACE}
+        )
+        and selects(peer.get("podSelector", {}), prometheus)
+    ]
+    assert monitoring in peers and len(peers) == 3
+    assert not [peer for peer in peers if not peer]  # no empty peer: that would admit everyone
 
 
 def test_the_sample_rollout_is_valid(kubeconfig: Path) -> None:
