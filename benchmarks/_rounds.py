@@ -9,7 +9,7 @@ result is the median of the per-round ratios with their min and max beside it.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 MIN_ROUNDS = 5
 
@@ -32,3 +32,20 @@ def check_rounds(rounds: int) -> int:
     if rounds < MIN_ROUNDS:
         raise SystemExit(f"--rounds {rounds}: at least {MIN_ROUNDS} rounds, so that a median means something")
     return rounds
+
+
+Goals = Mapping[str, tuple[str, float]]
+"""Result key -> (">=" or "<=", bound)."""
+
+
+def goals_text(goals: Goals, how: str = "") -> dict[str, str]:
+    return {key: f"{sense} {bound}{how}" for key, (sense, bound) in goals.items()}
+
+
+def goals_met(goals: Goals, values: Mapping[str, float | None]) -> dict[str, bool]:
+    """Whether each result meets its goal (a missing result does not)."""
+    met = {}
+    for key, (sense, bound) in goals.items():
+        value = values.get(key)
+        met[key] = value is not None and (value >= bound if sense == ">=" else value <= bound)
+    return met

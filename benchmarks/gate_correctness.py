@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import _rounds
 from modelrollout.analysis.evaluate import CheckResult, Verdict
 from modelrollout.analysis.statistics import GateVerdict, Outcomes, accuracy_gate
 from modelrollout.api.spec import ModelRolloutSpec
@@ -146,6 +147,15 @@ def wilson(successes: int, trials: int, z: float = 1.96) -> list[float]:
     return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
 
 
+GOALS: _rounds.Goals = {
+    "worse_3pt_promoted_rate": ("<=", 0.01),
+    "worse_1pt_promoted_rate": ("<=", 0.05),
+    "worse_2pt_detected_rate": (">=", 0.95),
+    "equal_rolled_back_rate": ("<=", 0.05),
+    "better_rolled_back_rate": ("<=", 0.01),
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--canaries", type=int, default=1000)
@@ -176,11 +186,8 @@ def main(argv: list[str] | None = None) -> None:
             "failure_limit": SPEC.analysis.failure_limit,
         },
         "goals": {
-            "worse_3pt_promoted_rate": "<= 0.01",
-            "worse_1pt_promoted_rate": "<= 0.05",
+            **_rounds.goals_text(GOALS),
             "worse_2pt_detected_rate": ">= 0.95 (rolled back by the analysis, not the deadline)",
-            "equal_rolled_back_rate": "<= 0.05",
-            "better_rolled_back_rate": "<= 0.01",
         },
     }
     for gate in GATES:
@@ -199,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
             report.update(keys)
         else:
             report[gate] = keys
+    report["goals_met"] = _rounds.goals_met(GOALS, report)  # the sequential gate's: the one the operator runs
     report["seconds"] = round(time.monotonic() - begun, 1)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
