@@ -5,6 +5,7 @@ operator does not promote, a killed operator resumes, and manual commands work."
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import time
 from collections.abc import Iterator
@@ -194,9 +195,18 @@ def test_operator_killed_mid_step_resumes_without_repeating_steps(stage: Stage, 
         while time.monotonic() < deadline and (stage.get("restart").get("status") or {}).get("stepIndex", 0) < 1:
             time.sleep(0.3)
         stage.kill_operator()
-        held = stage.get("restart")["status"]
-        time.sleep(3)  # nothing moves while the operator is dead
-        assert stage.get("restart")["status"]["stepIndex"] == held["stepIndex"]
+        held = stage.get("restart")
+        # nothing moves while the operator is dead: wait until a live one would have ended this step's pause
+        # (and ticked once more); the step, the weights and the phase are still those it was killed at
+        pause = {1: 8.0, 2: 2.0}.get(held["status"]["stepIndex"], 0.0)
+        started = datetime.datetime.fromisoformat(held["status"]["stepStartedAt"].replace("Z", "+00:00"))
+        due = started + datetime.timedelta(seconds=pause + 3)
+        process.wait_until(
+            lambda: datetime.datetime.now(datetime.UTC) >= due, timeout=30, what="the step's pause", interval=0.2
+        )
+        after = stage.get("restart")["status"]
+        for key in ("stepIndex", "weights", "phase"):
+            assert after[key] == held["status"][key], (key, after)
         stage.start_operator()
         body = stage.wait_for_phase("restart", {"Promoted", "RolledBack"}, timeout=180)
     finally:
