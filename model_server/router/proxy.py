@@ -42,6 +42,8 @@ def not_forwarded(path: str) -> bool:
     """Whether a (percent-decoded) request path names a path the router refuses, however it is spelled:
     repeated slashes and dot segments are resolved first, as nginx does before it matches a location, and
     a mirrored copy's ``/_mirror`` prefix is looked through."""
+    if "faults" not in path:  # every request passes here: most leave at once
+        return False
     normal = posixpath.normpath("/" + re.sub("/+", "/", path).lstrip("/"))
     return NOT_FORWARDED.match(normal.removeprefix("/_mirror")) is not None  # a mirrored copy goes on too
 
@@ -254,7 +256,7 @@ class Router:
         self._spawn(self._mirror(b"POST", target, body, headers.get(b"content-type"), blue_answer))
 
     async def _feedback(self, scope: Scope, receive: Receive, send: Send) -> None:
-        authorization = _header(scope, b"authorization")
+        authorization: bytes = dict(scope["headers"]).get(b"authorization", b"")
         refusal = feedback_refusal(
             required=self.feedback_auth, token=self.feedback_token, authorization=authorization.decode("latin-1")
         )
@@ -302,11 +304,6 @@ class Router:
 
 
 _RATE_LIMITED = b'{"error":"too much feedback: slow down (see Retry-After)"}'
-
-
-def _header(scope: Scope, name: bytes) -> bytes:
-    """A request header's value (the first one; empty when absent)."""
-    return next((value for key, value in scope["headers"] if key.lower() == name), b"")
 
 
 class RateLimit:

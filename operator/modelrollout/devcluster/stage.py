@@ -29,6 +29,7 @@ from modelrollout.api import constants
 from modelrollout.devcluster import kubectl, kubelet, process
 from modelrollout.devcluster.kubelet import Kubelet
 from modelrollout.devcluster.prometheus import PrometheusServer
+from modelrollout.k8s import manifests
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -359,10 +360,10 @@ class Stage:
     def feedback_token(self, name: str) -> str:
         """Rollout ``name``'s feedback token: its ``<name>-feedback`` Secret, created first here as a user may
         (with a token of their own; the operator then keeps it) when there is none yet."""
-        secret = f"{name}-feedback"
-        created = f"--from-literal=token={secrets.token_urlsafe(24)}"
+        secret, key = manifests.feedback_secret_name(name), manifests.FEEDBACK_TOKEN_KEY
+        created = f"--from-literal={key}={secrets.token_urlsafe(24)}"
         kubectl.run("create", "secret", "generic", secret, created, kubeconfig=self.kubeconfig, check=False)
-        encoded = kubectl.run("get", "secret", secret, "-o", "jsonpath={.data.token}", kubeconfig=self.kubeconfig)
+        encoded = kubectl.run("get", "secret", secret, "-o", f"jsonpath={{.data.{key}}}", kubeconfig=self.kubeconfig)
         return base64.b64decode(encoded.stdout).decode()
 
     def canary(
