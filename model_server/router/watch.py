@@ -2,28 +2,30 @@
 
 The operator publishes the weights it wants in ``status.weights`` (``blue``, ``green`` and ``revision``,
 raised each time the wanted weights change). The router applies them to its data plane as soon as the
-watch event arrives, and only once the data plane confirms them does it write back
-``"<revision>/<green>"`` (routing.base.format_report) in the annotation ``modelrollout.dev/router-applied``,
-where revision is the one that asked for that weight: the operator counts a weight as applied only when
+watch event arrives, and only once the data plane confirms them does it write ``"<revision>/<green>"``
+(routing.base.format_report) in its report, the ConfigMap ``<rollout>-router-report`` (routing.report; its
+Role lets it patch that one object and read its own ModelRollout, nothing else), where revision is the one
+that asked for that weight: the operator counts a weight as applied only when
 both match what it asked for. So:
 
 - a failed apply (nginx rejecting the config, a reload that never answers) reports nothing, is logged,
   and is retried with a short backoff until it succeeds, not only when the next watch event comes;
 - after a failed apply the data plane's weights count as unknown, so the next attempt applies again even
   when the wanted weights went back to what was served before;
-- a report is sent again whenever the annotation's revision differs from the wanted one, also when the
-  weight is the same;
+- a report is sent again whenever the reported revision differs from the wanted one, also when the weight
+  is the same; the report is read back when the watch (re)starts, and one written for another rollout of the
+  same name counts as none;
 - the router starts at 100% blue and reports only after it applied what the status asks (an object
   without ``status.weights.revision``, written by an older operator, counts as revision 0).
 
 When the API server is unreachable the router keeps the last weights it applied.
 
 The data-plane guard (router.guard) overrides the wanted weights: after a trip the router serves 0% green,
-reports ``"<revision>/0"`` (what it really serves) and the trip in ``modelrollout.dev/router-guard``, and
+reports ``"<revision>/0"`` (what it really serves) and the trip in the report's ``guard``, and
 keeps green at 0% for that candidate in every phase that could give it traffic (Progressing, Paused,
 Promoting), also for newer revisions the operator asked for before it read the trip (each reported as held),
-until the operator acknowledges the trip in ``status.guardTrip``. The trip is restored from the annotation
-when the router restarts, so it never returns to green on its own.
+until the operator acknowledges the trip in ``status.guardTrip``. The trip is restored from the report when
+the router restarts, so it never returns to green on its own.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import dataclasses
 import enum
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,8 +45,9 @@ from kubernetes.client.exceptions import ApiException
 from model_server.router.guard import guard_of
 from modelrollout.api import constants
 from modelrollout.api.spec import GuardSpec
-from modelrollout.routing.base import NOT_REPORTED, AppliedWeights, format_report, parse_report
-from modelrollout.routing.guard import ARMED_PHASES, HOLDING_PHASES, GuardTrip, parse_trip
+from modelrollout.routing.base import NOT_REPORTED, AppliedWeights, format_report
+from modelrollout.routing.guard import ARMED_PHASES, HOLDING_PHASES, GuardTrip
+from modelrollout.routing.report import report_data, report_name, report_of
 
 log = structlog.get_logger(__name__)
 
@@ -101,16 +104,8 @@ def _integer(value: Any, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-def reported_of(obj: dict[str, Any]) -> AppliedWeights:
-    """What the router last reported on this object (NOT_REPORTED without the annotation)."""
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    return parse_report(annotations.get(constants.ANNOTATION_ROUTER_APPLIED))
-
-
-def reported_trip_of(obj: dict[str, Any]) -> GuardTrip | None:
-    """The guard trip the router last reported on this object (None without one)."""
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    return parse_trip(annotations.get(constants.ANNOTATION_ROUTER_GUARD))
+def uid_of(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("uid") or "")
 
 
 def holding(wanted: Wanted, trip: GuardTrip | None) -> bool:
@@ -163,45 +158,58 @@ def next_action(
 
 
 class WeightsFollower:
-    """The bookkeeping between the watch (what is wanted, what the annotations say), the data plane (what
-    it serves), the guard (a trip holds green at 0%) and the report. ``observe`` is called from the watch,
-    ``tripped`` from the guard; ``run`` (its own thread) applies, reports, and retries with a backoff until
-    both succeeded.
+    """The bookkeeping between the watch (what is wanted), the report (what was reported), the data plane
+    (what it serves) and the guard (a trip holds green at 0%). ``observe`` and ``observe_report`` are called
+    from the watch, ``tripped`` from the guard; ``run`` (its own thread) applies, reports, and retries with a
+    backoff until both succeeded.
 
     ``apply(wanted)`` returns once the data plane serves ``wanted`` and raises when it does not; it may return
-    the Serving it applied instead (a trip that came meanwhile makes it serve 0% green). ``report(wanted,
-    trip)`` writes the applied annotation, and the guard's when there is a trip.
+    the Serving it applied instead (a trip that came meanwhile makes it serve 0% green). ``report(uid,
+    wanted, trip)`` writes the report for the rollout ``uid``, with the guard's trip when there is one.
     """
 
     def __init__(
         self,
         *,
         apply: Callable[[Wanted], Serving | None],
-        report: Callable[[Wanted, GuardTrip | None], None],
+        report: Callable[[str, Wanted, GuardTrip | None], None],
     ) -> None:
         self._apply = apply
         self._report = report
         self._changed = threading.Condition()
         self._generation = 0
         self.wanted: Wanted | None = None
+        self.uid = ""
+        """The uid of the ModelRollout followed (a report is for it only)."""
         self.reported: AppliedWeights = NOT_REPORTED
         self.reported_trip: GuardTrip | None = None
         self.trip: GuardTrip | None = None
-        """The guard's last trip (restored from the annotation after a restart)."""
+        """The guard's last trip (restored from the report after a restart)."""
         self.serving: Serving | None = None
         """None until the first apply succeeds, and again after a failed one: unknown, so apply again."""
         self.failures = 0
         """Consecutive failed attempts (apply or report)."""
 
     def observe(self, obj: dict[str, Any]) -> None:
+        """The ModelRollout as the watch saw it. Another uid is another rollout of the same name: nothing
+        was reported for it, and an earlier rollout's trip does not hold it."""
         with self._changed:
             self.wanted = wanted_of(obj)
-            self.reported = reported_of(obj)
-            self.reported_trip = reported_trip_of(obj)
-            if self.reported_trip is not None and (
-                self.trip is None or self.reported_trip.revision > self.trip.revision
-            ):
-                self.trip = self.reported_trip
+            uid = uid_of(obj)
+            if uid != self.uid:
+                self.uid = uid
+                self.reported, self.reported_trip, self.trip = NOT_REPORTED, None, None
+            self._generation += 1
+            self._changed.notify_all()
+
+    def observe_report(self, data: Mapping[str, str] | None) -> None:
+        """The report as read back (``data`` of the ConfigMap; call after ``observe``): a trip in it is
+        restored, so that a restarted router never returns to green on its own."""
+        with self._changed:
+            report = report_of(data, self.uid)
+            self.reported, self.reported_trip = report.applied, report.trip
+            if report.trip is not None and (self.trip is None or report.trip.revision > self.trip.revision):
+                self.trip = report.trip
             self._generation += 1
             self._changed.notify_all()
 
@@ -236,6 +244,7 @@ class WeightsFollower:
         while True:
             with self._changed:
                 wanted, reported, reported_trip, trip = self.wanted, self.reported, self.reported_trip, self.trip
+                uid = self.uid
             if wanted is None:
                 self.failures = 0
                 return True
@@ -260,9 +269,9 @@ class WeightsFollower:
                     )
                 else:
                     begun = time.monotonic()
-                    self._report(goal, goal_trip)
+                    self._report(uid, goal, goal_trip)
                     with self._changed:
-                        if self.reported is reported:  # no newer object seen meanwhile
+                        if self.reported is reported and self.uid == uid:  # no newer report read meanwhile
                             self.reported = AppliedWeights(revision=goal.revision, green=goal.green)
                             self.reported_trip = goal_trip
                         if self.trip is trip:
@@ -324,6 +333,7 @@ class RolloutWatcher:
         self.name = name
         self._api_client = config.new_client_from_config(kubeconfig) if kubeconfig else _in_cluster_client()
         self._api = client.CustomObjectsApi(self._api_client)
+        self._core = client.CoreV1Api(self._api_client)
         self.follower = WeightsFollower(apply=apply, report=self._report)
         self._stop = threading.Event()
         self._threads = [
@@ -361,9 +371,11 @@ class RolloutWatcher:
             # The ModelRollout was deleted, and its deletion moved all traffic to blue, the stable model, which
             # stays serving: so does this router (also when it restarts later), until a rollout appears again.
             self.follower.observe(ROLLOUT_GONE)
+            self.follower.observe_report(GONE_REPORT)
             self._stop.wait(GONE_RECHECK_SECONDS)
             return
         self.follower.observe(current)
+        self.follower.observe_report(self._read_report())
         stream = watch.Watch()
         for event in stream.stream(
             self._api.list_namespaced_custom_object,
@@ -382,22 +394,31 @@ class RolloutWatcher:
             if event["type"] in ("ADDED", "MODIFIED"):
                 self.follower.observe(event["object"])
 
-    def _report(self, wanted: Wanted, trip: GuardTrip | None) -> None:
-        annotations = {constants.ANNOTATION_ROUTER_APPLIED: format_report(revision=wanted.revision, green=wanted.green)}
-        if trip is not None:
-            annotations[constants.ANNOTATION_ROUTER_GUARD] = trip.to_json()
-        patch = {"metadata": {"annotations": annotations}}
-        self._api.patch_namespaced_custom_object(
-            constants.GROUP, constants.VERSION, self.namespace, constants.PLURAL, self.name, patch, _request_timeout=10
+    def _read_report(self) -> dict[str, str] | None:
+        """The report's data; None while the operator has not created it. Any other failure raises (the
+        watch is retried, the last weights kept: a restarted router must not forget a trip it cannot read)."""
+        try:
+            found = self._core.read_namespaced_config_map(report_name(self.name), self.namespace, _request_timeout=10)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            return None
+        return dict(found.data or {})
+
+    def _report(self, uid: str, wanted: Wanted, trip: GuardTrip | None) -> None:
+        """Merged into the report's data: the weights served and for which rollout, the trip if any. The
+        operator creates the ConfigMap; until it exists this fails (404) and is retried."""
+        data = report_data(uid=uid, revision=wanted.revision, green=wanted.green, trip=trip)
+        self._core.patch_namespaced_config_map(
+            report_name(self.name), self.namespace, {"data": data}, _request_timeout=10
         )
 
 
 GONE_RECHECK_SECONDS = 5.0
-ROLLOUT_GONE: dict[str, Any] = {
-    "metadata": {"annotations": {constants.ANNOTATION_ROUTER_APPLIED: format_report(revision=-1, green=0)}},
-    "status": {"weights": {"blue": 100, "green": 0, "revision": -1}},
-}
+ROLLOUT_GONE: dict[str, Any] = {"status": {"weights": {"blue": 100, "green": 0, "revision": -1}}}
 """What a router follows once its ModelRollout is gone: all traffic to blue, nothing left to report."""
+GONE_REPORT = {constants.REPORT_ROLLOUT_UID: "", constants.REPORT_APPLIED: format_report(revision=-1, green=0)}
+"""What counts as reported then (ROLLOUT_GONE has no uid): so nothing is written."""
 
 
 def _in_cluster_client() -> client.ApiClient:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -32,7 +33,8 @@ from modelrollout.k8s import api, manifests, resources
 from modelrollout.rollout import commands, machine, steps
 from modelrollout.routing import factory
 from modelrollout.routing.base import AppliedWeights, RolloutRef
-from modelrollout.routing.guard import GuardTrip, parse_trip
+from modelrollout.routing.guard import GuardTrip
+from modelrollout.routing.report import report_of
 
 log = structlog.get_logger("modelrollout")
 
@@ -111,12 +113,13 @@ def provider_for(spec: ModelRolloutSpec, namespace: str = "") -> SharedQueries:
     return _providers[key]
 
 
-def _ref(body: kopf.Body) -> RolloutRef:
+def _ref(body: kopf.Body, router_report: Mapping[str, str] | None) -> RolloutRef:
     return RolloutRef(
         namespace=body["metadata"]["namespace"],
         name=body["metadata"]["name"],
         uid=body["metadata"]["uid"],
         body=dict(body),
+        router_report=router_report,
     )
 
 
@@ -135,11 +138,12 @@ def _command(body: kopf.Body) -> commands.Command | None:
     return commands.parse(text, command_id)
 
 
-async def reconcile(body: kopf.Body) -> None:
-    """One tick. Whatever fails is recorded in status and as an Event and retried on the next tick (a
-    second later): a failure is a state of the rollout, never a freeze."""
+async def reconcile(body: kopf.Body, router_report: Mapping[str, str] | None = None) -> None:
+    """One tick, with the builtin router's report as last seen (routing.report). Whatever fails is recorded
+    in status and as an Event and retried on the next tick (a second later): a failure is a state of the
+    rollout, never a freeze."""
     begun = time.monotonic()
-    ref = _ref(body)
+    ref = _ref(body, router_report)
     key = f"{ref.namespace}/{ref.name}"
     now = datetime.datetime.now(datetime.UTC)
     try:
@@ -424,17 +428,16 @@ async def _gather(
         analysis=analysis,
         router=report,
         command=command,
-        guard=guard_trip(body, spec),
+        guard=guard_trip(ref, spec),
         error=refused,
     )
 
 
-def guard_trip(body: kopf.Body | dict[str, Any], spec: ModelRolloutSpec) -> GuardTrip | None:
-    """The builtin router's guard trip, from its annotation (the gateway-api provider has no guard)."""
+def guard_trip(ref: RolloutRef, spec: ModelRolloutSpec) -> GuardTrip | None:
+    """The builtin router's guard trip, from its report (the gateway-api provider has no guard)."""
     if spec.traffic.provider != "builtin":
         return None
-    annotations = (body.get("metadata") or {}).get("annotations") or {}
-    return parse_trip(annotations.get(constants.ANNOTATION_ROUTER_GUARD))
+    return report_of(ref.router_report, ref.uid).trip
 
 
 def _as_deployed(spec: ModelRolloutSpec, status: ModelRolloutStatus, stable: StableStatus) -> ModelRolloutSpec:

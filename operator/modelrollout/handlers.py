@@ -18,7 +18,8 @@ from prometheus_client import start_http_server
 
 from modelrollout import controller
 from modelrollout.api import constants
-from modelrollout.k8s import api, deletion
+from modelrollout.k8s import api, deletion, manifests
+from modelrollout.routing.report import report_name
 
 TICK_SECONDS = float(os.environ.get("MODELROLLOUT_TICK_SECONDS", "1.0"))
 
@@ -36,18 +37,32 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     structlog.get_logger("modelrollout").info("operator started", metrics_port=port, tick_seconds=TICK_SECONDS)
 
 
+@kopf.index("", "v1", "configmaps", labels={constants.LABEL_COLOUR: manifests.ROUTER})
+def router_reports(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+    """The builtin routers' reports (routing.report), kept current by a watch: no request per tick. kopf
+    hands the index to the handlers below as their ``router_reports`` argument."""
+    return {(namespace or "", name): dict(body.get("data") or {})}
+
+
+def report_for(handler_kwargs: dict[str, Any], body: kopf.Body) -> dict[str, str] | None:
+    """This rollout's router report as last seen, or None."""
+    reports: kopf.Index[tuple[str, str], dict[str, str]] = handler_kwargs["router_reports"]
+    key = (body["metadata"]["namespace"], report_name(body["metadata"]["name"]))
+    return next(iter(reports.get(key, [])), None)
+
+
 @kopf.timer(constants.GROUP, constants.VERSION, constants.PLURAL, interval=TICK_SECONDS, backoff=TICK_SECONDS)
-async def tick(body: kopf.Body, **_: Any) -> None:
-    await controller.reconcile(body)
+async def tick(body: kopf.Body, **kwargs: Any) -> None:
+    await controller.reconcile(body, report_for(kwargs, body))
 
 
 @kopf.on.delete(constants.GROUP, constants.VERSION, constants.PLURAL)
-def deleted(body: kopf.Body, **_: Any) -> None:
+def deleted(body: kopf.Body, **kwargs: Any) -> None:
     """The finalizer: the object goes once spec.deletionPolicy is carried out (k8s.deletion); kopf calls
     again while it raises kopf.TemporaryError (waiting for the router to confirm 100% blue)."""
 
     def post(kind: str, reason: str, message: str) -> None:
         kopf.event(body, type=kind, reason=reason, message=message[:1000])
 
-    deletion.finalize(body, post=post)
+    deletion.finalize(body, post=post, router_report=report_for(kwargs, body))
     controller.forget(body)

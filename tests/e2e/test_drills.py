@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import yaml
 
-from modelrollout.api import constants
 from modelrollout.devcluster import binaries, kubectl, process
 from modelrollout.devcluster.stage import DRILL_CHECKS, DRILL_STEPS, Load, Stage, rollout_manifest
 from modelrollout.routing.base import parse_report
@@ -89,7 +88,7 @@ def test_good_candidate_is_promoted(stage: Stage, stream: dict[str, np.ndarray])
     weights = body["status"]["weights"]
     assert (weights["blue"], weights["green"]) == (100, 0)
     assert body["status"]["stable"]["model"]["version"] == "v2"
-    report = body["metadata"]["annotations"][constants.ANNOTATION_ROUTER_APPLIED]
+    report = stage.applied_report("good")
     assert parse_report(report).confirms(revision=weights["revision"], green=0)
     assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
     # settled: the operator does not rewrite the object on every tick

@@ -128,17 +128,12 @@ def test_the_sample_rollout_is_valid(kubeconfig: Path) -> None:
     assert "modelrollout.modelrollout.dev/digits" in applied.stdout
 
 
-def token_kubeconfig(admin: Path, token: str, destination: Path) -> Path:
-    """The admin kubeconfig's cluster, with a bearer token instead of the admin's certificate."""
-    config = yaml.safe_load(admin.read_text())
-    config["users"] = [{"name": config["users"][0]["name"], "user": {"token": token}}]
-    destination.write_text(yaml.safe_dump(config))
-    return destination
-
-
-def can_i(kubeconfig: Path, account: str, verb: str, resource: str, namespace: str = "default") -> bool:
+def can_i(
+    kubeconfig: Path, account: str, verb: str, resource: str, namespace: str = "default", subresource: str = ""
+) -> bool:
+    extra = [f"--subresource={subresource}"] if subresource else []
     answer = kubectl.run(
-        "auth", "can-i", verb, resource, "-n", namespace, f"--as={account}", kubeconfig=kubeconfig, check=False
+        "auth", "can-i", verb, resource, *extra, "-n", namespace, f"--as={account}", kubeconfig=kubeconfig, check=False
     )
     return answer.stdout.strip() == "yes"
 
@@ -151,7 +146,7 @@ def test_operator_promotes_a_rollout_with_only_the_charts_rbac(
     token = kubectl.run(
         "create", "token", OPERATOR_ACCOUNT, "-n", namespace, "--duration=1h", kubeconfig=kubeconfig
     ).stdout.strip()
-    operator_config = token_kubeconfig(kubeconfig, token, tmp_path / "operator.kubeconfig")
+    operator_config = kubectl.token_kubeconfig(kubeconfig, token, tmp_path / "operator.kubeconfig")
     # the token is the operator's, not the admin's
     who = json.loads(kubectl.run("auth", "whoami", "-o", "json", kubeconfig=operator_config).stdout)
     assert who["status"]["userInfo"]["username"] == f"system:serviceaccount:{namespace}:{OPERATOR_ACCOUNT}"
@@ -171,15 +166,30 @@ def test_operator_promotes_a_rollout_with_only_the_charts_rbac(
         finally:
             load.stop()
         log = stage.operator_log()
+        router_config = stage.log_dir / f"router-{name}.kubeconfig"  # what the stage's router ran with
     assert body["status"]["phase"] == "Promoted", body["status"]["message"]
     assert "Forbidden" not in log and " 403" not in log, log[-3000:]
-    # what the operator made for the router: its account, bound to the chart's router role
+    # the router ran as its own account: it followed the rollout and reported through its Role alone
+    who = json.loads(kubectl.run("auth", "whoami", "-o", "json", kubeconfig=router_config).stdout)
     router = f"system:serviceaccount:default:{name}-router"
-    assert can_i(kubeconfig, router, "watch", "modelrollouts.modelrollout.dev")
-    assert can_i(kubeconfig, router, "patch", f"modelrollouts.modelrollout.dev/{name}")
+    assert who["status"]["userInfo"]["username"] == router
+    assert can_i(kubeconfig, router, "get", f"modelrollouts.modelrollout.dev/{name}")
+    assert can_i(kubeconfig, router, "watch", f"modelrollouts.modelrollout.dev/{name}")
+    assert can_i(kubeconfig, router, "patch", f"configmaps/{name}-router-report")
+    # what it may not do: change any rollout (its spec, status or annotations), read another, write elsewhere
+    assert not can_i(kubeconfig, router, "patch", f"modelrollouts.modelrollout.dev/{name}")
+    assert not can_i(kubeconfig, router, "patch", f"modelrollouts.modelrollout.dev/{name}", subresource="status")
+    assert not can_i(kubeconfig, router, "get", "modelrollouts.modelrollout.dev/another")
+    assert not can_i(kubeconfig, router, "list", "modelrollouts.modelrollout.dev")
+    assert not can_i(kubeconfig, router, "patch", "configmaps/another")
+    assert not can_i(kubeconfig, router, "create", "configmaps")
     assert not can_i(kubeconfig, router, "patch", "deployments.apps")
     assert not can_i(kubeconfig, router, "get", "secrets")  # its feedback token comes from the kubelet
     assert not can_i(kubeconfig, router, "get", "modelrollouts.modelrollout.dev", namespace=namespace)
+    # the hole closed: a spec patch that the router's token could make before is refused now
+    pause = json.dumps({"spec": {"traffic": {"steps": [{"weight": 100}]}}})
+    refused = kubectl.run("patch", "mro", name, "--type=merge", "-p", pause, kubeconfig=router_config, check=False)
+    assert refused.returncode != 0 and "forbidden" in refused.stderr.lower(), refused.stderr
 
 
 RESTRICTED = "modelrollout-restricted"

@@ -31,6 +31,7 @@ from modelrollout.devcluster import kubectl, process
 from modelrollout.k8s import api, deletion, manifests, resources
 from modelrollout.rollout import steps
 from modelrollout.routing.base import RolloutRef
+from modelrollout.routing.report import report_name
 
 pytestmark = pytest.mark.e2e
 
@@ -327,7 +328,7 @@ def test_a_green_pod_that_loses_readiness_shows_in_its_health(cluster: Path) -> 
 
 
 class FakeRouter:
-    """Reports ``status.weights`` back in the router-applied annotation, ``lag`` seconds after they change,
+    """Reports ``status.weights`` back in the router's report (routing.report), ``lag`` seconds after they change,
     as the builtin router does once its data plane serves them. It notes whether green's Deployment was still
     there (not deleted, not being deleted) when it reported each weight: the finalizer must not delete green
     before the router confirms that green gets nothing."""
@@ -349,20 +350,25 @@ class FakeRouter:
             if body is None:
                 return
             weights = (body.get("status") or {}).get("weights")
-            annotations = body["metadata"].get("annotations") or {}
             if not weights:
                 continue
             report = f"{weights.get('revision', 0)}/{weights['green']}"
-            if annotations.get(constants.ANNOTATION_ROUTER_APPLIED) != report:
+            try:
+                written = api.read("ConfigMap", NAMESPACE, report_name(self.name))
+            except ApiException:
+                continue
+            if written is None:  # not created by the operator yet
+                continue
+            if (written.get("data") or {}).get(constants.REPORT_APPLIED) != report:
                 time.sleep(self.lag)
                 try:
                     green = api.read("Deployment", NAMESPACE, f"{self.name}-{constants.GREEN}")
                 except ApiException:
                     continue
                 there = green is not None and not green["metadata"].get("deletionTimestamp")
-                patch = {"metadata": {"annotations": {constants.ANNOTATION_ROUTER_APPLIED: report}}}
+                data = {constants.REPORT_APPLIED: report, constants.REPORT_ROLLOUT_UID: body["metadata"]["uid"]}
                 try:
-                    api.patch_custom(constants.GROUP, constants.VERSION, constants.PLURAL, NAMESPACE, self.name, patch)
+                    api.patch("ConfigMap", NAMESPACE, report_name(self.name), {"data": data})
                 except ApiException:
                     continue
                 self.green_there_when_reported.setdefault(report, there)
@@ -425,12 +431,22 @@ def run_finalizer(name: str, *, timeout: float) -> tuple[list[tuple[str, str, st
         body = get_rollout(name)
         assert body["metadata"].get("deletionTimestamp"), "the finalizer runs only once the object is deleted"
         try:
-            deletion.finalize(body, post=lambda kind, reason, message: events.append((kind, reason, message)))
+            deletion.finalize(
+                body,
+                post=lambda kind, reason, message: events.append((kind, reason, message)),
+                router_report=current_report(name),
+            )
             return events, waits
         except kopf.TemporaryError as error:
             waits += 1
             assert time.monotonic() < deadline, f"still waiting after {timeout}s: {error}; events {events}"
             time.sleep(error.delay or 1)
+
+
+def current_report(name: str) -> dict[str, str] | None:
+    """The router's report as the operator's watch would hand it to the finalizer."""
+    found = api.read("ConfigMap", NAMESPACE, report_name(name))
+    return None if found is None else dict(found.get("data") or {})
 
 
 def release(name: str) -> None:
@@ -519,7 +535,9 @@ def test_a_deletion_while_a_promotion_hands_back_waits_for_blue_to_serve_the_pro
     events: list[tuple[str, str, str]] = []
     with pytest.raises(kopf.TemporaryError):
         deletion.finalize(
-            get_rollout("handback"), post=lambda kind, reason, message: events.append((kind, reason, message))
+            get_rollout("handback"),
+            post=lambda kind, reason, message: events.append((kind, reason, message)),
+            router_report=current_report("handback"),
         )
     assert reasons(events) == ["WaitingForStable"] and "v2" in events[0][2]
     assert get_rollout("handback")["status"]["weights"] == {"blue": 0, "green": 100, "revision": 4}  # users stay on v2

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,10 +23,11 @@ from modelrollout.api import constants
 from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.devcluster import binaries, cluster, kubectl, process
 from modelrollout.devcluster.modelservers import ModelServer
-from modelrollout.k8s import api
+from modelrollout.k8s import api, manifests
 from modelrollout.routing import gateway_api
 from modelrollout.routing.base import RolloutRef
 from modelrollout.routing.gateway_api import GatewayApiRouter
+from modelrollout.routing.report import report_name
 
 pytestmark = pytest.mark.e2e
 
@@ -56,10 +58,37 @@ def publish_weight(kubeconfig: Path, name: str, green: int, revision: int | None
 
 
 def router_report(kubeconfig: Path, name: str) -> str | None:
-    """The builtin router's "<revision>/<green>" annotation on the ModelRollout."""
-    stored = json.loads(kubectl.run("get", "mro", name, "-o", "json", kubeconfig=kubeconfig).stdout)
-    report: str | None = (stored["metadata"].get("annotations") or {}).get(constants.ANNOTATION_ROUTER_APPLIED)
+    """The builtin router's "<revision>/<green>" in its report (the ConfigMap <name>-router-report)."""
+    stored = json.loads(kubectl.run("get", "configmap", report_name(name), "-o", "json", kubeconfig=kubeconfig).stdout)
+    report: str | None = (stored.get("data") or {}).get(constants.REPORT_APPLIED)
     return report
+
+
+def builtin_rollout(kubeconfig: Path, name: str) -> Path:
+    """Apply the ModelRollout ``name`` and what the operator makes for its router (its account, Role and
+    binding, its empty report); returns a kubeconfig with only the router's rights."""
+    kubectl.run("apply", "-f", "-", kubeconfig=kubeconfig, stdin=json.dumps(rollout_body(name)))
+    stored = json.loads(kubectl.run("get", "mro", name, "-o", "json", kubeconfig=kubeconfig).stdout)
+    owner = {
+        "apiVersion": constants.API_VERSION,
+        "kind": constants.KIND,
+        "name": name,
+        "uid": stored["metadata"]["uid"],
+    }
+    made = [
+        build(rollout=name, namespace="default", owner=owner)
+        for build in (
+            manifests.router_service_account,
+            manifests.router_report,
+            manifests.router_role,
+            manifests.router_role_binding,
+        )
+    ]
+    kubectl.run(
+        "apply", "-f", "-", kubeconfig=kubeconfig, stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": made})
+    )
+    destination = Path(tempfile.mkdtemp(prefix="router-")) / "kubeconfig"
+    return kubectl.account_kubeconfig(kubeconfig, f"{name}-router", "default", destination)
 
 
 def reported(kubeconfig: Path, name: str, report: str) -> Callable[[], bool]:
@@ -185,9 +214,9 @@ def test_router_follows_the_rollout_weights(
 ) -> None:
     name = f"split-{data_plane}"
     blue, green = servers
-    kubectl.run("apply", "-f", "-", kubeconfig=kubeconfig, stdin=json.dumps(rollout_body(name)))
+    router_config = builtin_rollout(kubeconfig, name)
     router = RouterProcess(
-        data_plane=data_plane, blue=blue, green=green, args=["--rollout", name, "--kubeconfig", str(kubeconfig)]
+        data_plane=data_plane, blue=blue, green=green, args=["--rollout", name, "--kubeconfig", str(router_config)]
     )
     try:
         assert router.state()["greenWeight"] == 0  # no weights published yet: all blue
@@ -228,10 +257,10 @@ def test_an_older_status_without_revision_is_revision_0(
     kubeconfig: Path, crd: None, servers: tuple[ModelServer, ModelServer]
 ) -> None:
     blue, green = servers
-    kubectl.run("apply", "-f", "-", kubeconfig=kubeconfig, stdin=json.dumps(rollout_body("older")))
+    router_config = builtin_rollout(kubeconfig, "older")
     publish_weight(kubeconfig, "older", 25)
     router = RouterProcess(
-        data_plane="python", blue=blue, green=green, args=["--rollout", "older", "--kubeconfig", str(kubeconfig)]
+        data_plane="python", blue=blue, green=green, args=["--rollout", "older", "--kubeconfig", str(router_config)]
     )
     try:
         process.wait_until(reported(kubeconfig, "older", "0/25"), timeout=60, what="report 0/25")
@@ -267,13 +296,13 @@ def test_a_failing_nginx_reload_is_not_reported_and_is_retried(
     wrapper.chmod(0o755)
     name = "reload-fault"
     blue, green = servers
-    kubectl.run("apply", "-f", "-", kubeconfig=kubeconfig, stdin=json.dumps(rollout_body(name)))
+    router_config = builtin_rollout(kubeconfig, name)
     publish_weight(kubeconfig, name, 10, 1)
     router = RouterProcess(
         data_plane="nginx",
         blue=blue,
         green=green,
-        args=["--rollout", name, "--kubeconfig", str(kubeconfig)],
+        args=["--rollout", name, "--kubeconfig", str(router_config)],
         env={"MODELROUTER_NGINX_BINARY": str(wrapper)},
     )
     try:
@@ -401,13 +430,13 @@ def test_router_keeps_last_weights_when_the_api_server_is_gone(
     with cluster.LocalCluster(nodes=1) as local:
         config_path = local.kubeconfig_path
         kubectl.install_crd(config_path)
-        kubectl.run("apply", "-f", "-", kubeconfig=config_path, stdin=json.dumps(rollout_body("outage")))
+        router_config = builtin_rollout(config_path, "outage")
         publish_weight(config_path, "outage", 100)
         router = RouterProcess(
             data_plane=data_plane,
             blue=blue,
             green=green,
-            args=["--rollout", "outage", "--kubeconfig", str(config_path)],
+            args=["--rollout", "outage", "--kubeconfig", str(router_config)],
         )
         try:
             process.wait_until(lambda: router.state()["greenWeight"] == 100, timeout=60, what="router at 100%")

@@ -71,17 +71,16 @@ def wait_for(stage: Stage, name: str, what: str, predicate: Any, *, timeout: flo
     )
 
 
-def live_at(weight: int) -> Any:
+def live_at(stage: Stage, weight: int) -> Any:
     """The canary is Progressing and the router confirmed ``weight``% green for the weights' revision."""
 
     def check(body: dict[str, Any]) -> bool:
         status = body.get("status") or {}
-        applied = (body["metadata"].get("annotations") or {}).get(constants.ANNOTATION_ROUTER_APPLIED)
         weights = status.get("weights") or {}
         return (
             status.get("phase") == "Progressing"
             and weights.get("green") == weight
-            and applied == f"{weights.get('revision')}/{weight}"
+            and stage.applied_report(body["metadata"]["name"]) == f"{weights.get('revision')}/{weight}"
         )
 
     return check
@@ -145,7 +144,7 @@ def test_a_green_that_keeps_crashing_is_rolled_back(stage: Stage, stream: dict[s
     name = f"crashy-{stage.data_plane}"  # one cluster serves both data planes' runs
     served, load = begin(stage, stream, name, steps=HOLD_STEPS, traffic=WITHOUT_GUARD)
     try:
-        wait_for(stage, name, "25% green confirmed", live_at(25))
+        wait_for(stage, name, "25% green confirmed", live_at(stage, 25))
         with served.kubelet.chaos(constants.GREEN, every=3):
             body = wait_for(stage, name, "a rollback", settled("RolledBack", "Promoted"))
     finally:
@@ -156,7 +155,7 @@ def test_a_green_that_keeps_crashing_is_rolled_back(stage: Stage, stream: dict[s
     why = rollback_message(body)
     assert "health:" in why or "errors:" in why, why
     assert status["weights"]["green"] == 0
-    assert body["metadata"]["annotations"][constants.ANNOTATION_ROUTER_APPLIED] == f"{status['weights']['revision']}/0"
+    assert stage.applied_report(name) == f"{status['weights']['revision']}/0"
 
 
 def test_a_green_killed_once_and_left_dead_is_rolled_back_by_detection(
@@ -165,7 +164,7 @@ def test_a_green_killed_once_and_left_dead_is_rolled_back_by_detection(
     name = f"dead-{stage.data_plane}"  # one cluster serves both data planes' runs
     served, load = begin(stage, stream, name, steps=HOLD_STEPS, traffic=WITHOUT_GUARD)
     try:
-        wait_for(stage, name, "25% green confirmed", live_at(25))
+        wait_for(stage, name, "25% green confirmed", live_at(stage, 25))
         served.kubelet.hold_dead(constants.GREEN)
         body = wait_for(stage, name, "a rollback", settled("RolledBack", "Promoted"), timeout=90)
     finally:
@@ -185,7 +184,7 @@ def test_a_hard_fault_on_green_is_rolled_back_by_the_routers_guard(stage: Stage,
     name = f"guarded-{stage.data_plane}"  # one cluster serves both data planes' runs
     served, load = begin(stage, stream, name, steps=HOLD_STEPS, analysis=slow)
     try:
-        live = wait_for(stage, name, "25% green confirmed", live_at(25))
+        live = wait_for(stage, name, "25% green confirmed", live_at(stage, 25))
         served.green.inject_faults(error_rate=1.0)
         body = wait_for(stage, name, "a rollback", settled("RolledBack", "Promoted"), timeout=120)
     finally:
@@ -194,13 +193,13 @@ def test_a_hard_fault_on_green_is_rolled_back_by_the_routers_guard(stage: Stage,
     assert status["phase"] == "RolledBack" and status["rollbackReason"] == "GuardTripped", status["message"]
     assert "AnalysisFailed" not in reasons(body)
     tripped_at = live["status"]["weights"]["revision"]
-    trip = json.loads(body["metadata"]["annotations"][constants.ANNOTATION_ROUTER_GUARD])
+    trip = json.loads(stage.router_report(name)[constants.REPORT_GUARD])
     assert trip["revision"] == tripped_at and trip["requests"] >= 20 and trip["errors"] / trip["requests"] > 0.5
     assert status["guardTrip"]["revision"] == tripped_at and status["guardTrip"]["rolledBack"] is True
     why = rollback_message(body)
     assert f"{trip['errors']} of green's last {trip['requests']} requests fail within 5s" in why, why
     assert status["weights"]["green"] == 0
-    assert body["metadata"]["annotations"][constants.ANNOTATION_ROUTER_APPLIED] == f"{status['weights']['revision']}/0"
+    assert stage.applied_report(name) == f"{status['weights']['revision']}/0"
     [event] = wait_for_events(stage, name, "GuardTripped")
     assert event["type"] == "Warning" and f"{trip['errors']} of green's last" in event["message"]
     metrics = httpx.get(f"{served.router_url}/metrics").text
@@ -285,7 +284,7 @@ def test_a_promotion_then_a_replicas_change_keeps_all_traffic_on_the_promoted_mo
 def test_a_typo_command_is_refused_and_moves_nothing(stage: Stage, stream: dict[str, np.ndarray]) -> None:
     _, load = begin(stage, stream, "typo", steps=HOLD_STEPS)
     try:
-        before = wait_for(stage, "typo", "25% green confirmed", live_at(25))
+        before = wait_for(stage, "typo", "25% green confirmed", live_at(stage, 25))
         stage.command("typo", "promte")
         after = wait_for(
             stage,
@@ -311,7 +310,7 @@ def test_a_deployment_the_api_server_refuses_rolls_the_canary_back(stage: Stage,
     reconcile fails, each is counted, and the canary rolls back instead of freezing."""
     _, load = begin(stage, stream, "refused", steps=HOLD_STEPS)
     try:
-        wait_for(stage, "refused", "25% green confirmed", live_at(25))
+        wait_for(stage, "refused", "25% green confirmed", live_at(stage, 25))
         broken = manifest(stage, "refused", steps=HOLD_STEPS)
         broken["spec"]["server"]["resources"] = {"limits": {"cpu": "1"}, "requests": {"cpu": "2"}}
         stage.apply(broken, wait=False)
@@ -327,7 +326,7 @@ def test_a_deployment_the_api_server_refuses_rolls_the_canary_back(stage: Stage,
 def test_deleting_a_rollout_keeps_the_stable_model_serving(stage: Stage, stream: dict[str, np.ndarray]) -> None:
     served, load = begin(stage, stream, "gone", steps=HOLD_STEPS)
     try:
-        wait_for(stage, "gone", "25% green confirmed", live_at(25))
+        wait_for(stage, "gone", "25% green confirmed", live_at(stage, 25))
         kubectl.run("delete", "mro", "gone", "--timeout=90s", kubeconfig=stage.kubeconfig)
     finally:
         load.stop()

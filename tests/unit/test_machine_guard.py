@@ -13,7 +13,7 @@ from modelrollout.api import constants
 from modelrollout.api.status import TERMINAL_PHASES, ModelRolloutStatus, Phase
 from modelrollout.rollout.commands import CommandName
 from modelrollout.rollout.machine import Action, Decision, conditions
-from modelrollout.routing.base import AppliedWeights
+from modelrollout.routing.base import AppliedWeights, RolloutRef
 from modelrollout.routing.guard import GuardTrip
 from tests.unit.test_machine import SPEC, at, command, make_spec, progressing, promoted, promoting_by_user, tick
 
@@ -184,10 +184,13 @@ def test_the_settled_rollback_after_a_trip_stays_at_zero_percent() -> None:
 
 
 def test_the_gateway_api_provider_has_no_guard() -> None:
-    body = {"metadata": {"annotations": {constants.ANNOTATION_ROUTER_GUARD: trip_for(progressing()).to_json()}}}
-    assert controller.guard_trip(body, SPEC) is not None
+    report = {constants.REPORT_ROLLOUT_UID: "u1", constants.REPORT_GUARD: trip_for(progressing()).to_json()}
+    ref = RolloutRef(namespace="default", name="digits", uid="u1", body={}, router_report=report)
+    assert controller.guard_trip(ref, SPEC) is not None
     gateway = make_spec(traffic={"provider": "gateway-api"})
-    assert controller.guard_trip(body, gateway) is None
+    assert controller.guard_trip(ref, gateway) is None
+    # a trip left by an earlier rollout of the same name holds nothing back
+    assert controller.guard_trip(dataclasses.replace(ref, uid="u2"), SPEC) is None
 
 
 @pytest.mark.parametrize("phase", [Phase.PROMOTED, Phase.ROLLED_BACK])

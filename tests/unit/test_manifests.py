@@ -108,15 +108,37 @@ def test_services_select_their_colour() -> None:
     assert service["spec"]["selector"] == {constants.LABEL_ROLLOUT: "digits", constants.LABEL_COLOUR: "blue"}
 
 
-def test_router_runs_as_its_own_account_bound_to_the_router_role() -> None:
+def test_router_runs_as_its_own_account_bound_to_its_own_role() -> None:
     deployment = manifests.router_deployment(
         rollout="digits", namespace="ml", spec=SPEC, owner=OWNER, image="release:1"
     )
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "digits-router"
     assert env(deployment)["MODELROUTER_STICKY_HEADER"] == "x-user"
     binding = manifests.router_role_binding(rollout="digits", namespace="ml", owner=OWNER)
-    assert binding["roleRef"]["name"] == manifests.ROUTER_CLUSTER_ROLE
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "digits-router"}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "digits-router", "namespace": "ml"}]
+
+
+def test_the_routers_role_reads_its_own_rollout_and_writes_only_its_report() -> None:
+    role = manifests.router_role(rollout="digits", namespace="ml", owner=OWNER)
+    assert role["metadata"]["name"] == "digits-router"
+    assert role["rules"] == [
+        {
+            "apiGroups": [constants.GROUP],
+            "resources": ["modelrollouts"],
+            "resourceNames": ["digits"],
+            "verbs": ["get", "list", "watch"],
+        },
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["digits-router-report"],
+            "verbs": ["get", "patch"],
+        },
+    ]
+    report = manifests.router_report(rollout="digits", namespace="ml", owner=OWNER)
+    assert report["metadata"]["name"] == "digits-router-report" and "data" not in report
+    assert report["metadata"]["labels"][constants.LABEL_COLOUR] == manifests.ROUTER  # what the operator watches
 
 
 def test_feedback_is_authenticated_with_the_rollouts_secret_everywhere() -> None:
@@ -401,11 +423,13 @@ def test_keep_stable_keeps_blue_the_router_and_their_feedback_secret_only() -> N
     kept = deletion.stable_objects("digits")
     assert ("Deployment", "digits-blue") in kept and ("Service", "digits-blue") in kept
     assert ("Secret", "digits-feedback") in kept  # blue's and the router's Pods read it when they start
-    assert {name for _, name in kept} == {"digits-blue", "digits-router", "digits-feedback"}
+    assert {name for _, name in kept} == {"digits-blue", "digits-router", "digits-router-report", "digits-feedback"}
+    assert ("ConfigMap", "digits-router-report") in kept  # a kept router reads its trip back when it restarts
     assert {kind for kind, name in kept if name == "digits-router"} == {
         "Deployment",
         "Service",
         "ServiceAccount",
+        "Role",
         "RoleBinding",
     }
 

@@ -176,7 +176,7 @@ def test_services_account_and_binding_are_exactly_these() -> None:
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": router_metadata,
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "modelrollout-router"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "digits-router"},
         "subjects": [{"kind": "ServiceAccount", "name": "digits-router", "namespace": "ml"}],
     }
 

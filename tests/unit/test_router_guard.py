@@ -274,19 +274,8 @@ def test_a_held_newer_revision_is_reported_as_the_trips_revision() -> None:
 
 
 def rollout(
-    *,
-    green: int,
-    revision: int,
-    phase: str = "Progressing",
-    applied: str | None = None,
-    guard: str | None = None,
-    acknowledged: int | None = None,
+    *, green: int, revision: int, phase: str = "Progressing", acknowledged: int | None = None
 ) -> dict[str, Any]:
-    annotations = {}
-    if applied is not None:
-        annotations[constants.ANNOTATION_ROUTER_APPLIED] = applied
-    if guard is not None:
-        annotations[constants.ANNOTATION_ROUTER_GUARD] = guard
     status: dict[str, Any] = {
         "phase": phase,
         "greenRevision": "g1",
@@ -294,7 +283,17 @@ def rollout(
     }
     if acknowledged is not None:
         status["guardTrip"] = {"revision": acknowledged}
-    return {"metadata": {"annotations": annotations}, "status": status}
+    return {"metadata": {"uid": "u1"}, "status": status}
+
+
+def read_back(*, applied: str | None = None, guard: str | None = None) -> dict[str, str]:
+    """The report as a restarted router reads it back (written for this rollout)."""
+    data = {constants.REPORT_ROLLOUT_UID: "u1"}
+    if applied is not None:
+        data[constants.REPORT_APPLIED] = applied
+    if guard is not None:
+        data[constants.REPORT_GUARD] = guard
+    return data
 
 
 class Plane:
@@ -316,7 +315,7 @@ class Annotations:
         self.applied: str | None = None
         self.guard: str | None = None
 
-    def report(self, wanted: Wanted, trip: GuardTrip | None) -> None:
+    def report(self, uid: str, wanted: Wanted, trip: GuardTrip | None) -> None:
         self.applied = f"{wanted.revision}/{wanted.green}"
         if trip is not None:
             self.guard = trip.to_json()
@@ -338,36 +337,44 @@ def test_a_trip_is_reported_with_what_the_router_really_serves_and_held_until_ac
     assert plane.serving.green == 0 and annotations.applied == "5/0"
     assert parse_trip(annotations.guard) == TRIP
     # the operator advanced before it read the trip: held, and the trip names the new revision
-    follower.observe(rollout(green=50, revision=6, applied="5/0", guard=annotations.guard))
+    follower.observe(rollout(green=50, revision=6))
     assert follower.step()
     assert plane.serving.green == 0 and annotations.applied == "6/0"
     held = parse_trip(annotations.guard)
     assert held is not None and held.revision == 6 and held.errors == 20
     # the operator rolls back and acknowledges: 0% asked, served and reported
-    follower.observe(
-        rollout(green=0, revision=7, phase="RollingBack", acknowledged=6, applied="6/0", guard=annotations.guard)
-    )
+    follower.observe(rollout(green=0, revision=7, phase="RollingBack", acknowledged=6))
     assert follower.step() and annotations.applied == "7/0"
     # a retry of the same candidate is followed again
-    follower.observe(rollout(green=10, revision=9, acknowledged=6, applied="7/0", guard=annotations.guard))
+    follower.observe(rollout(green=10, revision=9, acknowledged=6))
     assert follower.step() and plane.serving.green == 10 and annotations.applied == "9/10"
 
 
-def test_a_restarted_router_keeps_green_at_zero_from_its_own_annotation() -> None:
+def test_a_restarted_router_keeps_green_at_zero_from_its_own_report() -> None:
     """The router restarts after a trip the operator has not read yet: it starts at 100% blue, reads its
-    trip back from the annotation, and never returns to green."""
+    trip back from its report, and never returns to green."""
     follower, plane, annotations = following()
-    follower.observe(rollout(green=25, revision=5, applied="5/0", guard=TRIP.to_json()))
+    follower.observe(rollout(green=25, revision=5))
+    follower.observe_report(read_back(applied="5/0", guard=TRIP.to_json()))
     assert follower.step()
     assert plane.serving.green == 0
     assert annotations.applied is None and annotations.guard is None  # its report already says so
 
 
-def test_an_acknowledged_trip_in_the_annotation_does_not_hold_a_later_canary() -> None:
+def test_an_acknowledged_trip_in_the_report_does_not_hold_a_later_canary() -> None:
     follower, plane, annotations = following()
-    follower.observe(rollout(green=10, revision=12, acknowledged=5, guard=TRIP.to_json()))
+    follower.observe(rollout(green=10, revision=12, acknowledged=5))
+    follower.observe_report(read_back(guard=TRIP.to_json()))
     assert follower.step()
     assert plane.serving.green == 10 and annotations.applied == "12/10"
+
+
+def test_a_trip_left_by_an_earlier_rollout_of_the_same_name_holds_nothing() -> None:
+    follower, plane, annotations = following()
+    follower.observe(rollout(green=25, revision=5))
+    follower.observe_report({**read_back(applied="5/0", guard=TRIP.to_json()), constants.REPORT_ROLLOUT_UID: "u0"})
+    assert follower.step()
+    assert plane.serving.green == 25 and annotations.applied == "5/25"
 
 
 def test_a_trip_during_the_apply_of_new_weights_still_ends_at_zero() -> None:
@@ -376,7 +383,7 @@ def test_a_trip_during_the_apply_of_new_weights_still_ends_at_zero() -> None:
     follower, plane, annotations = following()
     follower.observe(rollout(green=25, revision=5))
     assert follower.step()
-    follower.observe(rollout(green=50, revision=6, applied="5/25"))
+    follower.observe(rollout(green=50, revision=6))
     real_apply = plane.apply
 
     def apply_then_trip(wanted: Wanted) -> Serving:
@@ -402,7 +409,7 @@ def test_a_trip_after_the_router_saw_the_canary_end_is_dropped(phase: str, green
     follower, plane, annotations = following()
     follower.observe(rollout(green=100, revision=5))
     assert follower.step() and plane.serving.green == 100
-    seen = rollout(green=green, revision=6, phase=phase, applied="5/100")
+    seen = rollout(green=green, revision=6, phase=phase)
     seen["status"]["greenRevision"] = green_revision
     follower.observe(seen)
     assert follower.tripped(TRIP) is False

@@ -257,9 +257,9 @@ def test_keeping_drops_only_this_rollouts_owner_reference() -> None:
     assert kept is not None and kept["metadata"]["ownerReferences"] == [other_owner]
 
 
-def test_builtin_router_reads_a_rollout_without_metadata_as_no_report() -> None:
+def test_builtin_router_reads_a_missing_or_empty_report_as_no_report() -> None:
     assert BuiltinRouter().applied(REF, SPEC) == NOT_REPORTED
-    with_empty = RolloutRef(namespace="ml", name="digits", uid="u", body={"metadata": {"annotations": None}})
+    with_empty = RolloutRef(namespace="ml", name="digits", uid="u", body={}, router_report={})
     assert BuiltinRouter().applied(with_empty, SPEC) == NOT_REPORTED
 
 

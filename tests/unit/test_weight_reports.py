@@ -32,16 +32,19 @@ SPEC = ModelRolloutSpec.model_validate(
 )
 
 
-def ref(**body: Any) -> RolloutRef:
-    return RolloutRef(namespace="default", name="digits", uid="uid-1", body=body)
+def ref(router_report: dict[str, str] | None = None, **body: Any) -> RolloutRef:
+    return RolloutRef(namespace="default", name="digits", uid="uid-1", body=body, router_report=router_report)
 
 
-def rollout(*, green: int | None, revision: int | None = None, report: str | None = None) -> dict[str, Any]:
+def rollout(*, green: int | None, revision: int | None = None) -> dict[str, Any]:
     weights: dict[str, Any] = {} if green is None else {"blue": 100 - green, "green": green}
     if revision is not None:
         weights["revision"] = revision
-    annotations = {} if report is None else {constants.ANNOTATION_ROUTER_APPLIED: report}
-    return {"metadata": {"name": "digits", "annotations": annotations}, "status": {"weights": weights}}
+    return {"metadata": {"name": "digits", "uid": "uid-1"}, "status": {"weights": weights}}
+
+
+def report(applied: str, uid: str = "uid-1") -> dict[str, str]:
+    return {constants.REPORT_APPLIED: applied, constants.REPORT_ROLLOUT_UID: uid}
 
 
 # -- the report ------------------------------------------------------------------------------------------
@@ -66,14 +69,22 @@ def test_a_report_of_another_revision_or_weight_confirms_nothing() -> None:
     assert not report.confirms(revision=4, green=50)
 
 
-def test_builtin_router_reads_the_annotation_and_never_confirms_without_one() -> None:
+def test_builtin_router_reads_its_report_and_never_confirms_without_one() -> None:
     router = BuiltinRouter()
     assert router.applied(ref(**rollout(green=25, revision=4)), SPEC) == NOT_REPORTED
     assert router.applied(ref(metadata={}), SPEC) == NOT_REPORTED
-    assert router.applied(ref(**rollout(green=25, revision=4, report="4/25")), SPEC).confirms(revision=4, green=25)
-    # the old annotation (a bare weight) is not a report of the new format
-    old = {"metadata": {"annotations": {"modelrollout.dev/router-applied-green-weight": "25"}}}
-    assert router.applied(ref(**old), SPEC) == NOT_REPORTED
+    assert router.applied(ref(report("4/25"), **rollout(green=25, revision=4)), SPEC).confirms(revision=4, green=25)
+    # an annotation on the rollout (what an earlier router wrote, or anyone who may patch it) is no report
+    annotated = {"metadata": {"annotations": {"modelrollout.dev/router-applied": "4/25"}}}
+    assert router.applied(ref(**annotated), SPEC) == NOT_REPORTED
+
+
+def test_a_report_written_for_an_earlier_rollout_of_the_same_name_confirms_nothing() -> None:
+    earlier = BuiltinRouter().applied(ref(report("4/25", uid="uid-0"), **rollout(green=25, revision=4)), SPEC)
+    assert not earlier.confirms(revision=4, green=25) and earlier.revision is None
+    assert "earlier rollout" in earlier.note
+    unsigned = {constants.REPORT_APPLIED: "4/25"}  # written by hand, for no rollout
+    assert BuiltinRouter().applied(ref(unsigned), SPEC).revision is None
 
 
 # -- what the builtin router applies and reports ----------------------------------------------------------
@@ -124,14 +135,16 @@ class DataPlane:
 
 
 class Annotation:
-    """The ModelRollout's annotation, as the report writes it."""
+    """The router's report, as the follower writes it."""
 
     def __init__(self) -> None:
         self.value: str | None = None
+        self.uid: str | None = None
         self.writes = 0
 
-    def report(self, wanted: Wanted, trip: GuardTrip | None = None) -> None:
+    def report(self, uid: str, wanted: Wanted, trip: GuardTrip | None = None) -> None:
         self.value = format_report(revision=wanted.revision, green=wanted.green)
+        self.uid = uid
         self.writes += 1
 
 
@@ -149,14 +162,14 @@ def test_reports_only_after_the_data_plane_applied() -> None:
     assert following.serving is None
     assert following.step() is True  # the retry (no new watch event needed)
     assert plane.serving == Serving(green=10, mirror=0)
-    assert annotation.value == "1/10"
+    assert annotation.value == "1/10" and annotation.uid == "uid-1"  # for this rollout
 
 
 def test_a_failed_apply_never_reports_the_new_revision_and_the_old_report_stays() -> None:
     following, plane, annotation = follower()
     following.observe(rollout(green=10, revision=1))
     assert following.step()
-    following.observe(rollout(green=25, revision=2, report=annotation.value))
+    following.observe(rollout(green=25, revision=2))
     plane.failures = 3
     for _ in range(3):
         assert following.step() is False
@@ -173,10 +186,10 @@ def test_after_a_failed_apply_the_old_weights_are_applied_again() -> None:
     following, plane, annotation = follower()
     following.observe(rollout(green=10, revision=1))
     assert following.step()
-    following.observe(rollout(green=50, revision=2, report="1/10"))
+    following.observe(rollout(green=50, revision=2))
     plane.failures = 1
     assert following.step() is False
-    following.observe(rollout(green=10, revision=3, report="1/10"))
+    following.observe(rollout(green=10, revision=3))
     assert following.step()
     assert plane.applies[-1] == Wanted(revision=3, green=10, mirror=0)
     assert annotation.value == "3/10"
@@ -186,13 +199,28 @@ def test_a_new_revision_with_the_same_weight_is_reported_without_a_reload() -> N
     following, plane, annotation = follower()
     following.observe(rollout(green=25, revision=4))
     assert following.step()
-    following.observe(rollout(green=25, revision=5, report="4/25"))
+    following.observe(rollout(green=25, revision=5))
     assert following.step()
     assert len(plane.applies) == 1
     assert annotation.value == "5/25"
-    following.observe(rollout(green=25, revision=5, report="5/25"))
+    following.observe(rollout(green=25, revision=5))
     assert following.step()
     assert annotation.writes == 2  # an up-to-date report is not written again
+
+
+def test_a_report_read_back_is_trusted_only_for_the_same_rollout() -> None:
+    """After a restart the router reads its report back: for this rollout it needs no new write; one left by
+    an earlier rollout of the same name (or a rollout recreated meanwhile) is written again."""
+    following, plane, annotation = follower()
+    following.observe(rollout(green=25, revision=5))
+    following.observe_report(report("5/25"))
+    assert following.step() and annotation.writes == 0 and len(plane.applies) == 1
+    following.observe_report(report("5/25", uid="uid-0"))
+    assert following.step() and annotation.writes == 1 and annotation.uid == "uid-1"
+    recreated = rollout(green=25, revision=5)
+    recreated["metadata"]["uid"] = "uid-2"
+    following.observe(recreated)  # the same name, a new rollout: what was reported was for the old one
+    assert following.step() and annotation.writes == 2 and annotation.uid == "uid-2"
 
 
 def test_the_first_report_follows_an_apply_even_at_0_percent() -> None:
@@ -207,7 +235,7 @@ def test_the_first_report_follows_an_apply_even_at_0_percent() -> None:
 def test_a_failed_report_is_retried() -> None:
     plane, attempts = DataPlane(), []
 
-    def flaky_report(wanted: Wanted, trip: GuardTrip | None = None) -> None:
+    def flaky_report(uid: str, wanted: Wanted, trip: GuardTrip | None = None) -> None:
         attempts.append(wanted)
         if len(attempts) == 1:
             raise ConnectionError("API server unreachable")

@@ -26,12 +26,16 @@ ANNOTATION_COMMAND = f"{GROUP}/command"
 ANNOTATION_COMMAND_ID = f"{GROUP}/command-id"
 """Optional unique id of a command, so that the same command can be given twice."""
 
-ANNOTATION_ROUTER_APPLIED = f"{GROUP}/router-applied"
-"""Written by the builtin router once its data plane serves the weights: ``"<revision>/<green>"``, where
-revision is the ``status.weights.revision`` that asked for them. The operator counts a weight as applied
-only when both match what it asked for (see routing.base.AppliedWeights)."""
-ANNOTATION_ROUTER_GUARD = f"{GROUP}/router-guard"
-"""Written by the builtin router with its applied report when its guard tripped: a JSON record of green's
-failures that made it send green 0% (see routing.guard)."""
+REPORT_APPLIED = "applied"
+"""In the router's report (ConfigMap ``<rollout>-router-report``, see routing.report): written by the builtin
+router once its data plane serves the weights, ``"<revision>/<green>"``, where revision is the
+``status.weights.revision`` that asked for them. The operator counts a weight as applied only when both match
+what it asked for (see routing.base.AppliedWeights)."""
+REPORT_GUARD = "guard"
+"""In the router's report: written with the applied weights when the router's guard tripped, a JSON record of
+green's failures that made it send green 0% (see routing.guard)."""
+REPORT_ROLLOUT_UID = "rollout-uid"
+"""In the router's report: the uid of the ModelRollout it was written for (a report left by an earlier
+rollout of the same name is no report)."""
 ANNOTATION_WEIGHTS_REVISION = f"{GROUP}/weights-revision"
 """On an HTTPRoute the gateway-api provider writes: the ``status.weights.revision`` its weights are for."""

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 
 def binary() -> str:
     beside_python = Path(sys.executable).parent / "kubectl"
@@ -47,3 +49,20 @@ def install_crd(kubeconfig: str | Path, crd: Path | None = None) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"CRD {path.name} not Established: {waited.stderr.strip()}")
         time.sleep(0.2)
+
+
+def account_kubeconfig(admin: Path, account: str, namespace: str, destination: Path) -> Path:
+    """A kubeconfig for the ServiceAccount ``account`` (created when missing): the admin kubeconfig's cluster
+    with a bearer token from the TokenRequest API instead of the admin's certificate, so that a process run
+    with it has exactly the rights RBAC gives that account."""
+    run("create", "serviceaccount", account, "-n", namespace, kubeconfig=admin, check=False)
+    token = run("create", "token", account, "-n", namespace, "--duration=24h", kubeconfig=admin).stdout.strip()
+    return token_kubeconfig(admin, token, destination)
+
+
+def token_kubeconfig(admin: Path, token: str, destination: Path) -> Path:
+    """The admin kubeconfig's cluster, with a bearer token instead of the admin's certificate."""
+    config = yaml.safe_load(admin.read_text())
+    config["users"] = [{"name": config["users"][0]["name"], "user": {"token": token}}]
+    destination.write_text(yaml.safe_dump(config))
+    return destination

@@ -30,6 +30,7 @@ from modelrollout.devcluster import kubectl, kubelet, process
 from modelrollout.devcluster.kubelet import Kubelet
 from modelrollout.devcluster.prometheus import PrometheusServer
 from modelrollout.k8s import manifests
+from modelrollout.routing.report import report_name
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -306,6 +307,10 @@ class Stage:
         stand_in.start()
         port = process.free_port()
         try:
+            # the router runs as its own ServiceAccount, with only the rights of the Role the operator gives it
+            router_config = kubectl.account_kubeconfig(
+                self.kubeconfig, f"{name}-router", "default", self.log_dir / f"router-{name}.kubeconfig"
+            )
             router = process.start(
                 f"router-{name}",
                 [
@@ -317,7 +322,7 @@ class Stage:
                     "--namespace",
                     "default",
                     "--kubeconfig",
-                    str(self.kubeconfig),
+                    str(router_config),
                     "--blue-url",
                     stand_in.url(constants.BLUE),
                     "--green-url",
@@ -451,6 +456,20 @@ class Stage:
             kubectl.run("get", "mro", name, "-o", "json", kubeconfig=self.kubeconfig).stdout
         )
         return result
+
+    def router_report(self, name: str) -> dict[str, str]:
+        """The data of rollout ``name``'s router report (routing.report); empty when there is none yet."""
+        found = kubectl.run(
+            "get", "configmap", report_name(name), "-o", "json", kubeconfig=self.kubeconfig, check=False
+        )
+        if found.returncode != 0:
+            return {}
+        data: dict[str, str] = json.loads(found.stdout).get("data") or {}
+        return data
+
+    def applied_report(self, name: str) -> str | None:
+        """What rollout ``name``'s router reports it serves: ``"<revision>/<green>"``, or None."""
+        return self.router_report(name).get(constants.REPORT_APPLIED)
 
     def wait_for_phase(self, name: str, phases: set[str], *, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

@@ -124,7 +124,7 @@ def replace_custom_status(
     return stored
 
 
-OWNED_KINDS = ("Deployment", "Service", "ServiceAccount", "RoleBinding", "Secret")
+OWNED_KINDS = ("Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "Secret", "ConfigMap")
 
 
 def _calls(kind: str) -> tuple[Any, Any, Any]:
@@ -149,6 +149,16 @@ def _calls(kind: str) -> tuple[Any, Any, Any]:
     if kind == "Secret":
         core_api = core()
         return core_api.read_namespaced_secret, core_api.patch_namespaced_secret, core_api.delete_namespaced_secret
+    if kind == "ConfigMap":
+        core_api = core()
+        return (
+            core_api.read_namespaced_config_map,
+            core_api.patch_namespaced_config_map,
+            core_api.delete_namespaced_config_map,
+        )
+    if kind == "Role":
+        rbac_api = rbac()
+        return rbac_api.read_namespaced_role, rbac_api.patch_namespaced_role, rbac_api.delete_namespaced_role
     if kind == "RoleBinding":
         rbac_api = rbac()
         return (

@@ -38,7 +38,8 @@ from modelrollout.api.spec import ModelRolloutSpec, TrafficSpec, serving_revisio
 from modelrollout.api.status import StableStatus, Weights
 from modelrollout.k8s import api, manifests, resources
 from modelrollout.routing import factory
-from modelrollout.routing.base import AppliedWeights, RolloutRef, format_report, parse_report
+from modelrollout.routing.base import AppliedWeights, RolloutRef, format_report
+from modelrollout.routing.report import report_name, report_of
 
 KEEP_STABLE = "keepStable"
 DELETE_ALL = "deleteAll"
@@ -52,9 +53,15 @@ RETRY_AFTER_ERROR_SECONDS = 5.0
 """How soon a step that failed on an API error tries again."""
 
 
-def rollout_ref(body: Mapping[str, Any]) -> RolloutRef:
+def rollout_ref(body: Mapping[str, Any], router_report: Mapping[str, str] | None = None) -> RolloutRef:
     metadata = body["metadata"]
-    return RolloutRef(namespace=metadata["namespace"], name=metadata["name"], uid=metadata["uid"], body=dict(body))
+    return RolloutRef(
+        namespace=metadata["namespace"],
+        name=metadata["name"],
+        uid=metadata["uid"],
+        body=dict(body),
+        router_report=router_report,
+    )
 
 
 def spec_of(body: Mapping[str, Any]) -> ModelRolloutSpec | None:
@@ -103,10 +110,17 @@ def confirmation(
     return Confirmation.WAIT
 
 
-def finalize(body: Mapping[str, Any], *, post: EventPoster, now: datetime.datetime | None = None) -> None:
-    """Carry out spec.deletionPolicy for the ModelRollout ``body`` (as last read). Returns when the object
-    may go; raises ``kopf.TemporaryError`` while a step must wait or retry."""
-    rollout = rollout_ref(body)
+def finalize(
+    body: Mapping[str, Any],
+    *,
+    post: EventPoster,
+    router_report: Mapping[str, str] | None = None,
+    now: datetime.datetime | None = None,
+) -> None:
+    """Carry out spec.deletionPolicy for the ModelRollout ``body`` (as last read), with the builtin router's
+    report as last seen (routing.report). Returns when the object may go; raises ``kopf.TemporaryError``
+    while a step must wait or retry."""
+    rollout = rollout_ref(body, router_report)
     spec = spec_of(body)
     elapsed = since_deletion(body, now or datetime.datetime.now(datetime.UTC))
     deadline = (spec.traffic if spec is not None else TrafficSpec()).confirm_deadline
@@ -202,8 +216,7 @@ def _all_traffic_to_blue(rollout: RolloutRef, *, post: EventPoster, elapsed: flo
         revision = (weights.revision if weights is not None else 0) + 1
         _patch_status(rollout, {"weights": Weights(blue=100, green=0, revision=revision).model_dump(by_alias=True)})
         post("Normal", "TrafficToStable", f"all traffic to blue (weights revision {revision}) before the deletion")
-    annotations = rollout.body.get("metadata", {}).get("annotations") or {}
-    report = parse_report(annotations.get(constants.ANNOTATION_ROUTER_APPLIED))
+    report = report_of(rollout.router_report, rollout.uid).applied
     blue = api.read("Deployment", rollout.namespace, f"{rollout.name}-{constants.BLUE}")
     blue_serving = bool(blue and ((blue.get("status") or {}).get("readyReplicas") or 0) > 0)
     outcome = confirmation(
@@ -243,8 +256,8 @@ def _patch_status(rollout: RolloutRef, status: dict[str, Any]) -> None:
 
 
 def stable_objects(rollout: str) -> list[tuple[str, str]]:
-    """(kind, name) of what keepStable keeps: blue, the builtin router, and the feedback Secret (without it
-    their Pods would refuse feedback once restarted)."""
+    """(kind, name) of what keepStable keeps: blue, the builtin router with its account, role and report, and
+    the feedback Secret (without it their Pods would refuse feedback once restarted)."""
     blue, router = f"{rollout}-{constants.BLUE}", f"{rollout}-{manifests.ROUTER}"
     return [
         ("Secret", manifests.feedback_secret_name(rollout)),
@@ -253,7 +266,9 @@ def stable_objects(rollout: str) -> list[tuple[str, str]]:
         ("Deployment", router),
         ("Service", router),
         ("ServiceAccount", router),
+        ("Role", router),
         ("RoleBinding", router),
+        ("ConfigMap", report_name(rollout)),
     ]
 
 

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from modelrollout.api import constants
 from modelrollout.api.spec import RESERVED_SETTINGS, ModelRef, ModelRolloutSpec, ServerSpec, serving_revision
 from modelrollout.api.status import StableStatus
+from modelrollout.routing.report import report_name
 
 SERVER_PORT = 8080
 ROUTER = "router"
@@ -246,10 +247,6 @@ def service(*, rollout: str, namespace: str, colour: str, owner: dict[str, Any])
     }
 
 
-ROUTER_CLUSTER_ROLE = "modelrollout-router"
-"""Installed by the Helm chart: get, list, watch and patch ModelRollouts."""
-
-
 def router_service_account(*, rollout: str, namespace: str, owner: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -258,14 +255,48 @@ def router_service_account(*, rollout: str, namespace: str, owner: dict[str, Any
     }
 
 
+def router_role(*, rollout: str, namespace: str, owner: dict[str, Any]) -> dict[str, Any]:
+    """All the router may do: read its own ModelRollout (get, and list/watch with a ``metadata.name`` field
+    selector) and patch its own report (routing.report). Never a spec, a status or another rollout."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _metadata(f"{rollout}-router", namespace, owner, labels(rollout, ROUTER)),
+        "rules": [
+            {
+                "apiGroups": [constants.GROUP],
+                "resources": [constants.PLURAL],
+                "resourceNames": [rollout],
+                "verbs": ["get", "list", "watch"],
+            },
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": [report_name(rollout)],
+                "verbs": ["get", "patch"],
+            },
+        ],
+    }
+
+
 def router_role_binding(*, rollout: str, namespace: str, owner: dict[str, Any]) -> dict[str, Any]:
-    """Lets the router follow its ModelRollout, in this namespace only."""
+    """Binds ``router_role`` to the router's ServiceAccount."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": _metadata(f"{rollout}-router", namespace, owner, labels(rollout, ROUTER)),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ROUTER_CLUSTER_ROLE},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{rollout}-router"},
         "subjects": [{"kind": "ServiceAccount", "name": f"{rollout}-router", "namespace": namespace}],
+    }
+
+
+def router_report(*, rollout: str, namespace: str, owner: dict[str, Any]) -> dict[str, Any]:
+    """The router's report (routing.report), applied without ``data``: the operator owns its metadata, the
+    router alone writes its data, which an apply of this never touches."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(report_name(rollout), namespace, owner, labels(rollout, ROUTER)),
     }
 
 

@@ -102,6 +102,15 @@ def _apply(body: dict[str, Any]) -> dict[str, Any]:
     return live
 
 
+def _apply_binding(body: dict[str, Any]) -> None:
+    """Apply a RoleBinding. Its roleRef cannot change: one bound to another role (an earlier operator bound
+    the router to a ClusterRole that let it patch any ModelRollout) is deleted and made again."""
+    live = api.read("RoleBinding", body["metadata"]["namespace"], body["metadata"]["name"])
+    if live is not None and live.get("roleRef") != body["roleRef"]:
+        api.delete("RoleBinding", body["metadata"]["namespace"], body["metadata"]["name"])
+    _apply(body)
+
+
 class StaleStable(ValueError):
     """Blue records a later promotion than the stable model it was to be applied with."""
 
@@ -163,7 +172,9 @@ def ensure(
         _apply(manifests.service(rollout=name, namespace=namespace, colour=colour, owner=owner))
     if spec.traffic.provider == "builtin":
         _apply(manifests.router_service_account(rollout=name, namespace=namespace, owner=owner))
-        _apply(manifests.router_role_binding(rollout=name, namespace=namespace, owner=owner))
+        _apply(manifests.router_report(rollout=name, namespace=namespace, owner=owner))
+        _apply(manifests.router_role(rollout=name, namespace=namespace, owner=owner))
+        _apply_binding(manifests.router_role_binding(rollout=name, namespace=namespace, owner=owner))
         image = router_image or stable.server.image
         _apply(manifests.router_deployment(rollout=name, namespace=namespace, spec=spec, owner=owner, image=image))
         _apply(manifests.service(rollout=name, namespace=namespace, colour=manifests.ROUTER, owner=owner))

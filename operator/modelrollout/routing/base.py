@@ -8,6 +8,7 @@ the data plane, so a stale or half-done report can never confirm a step, a promo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,6 +22,8 @@ class RolloutRef:
     uid: str
     body: dict[str, Any]
     """The ModelRollout as last read (metadata, spec, status)."""
+    router_report: Mapping[str, str] | None = None
+    """The builtin router's report (the data of its ConfigMap, routing.report) as last seen; None: none."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ NOT_REPORTED = AppliedWeights(revision=None, green=None, note="no report from th
 
 
 def parse_report(text: str | None) -> AppliedWeights:
-    """``"<revision>/<green>"`` (the builtin router's annotation) -> AppliedWeights; anything else is
+    """``"<revision>/<green>"`` (the builtin router's report) -> AppliedWeights; anything else is
     NOT_REPORTED."""
     if not text:
         return NOT_REPORTED

@@ -1,13 +1,13 @@
 """The builtin router provider: the operator publishes weights in ``status.weights`` (``blue``, ``green`` and
 ``revision``, written with the rest of the status); the router applies them and, once its data plane serves
-them, reports ``"<revision>/<green>"`` in the annotation ``modelrollout.dev/router-applied`` on the
-ModelRollout (see model_server.router.watch)."""
+them, reports ``"<revision>/<green>"`` in its own ConfigMap ``<rollout>-router-report`` (routing.report, written
+by model_server.router.watch)."""
 
 from __future__ import annotations
 
-from modelrollout.api import constants
 from modelrollout.api.spec import ModelRolloutSpec
-from modelrollout.routing.base import AppliedWeights, RolloutRef, parse_report
+from modelrollout.routing.base import AppliedWeights, RolloutRef
+from modelrollout.routing.report import report_of
 
 
 class BuiltinRouter:
@@ -19,9 +19,8 @@ class BuiltinRouter:
         router watches."""
 
     def applied(self, rollout: RolloutRef, spec: ModelRolloutSpec) -> AppliedWeights:
-        """The router's report from the ModelRollout as last read; without one, NOT_REPORTED."""
-        annotations = rollout.body.get("metadata", {}).get("annotations") or {}
-        return parse_report(annotations.get(constants.ANNOTATION_ROUTER_APPLIED))
+        """The router's report as last seen; without one, NOT_REPORTED."""
+        return report_of(rollout.router_report, rollout.uid).applied
 
     def finalize(self, rollout: RolloutRef, spec: ModelRolloutSpec, *, keep_stable: bool = False) -> None:
         """The router is owned by the ModelRollout and goes with it."""

@@ -8,9 +8,10 @@ from kubernetes.client.exceptions import ApiException
 from modelrollout.api import constants
 from modelrollout.k8s import api
 from modelrollout.routing import gateway_api
-from modelrollout.routing.base import NOT_REPORTED, AppliedWeights, RolloutRef, TrafficRouter, parse_report
+from modelrollout.routing.base import NOT_REPORTED, AppliedWeights, RolloutRef, TrafficRouter
 from modelrollout.routing.builtin import BuiltinRouter
 from modelrollout.routing.gateway_api import GatewayApiRouter
+from modelrollout.routing.report import report_of
 
 PROVIDERS: dict[str, type[BuiltinRouter] | type[GatewayApiRouter]] = {
     "builtin": BuiltinRouter,
@@ -38,12 +39,11 @@ def all_to_blue_without_spec(rollout: RolloutRef, *, revision: int | None = None
 
 
 def applied_without_spec(rollout: RolloutRef) -> AppliedWeights:
-    """What the data plane reports when the spec cannot be read: the builtin router's annotation, or the
-    one HTTPRoute labelled for this rollout (NOT_REPORTED when there are none or several)."""
+    """What the data plane reports when the spec cannot be read: the builtin router's report, or the one
+    HTTPRoute labelled for this rollout (NOT_REPORTED when there are none or several)."""
     provider = ((rollout.body.get("spec") or {}).get("traffic") or {}).get("provider", "builtin")
     if provider != "gateway-api":
-        annotations = rollout.body.get("metadata", {}).get("annotations") or {}
-        return parse_report(annotations.get(constants.ANNOTATION_ROUTER_APPLIED))
+        return report_of(rollout.router_report, rollout.uid).applied
     try:
         routes = api.list_custom(
             gateway_api.GROUP,
