@@ -410,7 +410,11 @@ class RolloutWatcher:
         operator creates the ConfigMap; until it exists this fails (404) and is retried."""
         data = report_data(uid=uid, revision=wanted.revision, green=wanted.green, trip=trip)
         self._core.patch_namespaced_config_map(
-            report_name(self.name), self.namespace, {"data": data}, _request_timeout=10
+            report_name(self.name),
+            self.namespace,
+            {"data": data},
+            field_manager=constants.ROUTER_FIELD_MANAGER,
+            _request_timeout=10,
         )
 
 

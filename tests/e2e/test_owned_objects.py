@@ -277,6 +277,45 @@ def test_the_router_never_runs_the_candidates_image(cluster: Path) -> None:
     assert router_container()["image"] == "registry.invalid/release:3"
 
 
+def test_a_router_bound_by_an_earlier_operator_loses_its_rights_to_patch_rollouts(cluster: Path) -> None:
+    """An earlier operator bound each router to a ClusterRole that let it patch any ModelRollout. roleRef is
+    immutable, so the binding is made again, to the router's own Role; the router's report exists, empty."""
+    rollout = create_rollout("upgraded", spec_body())
+    old_binding = manifests.router_role_binding(rollout="upgraded", namespace=NAMESPACE, owner={})
+    old_binding["metadata"].pop("ownerReferences")
+    old_binding["roleRef"] = {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "modelrollout-router",
+    }
+    api.rbac().create_namespaced_role_binding(NAMESPACE, old_binding)
+
+    ensure(rollout)
+    binding = api.read("RoleBinding", NAMESPACE, "upgraded-router")
+    assert (
+        binding is not None and binding["roleRef"]["kind"] == "Role" and binding["roleRef"]["name"] == "upgraded-router"
+    )
+    role = api.read("Role", NAMESPACE, "upgraded-router")
+    assert role is not None and {verb for rule in role["rules"] for verb in rule["verbs"]} == {
+        "get",
+        "list",
+        "watch",
+        "patch",
+    }
+    report = api.read("ConfigMap", NAMESPACE, report_name("upgraded"))
+    assert report is not None and not report.get("data")
+    # applied again (as every minute): the router's report is left as the router wrote it
+    api.core().patch_namespaced_config_map(
+        report_name("upgraded"),
+        NAMESPACE,
+        {"data": {constants.REPORT_APPLIED: "3/25"}},
+        field_manager=constants.ROUTER_FIELD_MANAGER,  # as the router writes it
+    )
+    ensure(rollout)
+    again = api.read("ConfigMap", NAMESPACE, report_name("upgraded"))
+    assert again is not None and again["data"] == {constants.REPORT_APPLIED: "3/25"}
+
+
 # --- availability and pod health -----------------------------------------------------------------------------
 
 

@@ -524,6 +524,9 @@ def test_gateway_api_weights_are_written_with_their_revision(kubeconfig: Path, h
     assert route["metadata"]["annotations"][constants.ANNOTATION_WEIGHTS_REVISION] == "5"
     assert route["spec"]["parentRefs"][0]["name"] == "public-gateway"
     assert [ref["name"] for ref in route["spec"]["rules"][0]["backendRefs"]] == ["gw-blue", "gw-green"]
+    # the API server took the rule that keeps fault injection from being forwarded (a rule with no backend)
+    [refused] = [rule for rule in route["spec"]["rules"] if not rule.get("backendRefs")]
+    assert [match["path"]["value"] for match in refused["matches"]] == ["/v2/faults"]
     assert route["metadata"]["ownerReferences"][0]["kind"] == "ModelRollout"
 
 

@@ -451,7 +451,9 @@ def test_keep_stable_leaves_an_adopted_route_on_blue_with_its_old_spec_only_as_a
     assert kept is not None
     left = merged(adopted, kept)
     assert gateway_api.green_weight_of(left, ref()) == 0
-    assert [b["name"] for rule in left["spec"]["rules"] for b in rule["backendRefs"]] == ["digits-blue", "digits-green"]
+    backends = [b["name"] for rule in left["spec"]["rules"] for b in rule.get("backendRefs", [])]
+    assert backends == ["digits-blue", "digits-green"]
+    assert gateway_api.NOT_FORWARDED_RULE in left["spec"]["rules"]  # fault injection stays unreachable
     annotations = left["metadata"]["annotations"]
     assert json.loads(annotations[gateway_api.ANNOTATION_PRE_ADOPTION_SPEC]) == FOREIGN["spec"]
     assert gateway_api.ANNOTATION_ADOPTED_SPEC not in annotations

@@ -34,6 +34,10 @@ what it asked for (see routing.base.AppliedWeights)."""
 REPORT_GUARD = "guard"
 """In the router's report: written with the applied weights when the router's guard tripped, a JSON record of
 green's failures that made it send green 0% (see routing.guard)."""
+ROUTER_FIELD_MANAGER = "modelrollout-router"
+"""The field manager of the router's writes to its report: its own, so that the operator's server-side apply
+of the report's metadata never takes its data over (the operator takes over the Python client's default
+manager, which earlier operator versions wrote with)."""
 REPORT_ROLLOUT_UID = "rollout-uid"
 """In the router's report: the uid of the ModelRollout it was written for (a report left by an earlier
 rollout of the same name is no report)."""

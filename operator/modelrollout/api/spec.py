@@ -314,7 +314,8 @@ class LatencyCheck(ApiModel):
     """Largest p95 latency of green's inference requests over the window, in seconds (check ``latency``)."""
     max_ratio_to_blue: float | None = Field(default=1.5, gt=0)
     """Green's p95 may be at most this multiple of blue's (check ``latency-vs-blue``, skipped while blue has
-    no traffic); null switches the comparison off."""
+    no traffic). To switch the comparison off, set a large value such as 1000: ``kubectl apply`` drops a
+    ``null``, so the default comes back."""
     ratio_floor_seconds: float = Field(default=0.01, ge=0)
     """Blue's p95 counts as at least this much in the ratio, in seconds, so jitter of fast models never
     fails it."""

@@ -44,6 +44,13 @@ def route_labels(rollout: RolloutRef) -> dict[str, str]:
     return {LABEL_MANAGED_BY: MANAGED_BY, constants.LABEL_ROLLOUT: rollout.name}
 
 
+FAULTS_PATH = "/v2/faults"
+NOT_FORWARDED_RULE: dict[str, Any] = {"matches": [{"path": {"type": "PathPrefix", "value": FAULTS_PATH}}]}
+"""A rule without backendRefs: the Gateway answers it itself (500 in the Gateway API's conformance) and
+forwards nothing, so fault injection is never reachable through the Gateway, as through the builtin router.
+A longer path match wins over the weighted rule's default ``/`` whatever the order of the rules."""
+
+
 def weighted_rules(rollout: RolloutRef, spec: ModelRolloutSpec, *, green: int) -> list[dict[str, Any]]:
     port = spec.traffic.gateway_api.port
     return [
@@ -52,7 +59,8 @@ def weighted_rules(rollout: RolloutRef, spec: ModelRolloutSpec, *, green: int) -
                 {"name": f"{rollout.name}-blue", "port": port, "weight": 100 - green},
                 {"name": f"{rollout.name}-green", "port": port, "weight": green},
             ]
-        }
+        },
+        NOT_FORWARDED_RULE,
     ]
 
 
@@ -169,9 +177,11 @@ def blue_only_rules(route: dict[str, Any], rollout: RolloutRef) -> list[dict[str
             **rule,
             "backendRefs": [
                 {**ref, "weight": weights[ref["name"]]} if ref.get("name") in weights else ref
-                for ref in rule.get("backendRefs", [])
+                for ref in rule["backendRefs"]
             ],
         }
+        if "backendRefs" in rule
+        else rule
         for rule in route.get("spec", {}).get("rules", [])
     ]
 
