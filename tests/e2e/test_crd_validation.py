@@ -204,10 +204,12 @@ def test_the_api_server_stores_the_models_defaults(kubeconfig: Path) -> None:
         ("spec.deletionPolicy", "keepStable leaves the stable model"),
         ("spec.green.model.uri", "are not served yet"),
         ("spec.analysis.checks.health.maxRestarts", "Restarts of green's model servers"),
+        ("status.phase", "Where the rollout stands"),
+        ("status.weightsConfirmedAt", "When the router first reported the current weights revision applied"),
     ],
 )
 def test_kubectl_explain_describes_the_fields(kubeconfig: Path, field: str, words: str) -> None:
-    path = field.replace("spec.", "modelrollout.spec.", 1)
+    path = f"modelrollout.{field}"
     deadline = time.monotonic() + 30
     while True:  # the OpenAPI document follows the CRD by a moment
         result = kubectl.run("explain", path, kubeconfig=kubeconfig, check=False)

@@ -301,3 +301,21 @@ def test_the_rollout_name_fits_the_router_service_name() -> None:
     assert f"self.metadata.name.size() <= {63 - longest_suffix}" in rules
     name = VERSION["schema"]["openAPIV3Schema"]["properties"]["metadata"]["properties"]["name"]
     assert name["pattern"] == "^[a-z]([-a-z0-9]*[a-z0-9])?$", "Service names are DNS-1035 labels"
+
+
+STATUS_SCHEMA = VERSION["schema"]["openAPIV3Schema"]["properties"]["status"]
+
+
+def test_every_status_field_is_described_and_left_free_form() -> None:
+    """``kubectl explain modelrollout.status`` describes each field the operator writes, while the schema
+    constrains none of them (no type, unknown fields kept): a description can never refuse a status write."""
+    from modelrollout.api.status import ModelRolloutStatus
+
+    written = {field.alias for field in ModelRolloutStatus.model_fields.values()}
+    assert set(STATUS_SCHEMA["properties"]) == written
+    assert STATUS_SCHEMA["x-kubernetes-preserve-unknown-fields"] is True
+    for name, node in STATUS_SCHEMA["properties"].items():
+        assert set(node) == {"description", "x-kubernetes-preserve-unknown-fields"}, name
+        assert node["x-kubernetes-preserve-unknown-fields"] is True and node["description"].strip(), name
+    assert crd.status_descriptions()[("phase",)].startswith("Where the rollout stands")
+    assert "None" not in " ".join(crd.status_descriptions().values())  # YAML users write null

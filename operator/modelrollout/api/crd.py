@@ -2,9 +2,12 @@
 
 A field's description is its attribute docstring in ``modelrollout.api.spec`` (``literals`` as YAML spells
 them, whitespace collapsed) followed by the field's default; an array's items take the item model's class
-docstring, and ``spec`` itself takes ModelRolloutSpec's. ``python -m modelrollout.api.crd`` writes them
-into crds/modelrollout.yaml and the Helm chart's copy, changing nothing but those ``description`` values:
-types, CEL rules, defaults, comments and anchors stay as written. ``--check`` lists the stale ones.
+docstring, and ``spec`` itself takes ModelRolloutSpec's. ``status`` and its top-level fields take
+ModelRolloutStatus's docstrings (``modelrollout.api.status``); the CRD keeps every status field free-form
+(``x-kubernetes-preserve-unknown-fields``, no type), so a description never constrains a status write.
+``python -m modelrollout.api.crd`` writes them into crds/modelrollout.yaml and the Helm chart's copy, changing
+nothing but those ``description`` values: types, CEL rules, defaults, comments and anchors stay as written.
+``--check`` lists the stale ones.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
 from modelrollout.api.spec import ModelRolloutSpec
+from modelrollout.api.status import ModelRolloutStatus
 
 REPO = Path(__file__).resolve().parents[3]
 CRD_FILES = (REPO / "crds" / "modelrollout.yaml", REPO / "charts" / "modelrollout" / "crds" / "modelrollout.yaml")
@@ -39,12 +43,13 @@ LINE_WIDTH = 120
 ITEMS = "[]"
 """The path part of an array's items: ``("traffic", "steps", "[]", "pause")`` is spec.traffic.steps[].pause."""
 SchemaPath = tuple[str, ...]
-_TO_SPEC = ("spec", "versions", 0, "schema", "openAPIV3Schema", "properties", "spec")
+_TO_ROOTS = ("spec", "versions", 0, "schema", "openAPIV3Schema", "properties")
+SPEC, STATUS = "spec", "status"
 
 
-def dotted(path: SchemaPath) -> str:
+def dotted(path: SchemaPath, root: str = SPEC) -> str:
     """``("traffic", "steps", "[]", "pause")`` -> ``spec.traffic.steps[].pause``."""
-    return "".join(["spec", *(part if part == ITEMS else f".{part}" for part in path)])
+    return "".join([root, *(part if part == ITEMS else f".{part}" for part in path)])
 
 
 def model_of(annotation: Any) -> type[BaseModel] | None:
@@ -147,6 +152,16 @@ def descriptions(model: type[BaseModel] = ModelRolloutSpec, path: SchemaPath = (
     return found
 
 
+def status_descriptions() -> dict[SchemaPath, str]:
+    """``status`` and each of its top-level fields, by path below ``status``: ModelRolloutStatus's class and
+    attribute docstrings (what is below them is free-form in the CRD)."""
+    docs = field_docstrings(ModelRolloutStatus)
+    found: dict[SchemaPath, str] = {(): _class_description(ModelRolloutStatus)}
+    for name, field in ModelRolloutStatus.model_fields.items():
+        found[(field.alias or to_camel(name),)] = normalised(docs.get(name, ""))
+    return found
+
+
 def _child(node: yaml.Node, key: str | int) -> yaml.Node:
     if isinstance(key, int):
         assert isinstance(node, yaml.SequenceNode)
@@ -158,13 +173,13 @@ def _child(node: yaml.Node, key: str | int) -> yaml.Node:
     raise KeyError(key)
 
 
-def _schema_node(spec: yaml.Node, path: SchemaPath) -> yaml.MappingNode:
+def _schema_node(spec: yaml.Node, path: SchemaPath, root: str) -> yaml.MappingNode:
     node = spec
     try:
         for part in path:
             node = _child(node, "items") if part == ITEMS else _child(_child(node, "properties"), part)
     except KeyError:
-        raise ValueError(f"{dotted(path)}: not in the CRD; write its schema (type, rules) first") from None
+        raise ValueError(f"{dotted(path, root)}: not in the CRD; write its schema (type, rules) first") from None
     assert isinstance(node, yaml.MappingNode)
     return node
 
@@ -196,26 +211,33 @@ class _Edit:
     end: int
     text: str
     path: SchemaPath
+    root: str = SPEC
+
+    @property
+    def where(self) -> str:
+        return dotted(self.path, self.root)
 
 
-def _edits(text: str, wanted: dict[SchemaPath, str]) -> list[_Edit]:
+def _edits(text: str, wanted: dict[SchemaPath, str], root_key: str = SPEC) -> list[_Edit]:
     root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml when there is one
     if root is None:
         raise ValueError("the CRD is empty")
     spec: yaml.Node = root
-    for key in _TO_SPEC:
+    for key in (*_TO_ROOTS, root_key):
         spec = _child(spec, key)
     edits: list[_Edit] = []
     described: dict[int, tuple[SchemaPath, str]] = {}
     for path, description in wanted.items():
         if not description:
-            raise ValueError(f"{dotted(path)}: no description; give its field (or its item model) a docstring")
-        node = _schema_node(spec, path)
+            raise ValueError(
+                f"{dotted(path, root_key)}: no description; give its field (or its item model) a docstring"
+            )
+        node = _schema_node(spec, path, root_key)
         first, first_description = described.setdefault(id(node), (path, description))
         if first_description != description:
             raise ValueError(
-                f"{dotted(first)} and {dotted(path)} share one schema node (a YAML anchor), but their "
-                "descriptions differ: write them out separately"
+                f"{dotted(first, root_key)} and {dotted(path, root_key)} share one schema node (a YAML anchor), "
+                "but their descriptions differ: write them out separately"
             )
         if first != path:
             continue
@@ -228,28 +250,35 @@ def _edits(text: str, wanted: dict[SchemaPath, str]) -> list[_Edit]:
             end = start + len(text[start : value_node.end_mark.index].rstrip())
             new = scalar(description, column=key_node.start_mark.column)
         elif node.flow_style or not node.value:
-            raise ValueError(f"{dotted(path)}: write its schema in block style, so that a description fits in")
+            raise ValueError(
+                f"{dotted(path, root_key)}: write its schema in block style, so that a description fits in"
+            )
         else:
             mark = node.value[0][0].start_mark  # before the node's first key, at its indentation
             start = end = mark.index
             new = f"description: {scalar(description, column=mark.column)}\n{' ' * mark.column}"
-        edits.append(_Edit(start, end, new, path))
+        edits.append(_Edit(start, end, new, path, root_key))
+    return edits
+
+
+def _all_edits(text: str, wanted: dict[SchemaPath, str] | None) -> list[_Edit]:
+    """The spec's edits (``wanted``, by default the typed spec's descriptions) and the status's, last first."""
+    edits = _edits(text, wanted or descriptions()) + _edits(text, status_descriptions(), STATUS)
     return sorted(edits, key=lambda edit: edit.start, reverse=True)
 
 
 def stale(text: str, wanted: dict[SchemaPath, str] | None = None) -> list[str]:
-    """The paths whose description in the CRD ``text`` is not the typed spec's."""
-    return sorted(dotted(edit.path) for edit in _edits(text, wanted or descriptions()))
+    """The paths whose description in the CRD ``text`` is not the typed spec's (or status's)."""
+    return sorted(edit.where for edit in _all_edits(text, wanted))
 
 
 def rewrite(text: str, wanted: dict[SchemaPath, str] | None = None) -> str:
-    """The CRD ``text`` with the typed spec's descriptions; every other character stays as it was."""
-    wanted = wanted or descriptions()
-    for edit in _edits(text, wanted):
+    """The CRD ``text`` with the typed descriptions; every other character stays as it was."""
+    for edit in _all_edits(text, wanted):
         text = text[: edit.start] + edit.text + text[edit.end :]
-    left = _edits(text, wanted)
+    left = _all_edits(text, wanted)
     if left:
-        raise AssertionError(f"descriptions written but not read back: {[dotted(edit.path) for edit in left]}")
+        raise AssertionError(f"descriptions written but not read back: {[edit.where for edit in left]}")
     return text
 
 

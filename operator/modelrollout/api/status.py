@@ -132,46 +132,66 @@ class GuardTripStatus(StatusModel):
 
 
 class ModelRolloutStatus(StatusModel):
+    """Written by the operator; everything it needs to resume after a restart."""
+
     phase: Phase = Phase.PENDING
+    """Where the rollout stands: Pending, Progressing, Paused, Promoting, Finalizing, Promoted, RollingBack,
+    RolledBack, Aborted or Failed."""
     step_index: int = 0
+    """The index of the current step in spec.traffic.steps (0 is the first)."""
     weights: Weights = Field(default_factory=Weights)
-    """The weights the operator wants the router to apply."""
+    """The weights the operator wants the router to apply: blue, green and their revision, raised on every
+    change."""
     weights_changed_at: datetime.datetime | None = None
     """When the current weights revision was asked for."""
     applied_green_weight: int | None = None
-    """The green weight the router reports as applied (None: not known)."""
+    """The green weight the router reports as applied (null: not known)."""
     applied_revision: int | None = None
-    """The weights revision the router reports as applied (None: no usable report)."""
+    """The weights revision the router reports as applied (null: no usable report)."""
     weights_confirmed_at: datetime.datetime | None = None
-    """When the router first reported the current weights revision applied (None: not yet)."""
+    """When the router first reported the current weights revision applied (null: not yet)."""
     router_stalled: bool = False
     """The router has not confirmed the current weights within spec.traffic.confirmDeadline."""
     stable: StableStatus | None = None
+    """The model blue serves: spec.blue until a promotion, then the promoted green (its model, server settings
+    and when it was promoted). Traffic never goes to a model older than this one."""
     invalid_spec: str = ""
     """Why the current spec cannot be rolled out ("" when it can): traffic stays where it was, except that a
     canary in flight rolls back."""
     started_at: datetime.datetime | None = None
     """When the canary of the current green revision started (analysis windows count from here)."""
     step_started_at: datetime.datetime | None = None
+    """When the current step began (or was resumed): its pause counts from the later of this and
+    weightsConfirmedAt."""
     green_revision: str = ""
     """Hash of spec.green when this canary started: a change restarts the canary."""
     observed_generation: int = 0
+    """The metadata.generation of the spec this status was written for."""
     analysis: AnalysisStatus | None = None
+    """The latest analysis: when, its verdict, and each check's value, limit and evidence."""
     consecutive_errors: int = 0
     """Consecutive reconciles or analyses that failed for lack of an answer (metrics provider, API server,
     router): at spec.analysis.consecutiveErrorLimit (reconciles: failing for at least that many analysis
     intervals) a canary in flight rolls back to the stable model."""
     errors_since: datetime.datetime | None = None
-    """When the current run of consecutive errors began (None: no error now)."""
+    """When the current run of consecutive errors began (null: no error now)."""
     last_error: str = ""
+    """The latest failure to reconcile or analyse ("" after a success)."""
     last_command_id: str = ""
+    """The modelrollout.dev/command-id of the last command carried out (a command with the same id is not
+    carried out twice)."""
     rollback_reason: str = ""
+    """Why the last rollback happened (AnalysisFailed, GuardTripped, ProgressDeadlineExceeded, Aborted, ...)."""
     guard_trip: GuardTripStatus | None = None
     """The last trip of the router's guard the operator has read (acknowledged: the router follows the
     weights again once it is here)."""
     history: list[DecisionRecord] = Field(default_factory=list)
+    """The latest decisions (time, action, phase, step, weights, reason), newest last."""
     conditions: list[Condition] = Field(default_factory=list)
+    """Kubernetes conditions: Ready (promoted), Progressing and Degraded, each with reason, message and last
+    transition time."""
     message: str = ""
+    """What is happening now, in a sentence (the Message column of kubectl get)."""
 
     def to_api(self) -> dict[str, Any]:
         """The camelCase dict to write. Fields that are None are written as null, so that a merge patch
