@@ -6,8 +6,9 @@ Load comes from wrk, a separate process, on loopback. Figures:
 - throughput with a static stub behind both proxies (nginx answering a canned inference response), which
   measures the proxies themselves: key ``throughput_ratio_vs_nginx``.
 Both proxies run one process (nginx ``worker_processes 1``) on this 2-core machine. Every proxy is started and
-warmed first, then measured in rounds with the proxies' order alternating; figures are medians over rounds
-of per-round differences and ratios, with min and max.
+warmed first, then measured in rounds with the order alternating (the direct baseline included: first in even
+rounds, last in odd ones); figures are medians over rounds of per-round differences and ratios, with min and
+max.
 
     python -m benchmarks.router [--rounds 5] [--seconds 3] [--connections 32]
 """
@@ -210,9 +211,10 @@ def main(argv: list[str] | None = None) -> None:
         for index in range(args.rounds):
             order = PROXIES if index % 2 == 0 else PROXIES[::-1]
             figures: dict[str, dict[str, float]] = {}
-            figures["direct_c1"] = measure(f"{blue.url}{path}", connections=1, seconds=args.seconds)
-            for proxy in order:
-                figures[f"{proxy}_c1"] = measure(urls[proxy, "models"], connections=1, seconds=args.seconds)
+            # one connection: the model server straight, and through each proxy, the order alternating too
+            single = {"direct": f"{blue.url}{path}", **{proxy: urls[proxy, "models"] for proxy in PROXIES}}
+            for side in single if index % 2 == 0 else reversed(single):
+                figures[f"{side}_c1"] = measure(single[side], connections=1, seconds=args.seconds)
             for upstream in ("models", "stub"):
                 for proxy in order:
                     figures[f"{proxy}_{upstream}"] = measure(
@@ -248,8 +250,9 @@ def main(argv: list[str] | None = None) -> None:
             "load": "wrk -t1, POST one 64-pixel digit (OIP v2 JSON)",
             "nginx": "worker_processes 1, keepalive",
             "method": "all proxies started and warmed first; each round measures every proxy with identical "
-            "load, the proxies' order alternating between rounds; each figure is the median over rounds of the "
-            "per-round difference or ratio, with min and max",
+            "load, the proxies' order (and, at one connection, the direct baseline's place among them) "
+            "alternating between rounds; each figure is the median over rounds of the per-round difference or "
+            "ratio, with min and max",
             "data_plane": "top-level keys: the router with its nginx data plane (the in-cluster default); "
             "python_data_plane: the router forwarding in its own process",
         },
