@@ -47,7 +47,7 @@ from modelrollout.api import constants
 from modelrollout.api.spec import GuardSpec
 from modelrollout.routing.base import NOT_REPORTED, AppliedWeights, format_report
 from modelrollout.routing.guard import ARMED_PHASES, HOLDING_PHASES, GuardTrip
-from modelrollout.routing.report import report_data, report_name, report_of
+from modelrollout.routing.report import latest_trip, legacy_trip, report_data, report_name, report_of
 
 log = structlog.get_logger(__name__)
 
@@ -159,7 +159,7 @@ def next_action(
 
 class WeightsFollower:
     """The bookkeeping between the watch (what is wanted), the report (what was reported), the data plane
-    (what it serves) and the guard (a trip holds green at 0%). ``observe`` and ``observe_report`` are called
+    (what it serves) and the guard (a trip holds green at 0%). ``observe`` and ``restart`` are called
     from the watch, ``tripped`` from the guard; ``run`` (its own thread) applies, reports, and retries with a
     backoff until both succeeded.
 
@@ -194,24 +194,29 @@ class WeightsFollower:
         """The ModelRollout as the watch saw it. Another uid is another rollout of the same name: nothing
         was reported for it, and an earlier rollout's trip does not hold it."""
         with self._changed:
-            self.wanted = wanted_of(obj)
-            uid = uid_of(obj)
-            if uid != self.uid:
-                self.uid = uid
-                self.reported, self.reported_trip, self.trip = NOT_REPORTED, None, None
+            self._observe(obj)
             self._generation += 1
             self._changed.notify_all()
 
-    def observe_report(self, data: Mapping[str, str] | None) -> None:
-        """The report as read back (``data`` of the ConfigMap; call after ``observe``): a trip in it is
-        restored, so that a restarted router never returns to green on its own."""
+    def restart(self, obj: dict[str, Any], report: Mapping[str, str] | None) -> None:
+        """What the watch (re)starts from: the ModelRollout and the report read back just before (``data``
+        of the ConfigMap), taken in one step, so that weights are never applied before a trip in the report
+        (or one an earlier router version wrote on the ModelRollout) is restored: a restarted router never
+        returns to green on its own."""
         with self._changed:
-            report = report_of(data, self.uid)
-            self.reported, self.reported_trip = report.applied, report.trip
-            if report.trip is not None and (self.trip is None or report.trip.revision > self.trip.revision):
-                self.trip = report.trip
+            self._observe(obj)
+            read = report_of(report, self.uid)
+            self.reported, self.reported_trip = read.applied, read.trip
+            self.trip = latest_trip(self.trip, read.trip, legacy_trip(obj))
             self._generation += 1
             self._changed.notify_all()
+
+    def _observe(self, obj: dict[str, Any]) -> None:
+        self.wanted = wanted_of(obj)
+        uid = uid_of(obj)
+        if uid != self.uid:
+            self.uid = uid
+            self.reported, self.reported_trip, self.trip = NOT_REPORTED, None, None
 
     def tripped(self, trip: GuardTrip) -> bool:
         """The guard tripped (called from the data plane's thread): True when the trip stands, and the data
@@ -370,12 +375,10 @@ class RolloutWatcher:
                 raise
             # The ModelRollout was deleted, and its deletion moved all traffic to blue, the stable model, which
             # stays serving: so does this router (also when it restarts later), until a rollout appears again.
-            self.follower.observe(ROLLOUT_GONE)
-            self.follower.observe_report(GONE_REPORT)
+            self.follower.restart(ROLLOUT_GONE, GONE_REPORT)
             self._stop.wait(GONE_RECHECK_SECONDS)
             return
-        self.follower.observe(current)
-        self.follower.observe_report(self._read_report())
+        self.follower.restart(current, self._read_report())  # a failed read raises: nothing is applied
         stream = watch.Watch()
         for event in stream.stream(
             self._api.list_namespaced_custom_object,

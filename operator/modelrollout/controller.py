@@ -34,7 +34,7 @@ from modelrollout.rollout import commands, machine, steps
 from modelrollout.routing import factory
 from modelrollout.routing.base import AppliedWeights, RolloutRef
 from modelrollout.routing.guard import GuardTrip
-from modelrollout.routing.report import report_of
+from modelrollout.routing.report import latest_trip, legacy_trip, report_of
 
 log = structlog.get_logger("modelrollout")
 
@@ -434,10 +434,11 @@ async def _gather(
 
 
 def guard_trip(ref: RolloutRef, spec: ModelRolloutSpec) -> GuardTrip | None:
-    """The builtin router's guard trip, from its report (the gateway-api provider has no guard)."""
+    """The builtin router's guard trip, from its report, or from where an earlier router version wrote it
+    (the gateway-api provider has no guard)."""
     if spec.traffic.provider != "builtin":
         return None
-    return report_of(ref.router_report, ref.uid).trip
+    return latest_trip(report_of(ref.router_report, ref.uid).trip, legacy_trip(ref.body))
 
 
 def _as_deployed(spec: ModelRolloutSpec, status: ModelRolloutStatus, stable: StableStatus) -> ModelRolloutSpec:

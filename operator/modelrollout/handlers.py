@@ -29,6 +29,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=constants.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=constants.GROUP)
     settings.posting.level = 100  # kopf's own log lines are not Events; decisions post their own
+    # the API server sends only the routers' reports, not every ConfigMap of the cluster (the index's label
+    # filter below is client-side)
+    settings.watching.label_selectors["", "v1", "configmaps"] = f"{constants.LABEL_COLOUR}={manifests.ROUTER}"
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not a line per timer tick
     api.configure(os.environ.get("KUBECONFIG") or None)
     port = int(os.environ.get("MODELROLLOUT_METRICS_PORT", "8000"))

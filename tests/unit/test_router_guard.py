@@ -21,6 +21,7 @@ from model_server.router.watch import Serving, Wanted, WeightsFollower, holding,
 from modelrollout.api import constants
 from modelrollout.api.spec import GuardSpec
 from modelrollout.routing.guard import GuardTrip, parse_trip
+from modelrollout.routing.report import report_data, report_of
 
 DEFAULTS = GuardSpec()
 
@@ -354,8 +355,7 @@ def test_a_restarted_router_keeps_green_at_zero_from_its_own_report() -> None:
     """The router restarts after a trip the operator has not read yet: it starts at 100% blue, reads its
     trip back from its report, and never returns to green."""
     follower, plane, annotations = following()
-    follower.observe(rollout(green=25, revision=5))
-    follower.observe_report(read_back(applied="5/0", guard=TRIP.to_json()))
+    follower.restart(rollout(green=25, revision=5), read_back(applied="5/0", guard=TRIP.to_json()))
     assert follower.step()
     assert plane.serving.green == 0
     assert annotations.applied is None and annotations.guard is None  # its report already says so
@@ -363,18 +363,50 @@ def test_a_restarted_router_keeps_green_at_zero_from_its_own_report() -> None:
 
 def test_an_acknowledged_trip_in_the_report_does_not_hold_a_later_canary() -> None:
     follower, plane, annotations = following()
-    follower.observe(rollout(green=10, revision=12, acknowledged=5))
-    follower.observe_report(read_back(guard=TRIP.to_json()))
+    follower.restart(rollout(green=10, revision=12, acknowledged=5), read_back(guard=TRIP.to_json()))
     assert follower.step()
     assert plane.serving.green == 10 and annotations.applied == "12/10"
 
 
 def test_a_trip_left_by_an_earlier_rollout_of_the_same_name_holds_nothing() -> None:
     follower, plane, annotations = following()
-    follower.observe(rollout(green=25, revision=5))
-    follower.observe_report({**read_back(applied="5/0", guard=TRIP.to_json()), constants.REPORT_ROLLOUT_UID: "u0"})
+    follower.restart(
+        rollout(green=25, revision=5),
+        {**read_back(applied="5/0", guard=TRIP.to_json()), constants.REPORT_ROLLOUT_UID: "u0"},
+    )
     assert follower.step()
     assert plane.serving.green == 25 and annotations.applied == "5/25"
+
+
+def test_a_new_rollouts_first_report_clears_the_trip_an_earlier_one_left_in_the_configmap() -> None:
+    """keepStable keeps the report; a new rollout of the same name adopts it. The router's writes are merged
+    into the ConfigMap, so each one rewrites every key: the old trip is gone under the new uid, and can
+    neither hold the new candidate at 0% nor be acknowledged in its place."""
+    earlier = {**read_back(applied="12/0", guard=TRIP.to_json()), constants.REPORT_ROLLOUT_UID: "u0"}
+    follower, plane, _annotations = following()
+    follower.restart(rollout(green=25, revision=1), earlier)
+    assert follower.step() and plane.serving.green == 25
+    written = report_data(uid="u1", revision=1, green=25, trip=None)
+    merged = {**earlier, **written}  # what a JSON merge patch of the data leaves
+    assert report_of(merged, "u1").trip is None and report_of(merged, "u1").applied.confirms(revision=1, green=25)
+
+
+def test_a_restarted_router_applies_nothing_before_its_trip_is_restored() -> None:
+    """The weights and the report arrive in one step (under the follower's lock): the moment the follower
+    thread can see the weights, the trip already holds them, so green is never applied in between."""
+    follower, plane, _annotations = following()
+    follower.restart(rollout(green=25, revision=5), read_back(applied="5/0", guard=TRIP.to_json()))
+    assert follower.wanted is not None and follower.holds(follower.wanted)
+    assert follower.step() and plane.serving.green == 0
+
+
+def test_a_trip_an_earlier_router_version_wrote_on_the_rollout_is_honoured() -> None:
+    follower, plane, annotations = following()
+    body = rollout(green=25, revision=5)
+    body["metadata"]["annotations"] = {"modelrollout.dev/router-guard": TRIP.to_json()}
+    follower.restart(body, None)
+    assert follower.step() and plane.serving.green == 0
+    assert parse_trip(annotations.guard) == TRIP  # written into the report from now on
 
 
 def test_a_trip_during_the_apply_of_new_weights_still_ends_at_zero() -> None:

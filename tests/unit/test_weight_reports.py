@@ -212,10 +212,9 @@ def test_a_report_read_back_is_trusted_only_for_the_same_rollout() -> None:
     """After a restart the router reads its report back: for this rollout it needs no new write; one left by
     an earlier rollout of the same name (or a rollout recreated meanwhile) is written again."""
     following, plane, annotation = follower()
-    following.observe(rollout(green=25, revision=5))
-    following.observe_report(report("5/25"))
+    following.restart(rollout(green=25, revision=5), report("5/25"))
     assert following.step() and annotation.writes == 0 and len(plane.applies) == 1
-    following.observe_report(report("5/25", uid="uid-0"))
+    following.restart(rollout(green=25, revision=5), report("5/25", uid="uid-0"))
     assert following.step() and annotation.writes == 1 and annotation.uid == "uid-1"
     recreated = rollout(green=25, revision=5)
     recreated["metadata"]["uid"] = "uid-2"

@@ -51,8 +51,29 @@ def report_of(data: Mapping[str, str] | None, uid: str) -> RouterReport:
 
 
 def report_data(*, uid: str, revision: int, green: int, trip: GuardTrip | None) -> dict[str, str]:
-    """What the router writes (merged into the ConfigMap's data; a trip, once written, stays)."""
-    data = {constants.REPORT_ROLLOUT_UID: uid, constants.REPORT_APPLIED: format_report(revision=revision, green=green)}
-    if trip is not None:
-        data[constants.REPORT_GUARD] = trip.to_json()
-    return data
+    """What the router writes, merged into the ConfigMap's data: every key, every time, so that nothing an
+    earlier rollout of the same name wrote (a trip above all) survives under the new uid. ``guard`` is empty
+    without a trip (the router keeps a trip of its rollout, restored after a restart, until it is gone)."""
+    return {
+        constants.REPORT_ROLLOUT_UID: uid,
+        constants.REPORT_APPLIED: format_report(revision=revision, green=green),
+        constants.REPORT_GUARD: trip.to_json() if trip is not None else "",
+    }
+
+
+LEGACY_GUARD_ANNOTATION = f"{constants.GROUP}/router-guard"
+"""Where routers before the report ConfigMap wrote their trip, on the ModelRollout itself (so for its uid)."""
+
+
+def legacy_trip(rollout: Mapping[str, object]) -> GuardTrip | None:
+    """A trip an earlier router version wrote on the ModelRollout (``rollout``: its body): still honoured,
+    so that an upgrade in the middle of a trip never gives green traffic back. Only trips are read there,
+    never applied weights (anyone who may patch a ModelRollout could write those)."""
+    metadata = rollout.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    return parse_trip(annotations.get(LEGACY_GUARD_ANNOTATION)) if isinstance(annotations, Mapping) else None
+
+
+def latest_trip(*trips: GuardTrip | None) -> GuardTrip | None:
+    """The trip that holds the newest weights revision (None without any)."""
+    return max((trip for trip in trips if trip is not None), key=lambda trip: trip.revision, default=None)
