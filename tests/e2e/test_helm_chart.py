@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,12 @@ import numpy as np
 import pytest
 import yaml
 
+from modelrollout.api import constants
 from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.devcluster import binaries, kubectl
 from modelrollout.devcluster.stage import Load, Stage
 from modelrollout.k8s import manifests
+from modelrollout.routing.report import report_name
 
 pytestmark = pytest.mark.e2e
 
@@ -190,6 +193,70 @@ def test_operator_promotes_a_rollout_with_only_the_charts_rbac(
     pause = json.dumps({"spec": {"traffic": {"steps": [{"weight": 100}]}}})
     refused = kubectl.run("patch", "mro", name, "--type=merge", "-p", pause, kubeconfig=router_config, check=False)
     assert refused.returncode != 0 and "forbidden" in refused.stderr.lower(), refused.stderr
+
+
+def test_only_a_rollouts_own_router_may_write_its_report(helm: str, kubeconfig: Path, tmp_path: Path) -> None:
+    """The chart's ValidatingAdmissionPolicy on the real API server: the cluster admin, who may patch any
+    ConfigMap, cannot forge a router report; the rollout's router can; metadata-only changes pass."""
+    policy = render(helm, "--show-only", "templates/reportpolicy.yaml")
+    assert {doc["kind"] for doc in documents(policy)} == {
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
+    owner = {"apiVersion": constants.API_VERSION, "kind": constants.KIND, "name": "forged", "uid": "u-forged"}
+    made = [
+        manifests.router_role(rollout="forged", namespace="default", owner=owner),
+        manifests.router_role_binding(rollout="forged", namespace="default", owner=owner),
+        manifests.router_report(rollout="forged", namespace="default", owner=owner),
+    ]
+    for doc in made:
+        doc["metadata"].pop("ownerReferences")  # no such rollout: nothing may collect them
+    report = report_name("forged")
+    forged = json.dumps({"data": {constants.REPORT_APPLIED: "9/100", constants.REPORT_ROLLOUT_UID: "u-forged"}})
+    kubectl.run(
+        "apply", "-f", "-", kubeconfig=kubeconfig, stdin=json.dumps({"kind": "List", "apiVersion": "v1", "items": made})
+    )
+    router = kubectl.account_kubeconfig(kubeconfig, "forged-router", "default", tmp_path / "router.kubeconfig")
+    kubectl.run("apply", "-f", "-", kubeconfig=kubeconfig, stdin=policy)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the API server loads a new policy a moment after it is created
+            refused = kubectl.run(
+                "patch", "configmap", report, "--type=merge", "-p", forged, kubeconfig=kubeconfig, check=False
+            )
+            if refused.returncode != 0 or time.monotonic() > deadline:
+                break
+            kubectl.run(
+                "patch",
+                "configmap",
+                report,
+                "--type=json",
+                "-p",
+                '[{"op": "remove", "path": "/data"}]',
+                kubeconfig=kubeconfig,
+                check=False,
+            )
+            time.sleep(0.5)
+        assert refused.returncode != 0, "the admin wrote a router report"
+        assert "only the rollout's own router may write the data of its report" in refused.stderr, refused.stderr
+        written = kubectl.run(
+            "patch", "configmap", report, "--type=merge", "-p", forged, kubeconfig=router, check=False
+        )
+        assert written.returncode == 0, written.stderr  # its own router may
+        labelled = kubectl.run("label", "configmap", report, "team=ml", kubeconfig=kubeconfig, check=False)
+        assert labelled.returncode == 0, labelled.stderr  # the data unchanged: anyone with the right may
+        fake = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "other-router-report", "labels": manifests.labels("other", manifests.ROUTER)},
+            "data": {constants.REPORT_APPLIED: "1/100"},
+        }
+        created = kubectl.run("create", "-f", "-", kubeconfig=kubeconfig, stdin=json.dumps(fake), check=False)
+        assert created.returncode != 0 and "only the rollout's own router" in created.stderr, created.stderr
+    finally:
+        kubectl.run("delete", "-f", "-", "--ignore-not-found", kubeconfig=kubeconfig, stdin=policy, check=False)
+        for kind, name in (("configmap", report), ("role", "forged-router"), ("rolebinding", "forged-router")):
+            kubectl.run("delete", kind, name, "--ignore-not-found", kubeconfig=kubeconfig, check=False)
 
 
 RESTRICTED = "modelrollout-restricted"
