@@ -3,7 +3,9 @@
 One timer per ModelRollout does every reconcile, so exactly one writer updates a rollout's status at a
 time (a change to the spec is picked up within one tick).
 
-Run with: ``kopf run --standalone -A -m modelrollout.handlers`` (the Helm chart does this in-cluster).
+Run with: ``kopf run --standalone -A -m modelrollout.handlers`` (the Helm chart does this in-cluster). With
+``MODELROLLOUT_LEADER_ELECTION=true`` several replicas may run: only the holder of a Lease reconciles, the others
+wait in startup (k8s.leader).
 """
 
 from __future__ import annotations
@@ -16,16 +18,20 @@ import kopf
 import structlog
 from prometheus_client import start_http_server
 
-from modelrollout import controller
+from modelrollout import controller, metrics
 from modelrollout.api import constants
-from modelrollout.k8s import api, deletion, manifests
+from modelrollout.k8s import api, deletion, leader, manifests
 from modelrollout.routing.report import report_name
 
 TICK_SECONDS = float(os.environ.get("MODELROLLOUT_TICK_SECONDS", "1.0"))
 
 
+LEADER_ELECTION = os.environ.get("MODELROLLOUT_LEADER_ELECTION", "").lower() in ("1", "true", "yes")
+_elector: leader.Elector | None = None
+
+
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=constants.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=constants.GROUP)
     settings.posting.level = 100  # kopf's own log lines are not Events; decisions post their own
@@ -38,6 +44,30 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     if port:
         start_http_server(port, addr=os.environ.get("MODELROLLOUT_METRICS_HOST", "0.0.0.0"))  # noqa: S104
     structlog.get_logger("modelrollout").info("operator started", metrics_port=port, tick_seconds=TICK_SECONDS)
+    if LEADER_ELECTION:
+        # kopf starts no watch and no timer before its startup handlers return: a standby waits here
+        global _elector
+        _elector = leader.Elector(
+            name=os.environ.get("MODELROLLOUT_LEASE_NAME", "modelrollout-operator"),
+            namespace=os.environ.get("MODELROLLOUT_LEASE_NAMESPACE") or os.environ.get("POD_NAMESPACE") or "default",
+            identity=leader.default_identity(),
+            timing=leader.Timing(lease_seconds=float(os.environ.get("MODELROLLOUT_LEASE_SECONDS", "15"))),
+        )
+        await _elector.acquire()
+    metrics.LEADER.set(1)
+
+
+def may_act() -> bool:
+    """Without leader election always; with it, only while this replica's Lease is fresh (k8s.leader)."""
+    return _elector is None or _elector.fresh()
+
+
+@kopf.on.cleanup()
+def hand_back(**_: Any) -> None:
+    """A clean stop hands the Lease back, so that a standby takes over at once."""
+    metrics.LEADER.set(0)
+    if _elector is not None:
+        _elector.release()
 
 
 @kopf.index("", "v1", "configmaps", labels={constants.LABEL_COLOUR: manifests.ROUTER})
@@ -56,6 +86,8 @@ def report_for(handler_kwargs: dict[str, Any], body: kopf.Body) -> dict[str, str
 
 @kopf.timer(constants.GROUP, constants.VERSION, constants.PLURAL, interval=TICK_SECONDS, backoff=TICK_SECONDS)
 async def tick(body: kopf.Body, **kwargs: Any) -> None:
+    if not may_act():
+        return
     await controller.reconcile(body, report_for(kwargs, body))
 
 
@@ -63,6 +95,9 @@ async def tick(body: kopf.Body, **kwargs: Any) -> None:
 def deleted(body: kopf.Body, **kwargs: Any) -> None:
     """The finalizer: the object goes once spec.deletionPolicy is carried out (k8s.deletion); kopf calls
     again while it raises kopf.TemporaryError (waiting for the router to confirm 100% blue)."""
+
+    if not may_act():
+        raise kopf.TemporaryError("not the leader now: the lease was not renewed in time", delay=TICK_SECONDS)
 
     def post(kind: str, reason: str, message: str) -> None:
         kopf.event(body, type=kind, reason=reason, message=message[:1000])

@@ -10,6 +10,7 @@ from modelrollout.api.status import Phase
 
 ROLLOUTS = Gauge("modelrollout_rollouts", "ModelRollouts by phase.", ["phase"])
 ROLLBACKS = Counter("modelrollout_rollbacks_total", "Rollbacks, by reason.", ["reason"])
+LEADER = Gauge("modelrollout_leader", "1 while this operator replica reconciles (holds the Lease, or runs alone).")
 ANALYSIS_DURATION = Histogram(
     "modelrollout_analysis_duration_seconds",
     "Time to run one rollout's analysis.",

@@ -156,7 +156,16 @@ def test_operator_promotes_a_rollout_with_only_the_charts_rbac(
 
     stream = dict(np.load(demo_models / "digits-stream.npz"))
     name = "charted"
-    with Stage(kubeconfig=kubeconfig, models=demo_models, operator_kubeconfig=operator_config) as stage:
+    # as the chart runs it: leader election on the Lease <release>-operator in the release's namespace
+    kubectl.run("delete", "lease", f"{RELEASE}-operator", "-n", namespace, "--ignore-not-found", kubeconfig=kubeconfig)
+    election = {
+        "MODELROLLOUT_LEADER_ELECTION": "true",
+        "MODELROLLOUT_LEASE_NAME": f"{RELEASE}-operator",
+        "MODELROLLOUT_LEASE_NAMESPACE": namespace,
+    }
+    with Stage(
+        kubeconfig=kubeconfig, models=demo_models, operator_kubeconfig=operator_config, operator_env=election
+    ) as stage:
         served = stage.canary(
             name,
             steps=[{"weight": 50, "pause": "2s"}, {"weight": 100}],
@@ -172,6 +181,7 @@ def test_operator_promotes_a_rollout_with_only_the_charts_rbac(
         router_config = stage.log_dir / f"router-{name}.kubeconfig"  # what the stage's router ran with
     assert body["status"]["phase"] == "Promoted", body["status"]["message"]
     assert "Forbidden" not in log and " 403" not in log, log[-3000:]
+    assert "leader election: holding the lease" in log  # with only the chart's Role for its Lease
     # the router ran as its own account: it followed the rollout and reported through its Role alone
     who = json.loads(kubectl.run("auth", "whoami", "-o", "json", kubeconfig=router_config).stdout)
     router = f"system:serviceaccount:default:{name}-router"

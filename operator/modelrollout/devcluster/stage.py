@@ -212,6 +212,10 @@ class Stage:
     """Credentials the operator runs with (default: ``kubeconfig``, the cluster admin)."""
     data_plane: str = "python"
     """The routers' data plane unless ``serve`` names one: ``python`` or ``nginx`` (the in-cluster default)."""
+    operator_env: dict[str, str] = field(default_factory=dict)
+    """More env for the operator processes (leader election, for one)."""
+    standbys: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    """Operators started besides ``operator`` (``start_standby``), stopped with the stage."""
 
     def __enter__(self) -> Stage:
         self.prometheus.start()
@@ -225,6 +229,9 @@ class Stage:
 
     def __exit__(self, *exc: object) -> None:
         try:
+            for standby in self.standbys:
+                process.stop(standby.pid)
+                standby.poll()
             self.stop_operator()
             for served in list(self.served):
                 self.unserve(served)
@@ -244,13 +251,24 @@ class Stage:
             served.kubelet.stop()
 
     def start_operator(self) -> None:
+        self.operator = self._operator_process("operator")
+
+    def start_standby(self) -> subprocess.Popen[bytes]:
+        """One more operator process (log ``operator-standby-N.log``): with leader election in
+        ``operator_env`` it waits for the Lease."""
+        standby = self._operator_process(f"operator-standby-{len(self.standbys) + 1}")
+        self.standbys.append(standby)
+        return standby
+
+    def _operator_process(self, name: str) -> subprocess.Popen[bytes]:
         env = {
             "KUBECONFIG": str(self.operator_kubeconfig or self.kubeconfig),
             "MODELROLLOUT_METRICS_PORT": str(process.free_port()),
             "MODELROLLOUT_METRICS_HOST": process.LOOPBACK,
+            **self.operator_env,
         }
-        self.operator = process.start(
-            "operator",
+        return process.start(
+            name,
             [str(Path(sys.executable).parent / "kopf"), "run", "--standalone", "-A", "-m", "modelrollout.handlers"],
             log_dir=self.log_dir,
             env=env,

@@ -61,6 +61,10 @@ def rbac() -> Any:
     return client.RbacAuthorizationV1Api(_client())
 
 
+def coordination() -> Any:
+    return client.CoordinationV1Api(_client())
+
+
 def owner_reference(rollout: Any) -> dict[str, Any]:
     """Makes an object part of a ModelRollout: it is deleted with it."""
     return {
