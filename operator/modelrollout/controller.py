@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -57,6 +57,22 @@ ENSURE_EVERY_SECONDS = 60.0
 ROUTER_IMAGE = os.environ.get("MODELROLLOUT_ROUTER_IMAGE", "")
 """The builtin router's image (the Helm chart sets the operator's own); unset: the stable model's server
 image. Never the candidate's."""
+_fence: Callable[[], bool] | None = None
+
+
+def fence_with(check: Callable[[], bool]) -> None:
+    """Under leader election (k8s.leader): ``check`` says whether this replica's Lease is fresh."""
+    global _fence
+    _fence = check
+
+
+def may_act() -> bool:
+    """Whether this operator may write now: checked before a reconcile, before its status write and before its
+    weights write, so that a replica whose Lease went stale in the middle of a reconcile (a pause, a slow API
+    server) writes nothing. Always, without leader election."""
+    return _fence is None or _fence()
+
+
 SETTLED = {Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.FAILED}
 WARNING_REASONS = {
     "AnalysisFailed",
@@ -200,6 +216,8 @@ async def reconcile(body: kopf.Body, router_report: Mapping[str, str] | None = N
         # The status (what is wanted) is written before the data plane is asked for it, so that a route
         # is never ahead of a status that could be lost.
         if not await _apply(body, ref, decision, begun, consumed_command=consumed):
+            return
+        if not may_act():
             return
         try:
             router = factory.router_for(spec.traffic.provider)
@@ -516,6 +534,9 @@ async def _apply(
     decision.status.observed_generation = body["metadata"].get("generation") or 0
     wanted = decision.status.to_api()
     key = f"{ref.namespace}/{ref.name}"
+    if not may_act():  # under leader election: the Lease went stale during this reconcile; write nothing
+        log.warning("decision dropped: this replica's lease is not fresh")
+        return False
     if consumed_command:
         # Removed before the status says it was acted on: a command is acted on at most once, even when
         # the operator stops between the two writes (then it is lost, and the Event below says so).

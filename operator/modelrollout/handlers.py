@@ -54,12 +54,13 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
             timing=leader.Timing(lease_seconds=float(os.environ.get("MODELROLLOUT_LEASE_SECONDS", "15"))),
         )
         await _elector.acquire()
+        controller.fence_with(_elector.fresh)
     metrics.LEADER.set(1)
 
 
 def may_act() -> bool:
     """Without leader election always; with it, only while this replica's Lease is fresh (k8s.leader)."""
-    return _elector is None or _elector.fresh()
+    return controller.may_act()
 
 
 @kopf.on.cleanup()

@@ -263,9 +263,29 @@ def test_only_a_rollouts_own_router_may_write_its_report(helm: str, kubeconfig: 
         }
         created = kubectl.run("create", "-f", "-", kubeconfig=kubeconfig, stdin=json.dumps(fake), check=False)
         assert created.returncode != 0 and "only the rollout's own router" in created.stderr, created.stderr
+        # nor created unlabelled with data and labelled afterwards (as the operator's apply would label it)
+        unlabelled = {**fake, "metadata": {"name": "other-router-report"}}
+        kubectl.run("create", "-f", "-", kubeconfig=kubeconfig, stdin=json.dumps(unlabelled))
+        relabelled = kubectl.run(
+            "label",
+            "configmap",
+            "other-router-report",
+            f"{constants.LABEL_COLOUR}={manifests.ROUTER}",
+            kubeconfig=kubeconfig,
+            check=False,
+        )
+        assert relabelled.returncode != 0 and "only the rollout's own router" in relabelled.stderr
+        # nor deleted by hand (a trip in it would go): garbage collection removes it with its rollout
+        deleted = kubectl.run("delete", "configmap", report, kubeconfig=kubeconfig, check=False)
+        assert deleted.returncode != 0 and "garbage collection" in deleted.stderr, deleted.stderr
     finally:
         kubectl.run("delete", "-f", "-", "--ignore-not-found", kubeconfig=kubeconfig, stdin=policy, check=False)
-        for kind, name in (("configmap", report), ("role", "forged-router"), ("rolebinding", "forged-router")):
+        for kind, name in (
+            ("configmap", report),
+            ("configmap", "other-router-report"),
+            ("role", "forged-router"),
+            ("rolebinding", "forged-router"),
+        ):
             kubectl.run("delete", kind, name, "--ignore-not-found", kubeconfig=kubeconfig, check=False)
 
 

@@ -61,8 +61,9 @@ def rbac() -> Any:
     return client.RbacAuthorizationV1Api(_client())
 
 
-def coordination() -> Any:
-    return client.CoordinationV1Api(_client())
+def api_client() -> Any:
+    """The configured API client (for a module that needs its own settings on a copy of its configuration)."""
+    return _client()
 
 
 def owner_reference(rollout: Any) -> dict[str, Any]:

@@ -16,16 +16,20 @@ The decisions are pure (``takeover_allowed``); ``Elector`` does the reading and 
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime
+import math
 import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout.k8s import api
@@ -81,7 +85,9 @@ def _micro_time(moment: datetime.datetime) -> str:
 
 
 def default_identity() -> str:
-    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    """The Pod's name (host and pid outside a Pod), made unique: two processes that share a Pod name (an
+    ``exec`` into the Pod, a harness that inherits ``POD_NAME``) are never taken for one."""
+    return f"{os.environ.get('POD_NAME') or f'{socket.gethostname()}-{os.getpid()}'}_{uuid.uuid4().hex[:8]}"
 
 
 class Elector:
@@ -105,6 +111,7 @@ class Elector:
         self._acquired = ""
         self._transitions = 0
         self._renewed_at = 0.0
+        self._api = _coordination_without_retries()
 
     async def acquire(self) -> None:
         """Returns once this process holds the Lease (cancellable while it waits)."""
@@ -129,13 +136,17 @@ class Elector:
             return
         self.leading = False
         try:
-            lease = api.coordination().read_namespaced_lease(self.name, self.namespace)
+            lease = self._api.read_namespaced_lease(self.name, self.namespace, _request_timeout=self._timeout())
             if lease.spec.holder_identity == self.identity:
                 body = self._body(lease.metadata.resource_version, holder="", transitions=_transitions(lease))
                 body["spec"]["leaseDurationSeconds"] = 1
-                api.coordination().replace_namespaced_lease(self.name, self.namespace, body)
+                self._api.replace_namespaced_lease(self.name, self.namespace, body, _request_timeout=self._timeout())
         except Exception as error:  # noqa: BLE001 - the standby waits the lease out instead
             log.warning("leader election: lease not handed back", error=str(error))
+
+    def _timeout(self) -> float:
+        """Every request is bounded by one retry interval, and the client never retries it by itself."""
+        return self.timing.retry_seconds
 
     def _try_acquire(self) -> bool:
         """One attempt: True when this process now holds the Lease. Any failure is logged and is a no."""
@@ -149,80 +160,93 @@ class Elector:
         return False
 
     def _take(self) -> bool:
-        coordination = api.coordination()
         begun = time.monotonic()
         try:
-            lease = coordination.read_namespaced_lease(self.name, self.namespace)
+            lease = self._api.read_namespaced_lease(self.name, self.namespace, _request_timeout=self._timeout())
         except ApiException as error:
             if error.status != 404:
                 raise
             body = self._body(None, holder=self.identity, transitions=0)
-            self._held(coordination.create_namespaced_lease(self.namespace, body), body, begun)
+            created = self._api.create_namespaced_lease(self.namespace, body, _request_timeout=self._timeout())
+            self._held(created, body, begun)
             return True
         spec = lease.spec
+        read_at = time.monotonic()  # a renewal may have landed while the read was in flight: count from now
         self._seen = observe(
             self._seen,
             holder=spec.holder_identity or "",
             renewed=str(spec.renew_time),
             duration_seconds=float(spec.lease_duration_seconds or self.timing.lease_seconds),
-            now=begun,
+            now=read_at,
         )
-        if not takeover_allowed(self._seen, me=self.identity, now=begun):
+        if not takeover_allowed(self._seen, me=self.identity, now=read_at):
             return False
         transitions = _transitions(lease) + (0 if spec.holder_identity == self.identity else 1)
         body = self._body(lease.metadata.resource_version, holder=self.identity, transitions=transitions)
-        self._held(coordination.replace_namespaced_lease(self.name, self.namespace, body), body, begun)
+        begun = time.monotonic()
+        written = self._api.replace_namespaced_lease(self.name, self.namespace, body, _request_timeout=self._timeout())
+        self._held(written, body, begun)
         return True
 
     def _held(self, written: Any, body: dict[str, Any], begun: float) -> None:
         self._version = written.metadata.resource_version
         self._acquired = body["spec"]["acquireTime"]
         self._transitions = body["spec"]["leaseTransitions"]
-        self._renewed_at = begun
+        self._renewed_at = begun  # counted from before the request: never later than the API server's write
 
     def fresh(self) -> bool:
         """Whether this replica may act now: it holds the Lease and renewed it within the renew deadline (a
-        reconcile checks this first, so that a process frozen past its Lease never acts on waking up, before
-        its renewal thread has noticed)."""
+        reconcile checks this before it starts and before each write, so that a process frozen past its Lease
+        never acts on waking up, before its renewal thread has noticed)."""
         return self.leading and time.monotonic() - self._renewed_at <= self.timing.renew_deadline_seconds
 
     def _renew_until_lost(self) -> None:
-        """Renews with one request every retry interval, each bounded by that interval, and checks the deadline
-        before and after each: a leader that cannot renew exits within renew deadline + one interval of its
-        last renewal, before a standby may take over (lease duration)."""
-        timing = self.timing
-        while not self._stop.wait(timing.retry_seconds):
-            if time.monotonic() - self._renewed_at > timing.renew_deadline_seconds:
-                self._lost(f"not renewed for {timing.renew_deadline_seconds:g}s")
-                return
-            try:
-                self._renew()
-            except ApiException as error:
-                if error.status == 409 and self._held_by_another():
+        """Renews every retry interval, each request bounded by that interval and never retried by the client,
+        the deadline checked before and after each: a leader that cannot renew exits within renew deadline +
+        one interval of its last renewal, before a standby may take over (lease duration). Anything
+        unexpected ends in an exit too: this thread never dies leaving a process that believes it leads."""
+        try:
+            while not self._stop.wait(self.timing.retry_seconds):
+                if self._overdue():
                     return
-                log.warning("leader election: lease not renewed", error=f"{error.status} {error.reason}")
-            except Exception as error:  # noqa: BLE001 - counted against the renew deadline
-                log.warning("leader election: lease not renewed", error=str(error))
-            if time.monotonic() - self._renewed_at > timing.renew_deadline_seconds:
-                self._lost(f"not renewed for {timing.renew_deadline_seconds:g}s")
-                return
+                try:
+                    self._renew()
+                except ApiException as error:
+                    if error.status == 404:
+                        self._lost("the lease was deleted")
+                        return
+                    if error.status == 409 and not self._overdue() and self._held_by_another():
+                        return
+                    log.warning("leader election: lease not renewed", error=f"{error.status} {error.reason}")
+                except Exception as error:  # noqa: BLE001 - counted against the renew deadline
+                    log.warning("leader election: lease not renewed", error=str(error))
+                if self._overdue():
+                    return
+        except BaseException as error:  # noqa: BLE001 - see the docstring
+            self._lost(f"lease renewal failed: {type(error).__name__}: {error}")
+
+    def _overdue(self) -> bool:
+        if time.monotonic() - self._renewed_at <= self.timing.renew_deadline_seconds:
+            return False
+        self._lost(f"not renewed for {self.timing.renew_deadline_seconds:g}s")
+        return True
 
     def _renew(self) -> None:
         begun = time.monotonic()
         body = self._body(self._version, holder=self.identity, transitions=self._transitions)
         body["spec"]["acquireTime"] = self._acquired
-        renewed = api.coordination().replace_namespaced_lease(
-            self.name, self.namespace, body, _request_timeout=self.timing.retry_seconds
-        )
+        renewed = self._api.replace_namespaced_lease(self.name, self.namespace, body, _request_timeout=self._timeout())
         self._version = renewed.metadata.resource_version
-        self._renewed_at = begun  # counted from before the request: never later than the API server's write
+        self._renewed_at = begun
 
     def _held_by_another(self) -> bool:
         """After a conflict: True (and exits) when another replica holds the Lease; otherwise takes the new
-        resourceVersion and lets the next round renew."""
-        lease = api.coordination().read_namespaced_lease(
-            self.name, self.namespace, _request_timeout=self.timing.retry_seconds
-        )
+        resourceVersion (a renewal that timed out but was written) and lets the next round renew."""
+        try:
+            lease = self._api.read_namespaced_lease(self.name, self.namespace, _request_timeout=self._timeout())
+        except Exception as error:  # noqa: BLE001 - counted against the renew deadline
+            log.warning("leader election: lease unreadable after a conflict", error=str(error))
+            return False
         holder = lease.spec.holder_identity or ""
         if holder != self.identity:
             self._lost(f"the lease is held by {holder or 'nobody'}")
@@ -248,12 +272,21 @@ class Elector:
             "metadata": metadata,
             "spec": {
                 "holderIdentity": holder,
-                "leaseDurationSeconds": max(1, round(self.timing.lease_seconds)),
+                "leaseDurationSeconds": max(1, math.ceil(self.timing.lease_seconds)),
                 "renewTime": now,
                 "acquireTime": now,
                 "leaseTransitions": transitions,
             },
         }
+
+
+def _coordination_without_retries() -> Any:
+    """The Lease API on a client of its own that never retries a request (urllib3 would, up to 3 times, and
+    stretch a request bounded by the retry interval to four times it)."""
+    shared = api.api_client()
+    configuration = copy.copy(shared.configuration)
+    configuration.retries = 0
+    return client.CoordinationV1Api(client.ApiClient(configuration))
 
 
 def _transitions(lease: Any) -> int:
