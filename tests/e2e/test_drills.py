@@ -91,11 +91,15 @@ def test_good_candidate_is_promoted(stage: Stage, stream: dict[str, np.ndarray])
     report = stage.applied_report("good")
     assert parse_report(report).confirms(revision=weights["revision"], green=0)
     assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
-    # settled: the operator does not rewrite the object on every tick
-    time.sleep(1.5)
-    version = stage.get("good")["metadata"]["resourceVersion"]
-    time.sleep(3)
-    assert stage.get("good")["metadata"]["resourceVersion"] == version
+
+    # settled: the operator does not rewrite the object on every tick (1 s): once its last writes are done,
+    # three seconds pass without a write (waited for, within a bound, rather than assumed after a fixed sleep)
+    def unchanged_for_three_ticks() -> bool:
+        version = stage.get("good")["metadata"]["resourceVersion"]
+        time.sleep(3)
+        return bool(stage.get("good")["metadata"]["resourceVersion"] == version)
+
+    process.wait_until(unchanged_for_three_ticks, timeout=60, what="the promoted rollout left unwritten", interval=0)
     steps_advanced = [h["stepIndex"] for h in body["status"]["history"] if h["reason"] == "StepAdvanced"]
     assert steps_advanced == [1, 2]  # every step once, none skipped or repeated
     assert {c["type"]: c["status"] for c in body["status"]["conditions"]}["Ready"] == "True"

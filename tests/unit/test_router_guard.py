@@ -226,7 +226,10 @@ async def test_the_python_data_plane_tells_the_guard_each_user_answer_not_mirror
     sentry.arm(armed(revision=3, green=50, phase="Progressing", green_revision="g", settings=DEFAULTS))
     for _ in range(30):  # blue answers, and every request is mirrored to the failing green
         assert await call(router, "/v2/models/m/infer") == 200
-    await asyncio.sleep(0.01)  # the mirrored copies
+    for _ in range(1000):  # the mirrored copies run as tasks of their own: wait until all 30 are done
+        if green.calls == 30:
+            break
+        await asyncio.sleep(0.001)
     assert green.calls == 30  # green failed every mirrored copy
     assert sentry.window.totals(clock[0]) == (0, 0) and trips.trips == []
     state.apply(100, revision=3)
