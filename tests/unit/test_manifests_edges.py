@@ -179,6 +179,37 @@ def test_services_account_and_binding_are_exactly_these() -> None:
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "digits-router"},
         "subjects": [{"kind": "ServiceAccount", "name": "digits-router", "namespace": "ml"}],
     }
+    assert manifests.router_role(rollout="digits", namespace="ml", owner=OWNER) == {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": router_metadata,
+        "rules": [
+            {
+                "apiGroups": ["modelrollout.dev"],
+                "resources": ["modelrollouts"],
+                "resourceNames": ["digits"],
+                "verbs": ["get", "list", "watch"],
+            },
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": ["digits-router-report"],
+                "verbs": ["get", "patch"],
+            },
+        ],
+    }
+    assert manifests.router_report(rollout="digits", namespace="ml", owner=OWNER) == {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {**router_metadata, "name": "digits-router-report"},
+    }
+    assert manifests.feedback_secret(rollout="digits", namespace="ml", owner=OWNER, token="t0ken") == {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {**router_metadata, "name": "digits-feedback"},
+        "type": "Opaque",
+        "stringData": {"token": "t0ken"},
+    }
 
 
 def rollout_spec(**traffic: Any) -> ModelRolloutSpec:
