@@ -30,6 +30,7 @@ from modelrollout.api import constants
 from modelrollout.api.spec import AnalysisSpec, ColourSpec, ModelRolloutSpec, parse_duration, serving_revision
 from modelrollout.api.status import ModelRolloutStatus, Phase, StableStatus, without_nulls
 from modelrollout.k8s import api, manifests, resources
+from modelrollout.k8s.owned import LIVE, OwnedObjects
 from modelrollout.rollout import commands, machine, steps
 from modelrollout.routing import factory
 from modelrollout.routing.base import AppliedWeights, RolloutRef
@@ -154,10 +155,13 @@ def _command(body: kopf.Body) -> commands.Command | None:
     return commands.parse(text, command_id)
 
 
-async def reconcile(body: kopf.Body, router_report: Mapping[str, str] | None = None) -> None:
-    """One tick, with the builtin router's report as last seen (routing.report). Whatever fails is recorded
-    in status and as an Event and retried on the next tick (a second later): a failure is a state of the
-    rollout, never a freeze."""
+async def reconcile(
+    body: kopf.Body, router_report: Mapping[str, str] | None = None, owned: OwnedObjects = LIVE
+) -> None:
+    """One tick, with the builtin router's report as last seen (routing.report), and the colours'
+    Deployments and pods as ``owned`` sees them (the handlers pass the operator's watches: no request per
+    tick). Whatever fails is recorded in status and as an Event and retried on the next tick (a second later):
+    a failure is a state of the rollout, never a freeze."""
     begun = time.monotonic()
     ref = _ref(body, router_report)
     key = f"{ref.namespace}/{ref.name}"
@@ -203,7 +207,7 @@ async def reconcile(body: kopf.Body, router_report: Mapping[str, str] | None = N
                     log.warning("status not written", error=_describe(failed))
                 return
         try:
-            observations = await _gather(spec, status, ref, body, command, now)
+            observations = await _gather(spec, status, ref, body, command, now, owned)
         except Exception as error:  # noqa: BLE001 - any failure to gather is counted, not a freeze
             observations = machine.Observations(command=command, error=_describe(error))
         earlier = _failures.pop(key, None)
@@ -377,6 +381,7 @@ async def _gather(
     body: kopf.Body,
     command: commands.Command | None,
     now: datetime.datetime,
+    owned: OwnedObjects = LIVE,
 ) -> machine.Observations:
     stable = stable_of(spec, status)
     green_replicas, fingerprint = _owned(body, spec, status)
@@ -409,6 +414,7 @@ async def _gather(
             constants.BLUE,
             version=stable.model.version,
             revision=serving_revision(stable.model, stable.server),
+            owned=owned,
         ),
         asyncio.to_thread(
             resources.available,
@@ -416,13 +422,14 @@ async def _gather(
             constants.GREEN,
             version=spec.green.model.version,
             revision=steps.green_revision(spec),
+            owned=owned,
         ),
     )
     analysis = None
     if steps.analysis_due(spec, status, now):
         started = time.monotonic()
         health = await asyncio.to_thread(
-            resources.pod_health, ref, constants.GREEN, revision=steps.green_revision(spec)
+            resources.pod_health, ref, constants.GREEN, revision=steps.green_revision(spec), owned=owned
         )
         analysis = await run.analyse(
             provider_for(spec, ref.namespace),

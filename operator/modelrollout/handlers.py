@@ -20,7 +20,7 @@ from prometheus_client import start_http_server
 
 from modelrollout import controller, metrics
 from modelrollout.api import constants
-from modelrollout.k8s import api, deletion, leader, manifests
+from modelrollout.k8s import api, deletion, leader, manifests, owned
 from modelrollout.routing.report import report_name
 
 TICK_SECONDS = float(os.environ.get("MODELROLLOUT_TICK_SECONDS", "1.0"))
@@ -38,6 +38,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # the API server sends only the routers' reports, not every ConfigMap of the cluster (the index's label
     # filter below is client-side)
     settings.watching.label_selectors["", "v1", "configmaps"] = f"{constants.LABEL_COLOUR}={manifests.ROUTER}"
+    # nor every Deployment and pod: only those of a rollout (the indexes below)
+    settings.watching.label_selectors["apps", "v1", "deployments"] = constants.LABEL_ROLLOUT
+    settings.watching.label_selectors["", "v1", "pods"] = constants.LABEL_ROLLOUT
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not a line per timer tick
     api.configure(os.environ.get("KUBECONFIG") or None)
     port = int(os.environ.get("MODELROLLOUT_METRICS_PORT", "8000"))
@@ -85,11 +88,35 @@ def report_for(handler_kwargs: dict[str, Any], body: kopf.Body) -> dict[str, str
     return next(iter(reports.get(key, [])), None)
 
 
+@kopf.index("apps", "v1", "deployments", labels={constants.LABEL_ROLLOUT: kopf.PRESENT})
+def owned_deployments(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[owned.DeploymentKey, Any]:
+    """The rollouts' Deployments, kept current by a watch (only the fields decisions read): a reconcile reads
+    none of them from the API server."""
+    return {(namespace or "", name): owned.trimmed_deployment(body)}
+
+
+@kopf.index("", "v1", "pods", labels={constants.LABEL_ROLLOUT: kopf.PRESENT})
+def owned_pods(namespace: str | None, body: kopf.Body, **_: Any) -> dict[owned.PodKey, Any] | None:
+    """The rollouts' pods by rollout and colour, kept current by a watch (only the fields decisions read)."""
+    key = owned.pod_key(namespace or "", body)
+    return None if key is None else {key: owned.trimmed_pod(body)}
+
+
+def owned_for(handler_kwargs: dict[str, Any], body: kopf.Body) -> owned.Cached:
+    """This rollout's Deployments and pods as the watches hold them now (a copy)."""
+    return owned.Cached(
+        body["metadata"]["namespace"],
+        body["metadata"]["name"],
+        deployments=handler_kwargs["owned_deployments"],
+        pods=handler_kwargs["owned_pods"],
+    )
+
+
 @kopf.timer(constants.GROUP, constants.VERSION, constants.PLURAL, interval=TICK_SECONDS, backoff=TICK_SECONDS)
 async def tick(body: kopf.Body, **kwargs: Any) -> None:
     if not may_act():
         return
-    await controller.reconcile(body, report_for(kwargs, body))
+    await controller.reconcile(body, report_for(kwargs, body), owned_for(kwargs, body))
 
 
 @kopf.on.delete(constants.GROUP, constants.VERSION, constants.PLURAL)

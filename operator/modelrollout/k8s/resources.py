@@ -18,6 +18,7 @@ from modelrollout.api import constants
 from modelrollout.api.spec import ModelRef, ModelRolloutSpec, ServerSpec
 from modelrollout.api.status import StableStatus
 from modelrollout.k8s import api, manifests
+from modelrollout.k8s.owned import LIVE, OwnedObjects, pod_selector
 from modelrollout.routing.base import RolloutRef
 
 
@@ -180,9 +181,7 @@ def ensure(
         _apply(manifests.service(rollout=name, namespace=namespace, colour=manifests.ROUTER, owner=owner))
 
 
-def selector(rollout: str, colour: str) -> str:
-    """The label selector of a colour's pods (as its Deployment and Service select them)."""
-    return f"{constants.LABEL_ROLLOUT}={rollout},{constants.LABEL_COLOUR}={colour}"
+selector = pod_selector
 
 
 def _labels(pod: Mapping[str, Any]) -> Mapping[str, str]:
@@ -260,13 +259,15 @@ def running_only(rollout: RolloutRef, colour: str, *, revision: str) -> bool:
     return runs_only(deployment, api.list_pods(rollout.namespace, selector(rollout.name, colour)), revision=revision)
 
 
-def available(rollout: RolloutRef, colour: str, *, version: str, revision: str) -> bool:
-    """The colour serves ``version`` as ``revision`` only, on all its replicas (see ``rolled_out``)."""
-    deployment = api.read("Deployment", rollout.namespace, f"{rollout.name}-{colour}")
+def available(rollout: RolloutRef, colour: str, *, version: str, revision: str, owned: OwnedObjects = LIVE) -> bool:
+    """The colour serves ``version`` as ``revision`` only, on all its replicas (see ``rolled_out``), as
+    ``owned`` sees it (the API server, or the operator's watches)."""
+    deployment = owned.deployment(rollout.namespace, rollout.name, colour)
     if deployment is None:
         return False
-    pods = api.list_pods(rollout.namespace, selector(rollout.name, colour))
-    return rolled_out(deployment, pods, version=version, revision=revision)
+    return rolled_out(
+        deployment, owned.pods(rollout.namespace, rollout.name, colour), version=version, revision=revision
+    )
 
 
 def health_of(pods: Iterable[Mapping[str, Any]], *, revision: str) -> PodHealth:
@@ -281,9 +282,9 @@ def health_of(pods: Iterable[Mapping[str, Any]], *, revision: str) -> PodHealth:
     )
 
 
-def pod_health(rollout: RolloutRef, colour: str, *, revision: str) -> PodHealth:
-    """PodHealth of the colour's pods of ``revision`` (one list call)."""
-    return health_of(api.list_pods(rollout.namespace, selector(rollout.name, colour)), revision=revision)
+def pod_health(rollout: RolloutRef, colour: str, *, revision: str, owned: OwnedObjects = LIVE) -> PodHealth:
+    """PodHealth of the colour's pods of ``revision``, as ``owned`` sees them."""
+    return health_of(owned.pods(rollout.namespace, rollout.name, colour), revision=revision)
 
 
 def deployment(rollout: RolloutRef, colour: str) -> dict[str, Any] | None:

@@ -1,0 +1,128 @@
+"""The operator's cache of owned Deployments and pods (k8s.owned): what it keeps of an object decides exactly
+what the object itself decides, and a reconcile's copy of it does not change under it."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+import pytest
+
+from modelrollout.api import constants
+from modelrollout.k8s import owned, resources
+from modelrollout.routing.base import RolloutRef
+from tests.unit.test_manifests import deployment, pod
+
+ROLLOUT = RolloutRef(namespace="ml", name="digits", uid="u", body={})
+
+
+def as_served(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` with the bulk the API server adds (what the cache must not keep, and must not need)."""
+    full = copy.deepcopy(obj)
+    full["metadata"].update(
+        {"namespace": "ml", "uid": "x", "resourceVersion": "7", "managedFields": [{"manager": "kubectl"}] * 20}
+    )
+    full["metadata"].setdefault("name", "digits-green-abc")
+    full.setdefault("spec", {}).setdefault("template", {})["spec"] = {
+        "containers": [{"name": "server", "args": ["-v"]}]
+    }
+    for status in full["status"].get("containerStatuses", []):
+        status.update({"image": "model-server:dev", "state": {"running": {"startedAt": "2026-11-24T00:00:00Z"}}})
+    for condition in full["status"].get("conditions", []):
+        condition.update({"lastTransitionTime": "2026-11-24T00:00:00Z", "reason": "PodReady"})
+    return full
+
+
+DEPLOYMENTS = [
+    None,
+    deployment(),
+    deployment(version="v1"),
+    deployment(revision="r1"),
+    deployment(available=1),
+    deployment(updated=1),
+    deployment(replicas=0, available=0, updated=0),
+]
+PODS = [
+    pod(),
+    pod(ready=False),
+    pod("v1"),
+    pod(revision="r1"),
+    pod(terminating=True),
+    pod("v1", terminating=True),
+    pod("v1", ready=False, phase="Failed"),
+    pod(restarts=(2, 1), init_restarts=(1,)),
+]
+
+
+@pytest.mark.parametrize("found", DEPLOYMENTS)
+@pytest.mark.parametrize("pods", [list(pair) for pair in itertools.combinations(PODS, 2)])
+def test_what_the_cache_keeps_decides_as_the_object_does(
+    found: dict[str, Any] | None, pods: list[dict[str, Any]]
+) -> None:
+    served = None if found is None else as_served(found)
+    served_pods = [as_served(each) for each in pods]
+    kept = None if served is None else owned.trimmed_deployment(served)
+    kept_pods = [owned.trimmed_pod(each) for each in served_pods]
+    for version, revision in (("v2", "r2"), ("v1", "r1")):
+        assert resources.rolled_out(kept, kept_pods, version=version, revision=revision) == resources.rolled_out(
+            served, served_pods, version=version, revision=revision
+        )
+        assert resources.runs_only(kept, kept_pods, revision=revision) == resources.runs_only(
+            served, served_pods, revision=revision
+        )
+        assert resources.health_of(kept_pods, revision=revision) == resources.health_of(served_pods, revision=revision)
+
+
+def test_the_cases_above_can_tell_the_difference() -> None:
+    """The comparison above is not vacuous: the same objects decide both ways."""
+    assert resources.rolled_out(deployment(), [pod(), pod()], version="v2", revision="r2")
+    assert not resources.rolled_out(deployment(), [pod(), pod(terminating=True)], version="v2", revision="r2")
+    assert resources.health_of([pod(restarts=(2, 1), init_restarts=(1,))], revision="r2").restarts == 4
+
+
+def test_the_cache_keeps_no_bulk() -> None:
+    kept = owned.trimmed_pod(as_served(pod()))
+    assert "managedFields" not in kept["metadata"]
+    assert kept["status"]["containerStatuses"] == [{"restartCount": 0}]
+    assert kept["status"]["conditions"] == [{"type": "Ready", "status": "True"}]
+    assert "spec" not in owned.trimmed_deployment(as_served(deployment()))["spec"]["template"]
+
+
+def test_pods_are_indexed_by_rollout_and_colour() -> None:
+    labelled = {"metadata": {"labels": {constants.LABEL_ROLLOUT: "digits", constants.LABEL_COLOUR: "green"}}}
+    assert owned.pod_key("ml", labelled) == ("ml", "digits", "green")
+    assert owned.pod_key("ml", {"metadata": {"labels": {constants.LABEL_ROLLOUT: "digits"}}}) is None
+    assert owned.pod_key("ml", {"metadata": {}}) is None
+
+
+def test_a_cached_copy_answers_for_its_rollout_from_the_indexes_and_does_not_change_under_a_reconcile() -> None:
+    green_deployment = owned.trimmed_deployment(as_served(deployment()))
+    deployments: dict[owned.DeploymentKey, list[dict[str, Any]]] = {
+        ("ml", "digits-green"): [green_deployment],
+        ("other", "digits-blue"): [owned.trimmed_deployment(as_served(deployment(version="v1")))],
+    }
+    pods: dict[owned.PodKey, list[dict[str, Any]]] = {
+        ("ml", "digits", "green"): [owned.trimmed_pod(as_served(pod())), owned.trimmed_pod(as_served(pod()))],
+        ("ml", "digits", "blue"): [owned.trimmed_pod(as_served(pod("v1", revision="r1")))],
+    }
+    view = owned.Cached("ml", "digits", deployments=deployments, pods=pods)
+    assert view.deployment("ml", "digits", "green") == green_deployment
+    assert view.deployment("ml", "digits", "blue") is None  # another namespace's blue is not this one's
+    assert resources.available(ROLLOUT, "green", version="v2", revision="r2", owned=view)
+    assert not resources.available(ROLLOUT, "blue", version="v1", revision="r1", owned=view)
+    assert resources.pod_health(ROLLOUT, "green", revision="r2", owned=view).ready == 2
+    assert resources.pod_health(ROLLOUT, "blue", revision="r1", owned=view).pods == 1
+    # the watch changes the index while a reconcile reads its copy: the copy holds
+    pods["ml", "digits", "green"].append(owned.trimmed_pod(as_served(pod(terminating=True))))
+    del deployments["ml", "digits-green"]
+    assert resources.available(ROLLOUT, "green", version="v2", revision="r2", owned=view)
+    assert not resources.available(
+        ROLLOUT,
+        "green",
+        version="v2",
+        revision="r2",
+        owned=owned.Cached("ml", "digits", deployments=deployments, pods=pods),
+    )
+    with pytest.raises(KeyError):
+        view.pods("ml", "other-rollout", "green")
