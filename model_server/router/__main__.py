@@ -4,8 +4,9 @@ In a cluster the backends are the Services ``<rollout>-blue`` and ``<rollout>-gr
 from the ModelRollout; locally, give explicit URLs, and a kubeconfig to follow a rollout, or a fixed
 ``--weight``. Every option is also a MODELROUTER_* environment variable.
 
-Following a rollout, the router reports ``"<revision>/<green>"`` in the ModelRollout's annotation
-``modelrollout.dev/router-applied`` only after its data plane serves those weights (see router.watch);
+Following a rollout, the router reports ``"<revision>/<green>"`` in its report, the ConfigMap
+``<rollout>-router-report``, only after its data plane serves those weights (see router.watch), and keeps
+what it serves in ``--state-file`` to serve it again after a restart (see router.persisted);
 ``--nginx-binary`` names the nginx to drive (tests point it at a wrapper that fails reloads on demand).
 """
 
@@ -17,17 +18,19 @@ import concurrent.futures
 import os
 import socket
 import sys
+from pathlib import Path
+from typing import Any
 
 import structlog
 import uvicorn
 
 from model_server import logs
-from model_server.router import guard
+from model_server.router import guard, persisted
 from model_server.router.metrics import RouterMetrics
 from model_server.router.nginx import NginxDataPlane
 from model_server.router.proxy import RateLimit, Router, RouterState
 from model_server.router.upstream import Upstream
-from model_server.router.watch import RolloutWatcher, Serving, Wanted
+from model_server.router.watch import RolloutWatcher, Serving, Wanted, wanted_of
 from modelrollout.routing.guard import GuardTrip
 
 log = structlog.get_logger("model_router")
@@ -68,6 +71,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="feedback calls a second before 429 (bursts of twice that; 0: no limit). The feedback token, if"
         " any, is read from MODELROUTER_FEEDBACK_TOKEN only (never a flag: it would show in ps);"
         " MODELROUTER_FEEDBACK_AUTH=true refuses feedback (503) while no token is set",
+    )
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        default=_env("STATE_FILE"),
+        help="following a rollout: keep what is served here, and serve it again after a restart until the API"
+        " server answers (router.persisted; in a cluster on the Pod's emptyDir)",
     )
     parser.add_argument("--host", default=_env("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(_env("PORT", "8080") or 8080))
@@ -163,15 +173,31 @@ def main(argv: list[str] | None = None) -> int:
             future.cancel()
             raise
 
+    remembered: persisted.Remembered | None = None
     if args.rollout and (args.kubeconfig or args.in_cluster) and args.weight is None:
-        watcher = RolloutWatcher(namespace=args.namespace, name=args.rollout, kubeconfig=args.kubeconfig, apply=apply)
+        watcher = RolloutWatcher(
+            namespace=args.namespace,
+            name=args.rollout,
+            kubeconfig=args.kubeconfig,
+            apply=apply,
+            state_file=args.state_file,
+        )
+        if args.state_file is not None:
+            remembered = persisted.load(args.state_file, namespace=args.namespace, name=args.rollout)
+            served = None if remembered is None else persisted.served(remembered)
+            if remembered is not None and served is not None:
+                # served from the first request on, before the API server is asked (it may not answer)
+                revision, green_weight = served
+                mirror = mirror_of(remembered.rollout)
+                state.apply(green_weight, mirror_percent=mirror, revision=revision)
+                log.info("serving the remembered weights", revision=revision, green_weight=green_weight)
 
     async def startup() -> None:
         loop_holder.append(asyncio.get_running_loop())
         if plane is not None:
             await plane.start(state.green_weight, state.mirror_percent)
         if watcher is not None:
-            watcher.start()  # after the data plane runs, so that the first weights go straight to it
+            watcher.start(remembered)  # after the data plane runs, so that the first weights go straight to it
 
     def shutdown() -> None:
         if watcher is not None:
@@ -216,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         lifespan="on",
     )
     return 0
+
+
+def mirror_of(rollout: dict[str, Any]) -> int:
+    wanted = wanted_of(rollout)
+    return 0 if wanted is None else wanted.mirror
 
 
 def free_port() -> int:

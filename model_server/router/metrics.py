@@ -57,6 +57,12 @@ class RouterMetrics:
             ["rollout", "reason"],
             registry=r,
         )
+        self.nginx_restarts = Counter(
+            "modelrouter_nginx_restarts_total",
+            "Times nginx (the nginx data plane) exited unasked and was started again with the config it served.",
+            ["rollout"],
+            registry=r,
+        )
         self.overhead = Histogram(
             "modelrouter_overhead_seconds",
             "Time spent in the router beyond the upstream.",
@@ -87,6 +93,9 @@ class RouterMetrics:
 
     def guard_tripped(self) -> None:
         self._guard_trips.inc()
+
+    def nginx_restarted(self) -> None:
+        self.nginx_restarts.labels(rollout=self.rollout).inc()
 
     def observe_overhead(self, seconds: float) -> None:
         self._overhead.observe(seconds)

@@ -8,6 +8,11 @@ requests, upstream errors and added latency from nginx's access log, which nginx
 syslog socket. ``/healthz`` goes through nginx to the router process, so that the router is ready only once
 both answer (nginx runs before the router process listens).
 
+nginx is supervised: when it exits unasked (killed, crashed), what is left of it (workers still holding the
+port) is ended and it is started again with the config it served, the last one ``nginx -t`` accepted. Until it
+answers again the router answers nothing, ``/readyz`` and ``/healthz`` included (they pass through nginx), so
+the Pod is not Ready meanwhile, and a liveness probe restarts a container whose nginx cannot come back.
+
 A weight change counts as applied only when all of it worked: the new config written, accepted by
 ``nginx -t``, nginx sent SIGHUP, and nginx's own ``/router/config-version`` location answering the new
 config's version. Any failure raises, and the router reports nothing for it (see router.watch).
@@ -20,6 +25,7 @@ that fails ``-t`` while a marker file exists and otherwise execs the real nginx 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -125,6 +131,16 @@ http {{
 """
 
 
+RESTART_FIRST_SECONDS = 0.5
+RESTART_MAX_SECONDS = 5.0
+
+
+def _end_group(pid: int) -> None:
+    """End what is left of an nginx started in its own process group (``pid`` leads it)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 def nginx_binary(configured: str | None = None) -> str | None:
     """The nginx to run: ``configured`` when given, else nginx from the PATH or /usr/sbin/nginx."""
     if configured:
@@ -192,6 +208,12 @@ class NginxDataPlane:
         """The version of the config in nginx.conf (the one the next reload loads)."""
         self._process: subprocess.Popen[bytes] | None = None
         self._transport: asyncio.DatagramTransport | None = None
+        self._on_disk: tuple[int, int] | None = None
+        """(green, mirror) of nginx.conf: what nginx serves once it (re)loads it."""
+        self._lock = asyncio.Lock()
+        """One change at a time: a weight change or a restart of nginx."""
+        self._stopping = False
+        self._supervisor: asyncio.Future[None] | None = None
 
     def _write(self, green_weight: int, mirror_percent: int) -> None:
         """Render, check with ``nginx -t``, and only then replace nginx.conf (raises when rejected)."""
@@ -221,6 +243,7 @@ class NginxDataPlane:
             raise RuntimeError(f"nginx rejected the config: {check.stderr.strip()}")
         partial.replace(self.directory / "nginx.conf")
         self.version = version
+        self._on_disk = (green_weight, mirror_percent)
 
     async def start(self, green_weight: int, mirror_percent: int) -> None:
         loop = asyncio.get_running_loop()
@@ -233,29 +256,63 @@ class NginxDataPlane:
         transport, _ = await loop.create_datagram_endpoint(lambda: AccessLog(self.metrics, self.guard), sock=receiver)
         self._transport = transport
         self._write(green_weight, mirror_percent)
-        self._process = subprocess.Popen(
+        self._process = self._spawn()
+        await self._confirm()
+        self.applied = (green_weight, mirror_percent)
+        self._supervisor = asyncio.ensure_future(self._supervise())
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [self.binary, "-c", str(self.directory / "nginx.conf"), "-p", str(self.directory)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True,  # its own process group: what is left of it can be ended together
         )
-        await self._confirm()
-        self.applied = (green_weight, mirror_percent)
+
+    async def _supervise(self) -> None:
+        """Start nginx again whenever it exits unasked, with the config it served (see the module's doc)."""
+        backoff = RESTART_FIRST_SECONDS
+        while True:
+            process = self._process
+            if process is None:
+                return
+            code = await asyncio.to_thread(process.wait)
+            if self._stopping:
+                return
+            async with self._lock:
+                self.metrics.nginx_restarted()
+                log.warning("nginx exited; starting it again", exit_code=code, config_version=self.version)
+                _end_group(process.pid)  # workers of a killed master still hold the port
+                self.applied = None
+                try:
+                    self._process = self._spawn()
+                    await self._confirm()
+                except Exception as error:  # noqa: BLE001 - tried again, with a backoff, until it answers
+                    log.error("nginx did not start again", error=f"{type(error).__name__}: {error}")
+                    if self._process is not None and self._process.poll() is None:
+                        self._process.kill()
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, RESTART_MAX_SECONDS)
+                    continue
+                self.applied = self._on_disk
+                backoff = RESTART_FIRST_SECONDS
+                log.info("nginx started again", config_version=self.version, serving=self.applied)
 
     async def apply(self, green_weight: int, mirror_percent: int) -> None:
         """New weights: a new config, a graceful reload, and a wait until the new config answers.
         Returns only once nginx serves them; raises otherwise (nginx keeps serving what it served).
         Weights nginx confirmed last time need no reload (a guard trip and the report after it)."""
-        if self._process is None or self._process.poll() is not None:
-            raise RuntimeError("nginx is not running")
-        if self.applied == (green_weight, mirror_percent):
-            return
-        self.applied = None
-        await asyncio.to_thread(self._write, green_weight, mirror_percent)
-        os.kill(self._process.pid, signal.SIGHUP)
-        await self._confirm()
-        self.applied = (green_weight, mirror_percent)
+        async with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                raise RuntimeError("nginx is not running")
+            if self.applied == (green_weight, mirror_percent):
+                return
+            self.applied = None
+            await asyncio.to_thread(self._write, green_weight, mirror_percent)
+            os.kill(self._process.pid, signal.SIGHUP)
+            await self._confirm()
+            self.applied = (green_weight, mirror_percent)
 
     async def _confirm(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
@@ -271,6 +328,7 @@ class NginxDataPlane:
         raise RuntimeError(f"nginx did not load config version {self.version} within {timeout}s")
 
     def stop(self) -> None:
+        self._stopping = True
         if self._process is not None:
             self._process.send_signal(signal.SIGQUIT)  # graceful: finish the requests in flight
             try:
@@ -278,6 +336,7 @@ class NginxDataPlane:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+            _end_group(self._process.pid)
             self._process = None
         if self._transport is not None:
             self._transport.close()

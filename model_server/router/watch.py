@@ -36,12 +36,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+from model_server.router import persisted
 from model_server.router.guard import guard_of
 from modelrollout.api import constants
 from modelrollout.api.spec import GuardSpec
@@ -166,6 +168,8 @@ class WeightsFollower:
     ``apply(wanted)`` returns once the data plane serves ``wanted`` and raises when it does not; it may return
     the Serving it applied instead (a trip that came meanwhile makes it serve 0% green). ``report(uid,
     wanted, trip)`` writes the report for the rollout ``uid``, with the guard's trip when there is one.
+    ``remember(rollout, report)``, when given, keeps what the data plane serves after each confirmed apply
+    (router.persisted): the ModelRollout it was applied for and the report that says so.
     """
 
     def __init__(
@@ -173,9 +177,13 @@ class WeightsFollower:
         *,
         apply: Callable[[Wanted], Serving | None],
         report: Callable[[str, Wanted, GuardTrip | None], None],
+        remember: Callable[[dict[str, Any], dict[str, str]], None] | None = None,
     ) -> None:
         self._apply = apply
         self._report = report
+        self._remember = remember
+        self.seen: dict[str, Any] = {}
+        """The ModelRollout ``wanted`` comes from."""
         self._changed = threading.Condition()
         self._generation = 0
         self.wanted: Wanted | None = None
@@ -212,6 +220,7 @@ class WeightsFollower:
             self._changed.notify_all()
 
     def _observe(self, obj: dict[str, Any]) -> None:
+        self.seen = obj
         self.wanted = wanted_of(obj)
         uid = uid_of(obj)
         if uid != self.uid:
@@ -249,7 +258,7 @@ class WeightsFollower:
         while True:
             with self._changed:
                 wanted, reported, reported_trip, trip = self.wanted, self.reported, self.reported_trip, self.trip
-                uid = self.uid
+                uid, seen = self.uid, self.seen
             if wanted is None:
                 self.failures = 0
                 return True
@@ -272,6 +281,7 @@ class WeightsFollower:
                         held_by_guard=goal.green != wanted.green or self.serving.green != goal.green,
                         seconds=round(time.monotonic() - begun, 3),
                     )
+                    self._keep(seen, uid, goal.revision, self.serving.green, goal_trip)
                 else:
                     begun = time.monotonic()
                     self._report(uid, goal, goal_trip)
@@ -298,6 +308,15 @@ class WeightsFollower:
                     error=f"{type(error).__name__}: {error}",
                 )
                 return False
+
+    def _keep(self, seen: dict[str, Any], uid: str, revision: int, green: int, trip: GuardTrip | None) -> None:
+        """Remember what the data plane now serves (a failure is logged: the weights are served all the same)."""
+        if self._remember is None:
+            return
+        try:
+            self._remember(seen, report_data(uid=uid, revision=revision, green=green, trip=trip))
+        except Exception as error:  # noqa: BLE001 - serving goes on; only a restart without the API loses it
+            log.warning("served weights not remembered", error=f"{type(error).__name__}: {error}")
 
     def run(self, stop: threading.Event) -> None:
         """Until ``stop``: settle, then wait for a change. After a failure, retry after a backoff (0.5 s
@@ -333,22 +352,33 @@ class RolloutWatcher:
         name: str,
         kubeconfig: str | None,
         apply: Callable[[Wanted], Serving | None],
+        state_file: Path | None = None,
     ) -> None:
         self.namespace = namespace
         self.name = name
+        self.state_file = state_file
         self._api_client = config.new_client_from_config(kubeconfig) if kubeconfig else _in_cluster_client()
         self._api = client.CustomObjectsApi(self._api_client)
         self._core = client.CoreV1Api(self._api_client)
-        self.follower = WeightsFollower(apply=apply, report=self._report)
+        self.follower = WeightsFollower(
+            apply=apply, report=self._report, remember=self._remember if state_file is not None else None
+        )
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._watch, name="rollout-watch", daemon=True),
             threading.Thread(target=self.follower.run, args=(self._stop,), name="rollout-apply", daemon=True),
         ]
 
-    def start(self) -> None:
+    def start(self, remembered: persisted.Remembered | None = None) -> None:
+        """Start following; from ``remembered`` (what the state file kept) until the API server answers."""
+        if remembered is not None:
+            self.follower.restart(remembered.rollout, remembered.report)
         for thread in self._threads:
             thread.start()
+
+    def _remember(self, rollout: dict[str, Any], report: dict[str, str]) -> None:
+        assert self.state_file is not None
+        persisted.save(self.state_file, namespace=self.namespace, name=self.name, rollout=rollout, report=report)
 
     def stop(self) -> None:
         self._stop.set()

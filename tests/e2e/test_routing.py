@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -133,6 +135,7 @@ class RouterProcess:
             env=env,
         )
         self.log_file = self.logs / f"router-{self.port}.log"
+        self.pid = self._process.pid
         process.wait_until(
             lambda: httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200,
             timeout=30,
@@ -424,22 +427,29 @@ def test_mirrored_copies_a_dead_green_cannot_answer_are_not_counted_as_its_upstr
 
 @DATA_PLANES
 def test_router_keeps_last_weights_when_the_api_server_is_gone(
-    demo_models: Path, servers: tuple[ModelServer, ModelServer], stream: dict[str, np.ndarray], data_plane: str
+    demo_models: Path,
+    servers: tuple[ModelServer, ModelServer],
+    stream: dict[str, np.ndarray],
+    data_plane: str,
+    tmp_path: Path,
 ) -> None:
+    """A router keeps serving what it served when the API server goes, and so does a router restarted while
+    the API server is still gone, from its state file; one without the file can only start at 100% blue."""
     blue, green = servers
+    state_file = tmp_path / "weights.json"
     with cluster.LocalCluster(nodes=1) as local:
         config_path = local.kubeconfig_path
         kubectl.install_crd(config_path)
         router_config = builtin_rollout(config_path, "outage")
         publish_weight(config_path, "outage", 100)
+        follow = ["--rollout", "outage", "--kubeconfig", str(router_config)]
         router = RouterProcess(
-            data_plane=data_plane,
-            blue=blue,
-            green=green,
-            args=["--rollout", "outage", "--kubeconfig", str(router_config)],
+            data_plane=data_plane, blue=blue, green=green, args=[*follow, "--state-file", str(state_file)]
         )
+        restarted = forgetful = None
         try:
             process.wait_until(lambda: router.state()["greenWeight"] == 100, timeout=60, what="router at 100%")
+            process.wait_until(state_file.exists, timeout=10, what="the served weights kept")
             assert local.state is not None
             process.stop(local.state.pids["kube-apiserver"])
             process.wait_until(
@@ -448,8 +458,58 @@ def test_router_keeps_last_weights_when_the_api_server_is_gone(
                 what="the router to lose its watch",
             )
             assert send(router, stream, 100) == {"v2": 100}
+            router.stop()  # a container restart: the emptyDir, and the file on it, stay
+
+            restarted = RouterProcess(
+                data_plane=data_plane, blue=blue, green=green, args=[*follow, "--state-file", str(state_file)]
+            )
+            assert httpx.get(f"{restarted.url}/readyz", timeout=2).status_code == 200
+            assert restarted.state()["greenWeight"] == 100
+            assert send(restarted, stream, 100) == {"v2": 100}
+            forgetful = RouterProcess(data_plane=data_plane, blue=blue, green=green, args=follow)
+            assert send(forgetful, stream, 100) == {"v1": 100}  # what the file is for
         finally:
-            router.stop()
+            for each in (router, restarted, forgetful):
+                if each is not None:
+                    each.stop()
+
+
+def nginx_master(router: RouterProcess) -> int:
+    """The pid of the nginx the router process started (its child)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = stat.with_name("comm").read_text().strip()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == router.pid and command == "nginx":
+            return int(stat.parent.name)
+    raise AssertionError("the router runs no nginx")
+
+
+def test_nginx_killed_is_started_again_serving_the_same_weights(
+    servers: tuple[ModelServer, ModelServer], stream: dict[str, np.ndarray]
+) -> None:
+    """nginx's master killed outright (its worker left holding the port): the router ends what is left,
+    starts nginx again with the config it served, counts the restart, and serves the same split."""
+    blue, green = servers
+    router = RouterProcess(data_plane="nginx", blue=blue, green=green, args=["--weight", "100"])
+    try:
+        assert send(router, stream, 20) == {"v2": 20}
+        version = router.nginx_config_version()
+        killed = nginx_master(router)
+        os.kill(killed, signal.SIGKILL)
+        process.wait_until(
+            lambda: router_samples(router).get(("modelrouter_nginx_restarts_total", ""), 0) == 1,
+            timeout=30,
+            what="nginx started again",
+        )
+        assert nginx_master(router) != killed
+        assert router.nginx_config_version() == version  # the config it served, not a new one
+        assert httpx.get(f"{router.url}/readyz", timeout=2).status_code == 200
+        assert send(router, stream, 20) == {"v2": 20}
+    finally:
+        router.stop()
 
 
 @pytest.fixture(scope="module")

@@ -56,15 +56,12 @@ PODS = [
 
 
 @pytest.mark.parametrize("found", DEPLOYMENTS)
-@pytest.mark.parametrize("pods", [list(pair) for pair in itertools.combinations(PODS, 2)])
-def test_what_the_cache_keeps_decides_as_the_object_does(
-    found: dict[str, Any] | None, pods: list[dict[str, Any]]
-) -> None:
+def test_what_the_cache_keeps_decides_as_the_object_does(found: dict[str, Any] | None) -> None:
     served = None if found is None else as_served(found)
-    served_pods = [as_served(each) for each in pods]
     kept = None if served is None else owned.trimmed_deployment(served)
-    kept_pods = [owned.trimmed_pod(each) for each in served_pods]
-    for version, revision in (("v2", "r2"), ("v1", "r1")):
+    for pods, (version, revision) in itertools.product(itertools.combinations(PODS, 2), (("v2", "r2"), ("v1", "r1"))):
+        served_pods = [as_served(each) for each in pods]
+        kept_pods = [owned.trimmed_pod(each) for each in served_pods]
         assert resources.rolled_out(kept, kept_pods, version=version, revision=revision) == resources.rolled_out(
             served, served_pods, version=version, revision=revision
         )

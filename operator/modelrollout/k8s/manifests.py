@@ -67,6 +67,7 @@ CONTAINER_SECURITY: dict[str, Any] = {
 to the Pod's own ``/tmp`` (SCRATCH)."""
 SCRATCH_VOLUME: dict[str, Any] = {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}
 SCRATCH_MOUNT: dict[str, Any] = {"name": "tmp", "mountPath": "/tmp"}  # noqa: S108 - the Pod's own emptyDir
+ROUTER_STATE_FILE = "/tmp/modelrouter-weights.json"  # noqa: S108 - on the Pod's own emptyDir (SCRATCH)
 ROUTER_RESOURCES: dict[str, Any] = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
 """The router's: every user request passes through it, so no CPU limit (throttling would add latency)."""
 
@@ -347,6 +348,8 @@ def router_deployment(
         "MODELROUTER_DATA_PLANE": "nginx",
         "MODELROUTER_FEEDBACK_PER_SECOND": str(spec.traffic.feedback_per_second),
         "MODELROUTER_FEEDBACK_AUTH": "true",
+        # on the Pod's emptyDir: a restarted container serves what it served, even with no API server
+        "MODELROUTER_STATE_FILE": ROUTER_STATE_FILE,
     }
     if spec.traffic.sticky_header:
         env["MODELROUTER_STICKY_HEADER"] = spec.traffic.sticky_header
