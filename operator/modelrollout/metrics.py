@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import collections
-
 from prometheus_client import Counter, Gauge, Histogram
 
 from modelrollout.api.status import Phase
@@ -22,15 +20,22 @@ DECISION_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 
+for _known in Phase:
+    ROLLOUTS.labels(phase=_known.value)  # every phase shown from the start, at 0
+
 _phases: dict[str, str] = {}
 
 
 def track_phase(key: str, phase: str | None) -> None:
-    """Keep the phase gauge in step with every rollout this operator sees (None: deleted)."""
-    if phase is None:
-        _phases.pop(key, None)
-    else:
+    """Keep the phase gauge in step with every rollout this operator sees (None: deleted): the rollout's
+    old phase counts one less, its new one one more (constant work per call, whatever the number of
+    rollouts)."""
+    before = _phases.pop(key, None) if phase is None else _phases.get(key)
+    if phase is not None:
         _phases[key] = phase
-    counts = collections.Counter(_phases.values())
-    for known in Phase:
-        ROLLOUTS.labels(phase=known.value).set(counts.get(known.value, 0))
+    if before == phase:
+        return
+    if before is not None:
+        ROLLOUTS.labels(phase=before).dec()
+    if phase is not None:
+        ROLLOUTS.labels(phase=phase).inc()

@@ -9,6 +9,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from prometheus_client import Counter
+
+QUERIES_SENT = Counter(
+    "modelrollout_prometheus_queries_total",
+    "Queries the operator sent to Prometheus (answers shared by rollouts asking the same one count once).",
+)
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -26,6 +33,41 @@ class NoData:
 NO_DATA: Final = NoData()
 
 QueryResult = Sequence[Sample] | NoData
+
+
+class Samples(Sequence[Sample]):
+    """A query's samples, also grouped by the rollout they are for (``namespace`` and ``rollout`` labels):
+    the grouping is built once, on first use, for every rollout that shares the answer (SharedQueries), so
+    each rollout finds its own series without scanning everyone's."""
+
+    def __init__(self, samples: Sequence[Sample]) -> None:
+        self._samples = tuple(samples)
+        self._grouped: dict[tuple[str | None, str | None], list[int]] | None = None
+
+    def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
+        return self._samples[index]
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to any sequence of the same samples (a list answer and its grouped copy are one answer)."""
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return list(self._samples) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def of(self, *, namespace: str, rollout: str) -> list[Sample]:
+        """The samples labelled with ``rollout`` and ``namespace`` (or with no namespace label), in order."""
+        if self._grouped is None:
+            grouped: dict[tuple[str | None, str | None], list[int]] = {}
+            for index, sample in enumerate(self._samples):
+                key = (sample.labels.get("namespace"), sample.labels.get("rollout"))
+                grouped.setdefault(key, []).append(index)
+            self._grouped = grouped
+        found = self._grouped.get((namespace, rollout), []) + self._grouped.get((None, rollout), [])
+        return [self._samples[index] for index in sorted(found)]
 
 
 class ProviderError(Exception):
@@ -51,19 +93,23 @@ class SharedQueries:
         self.provider = provider
         self.ttl = ttl
         self._answers: dict[str, tuple[float, asyncio.Future[QueryResult]]] = {}
+        self._swept_at = time.monotonic()
         self.sent = 0
         """How many queries reached the provider (for tests and the operator's metrics)."""
 
     async def query(self, promql: str) -> QueryResult:
         now = time.monotonic()
+        self._sweep(now)
         cached = self._answers.get(promql)
         if cached is not None and now - cached[0] < self.ttl:
             return await asyncio.shield(cached[1])
         future: asyncio.Future[QueryResult] = asyncio.get_running_loop().create_future()
         self._answers[promql] = (now, future)
         self.sent += 1
+        QUERIES_SENT.inc()
         try:
-            future.set_result(await self.provider.query(promql))
+            answer = await self.provider.query(promql)
+            future.set_result(answer if isinstance(answer, NoData) else Samples(answer))
         except ProviderError as error:
             future.set_exception(error)
             self._answers.pop(promql, None)
@@ -71,6 +117,20 @@ class SharedQueries:
             future.exception()
             raise
         return future.result()
+
+    def _sweep(self, now: float) -> None:
+        """Forget answers no rollout can use any more (older than ``ttl``), at most once per ``ttl``: a query
+        no rollout asks again (its rollout finished, its spec changed) does not stay in memory."""
+        if now - self._swept_at < self.ttl:
+            return
+        self._swept_at = now
+        for promql, (asked_at, future) in list(self._answers.items()):
+            if now - asked_at >= self.ttl and future.done():
+                del self._answers[promql]
+
+    def __len__(self) -> int:
+        """Answers held now."""
+        return len(self._answers)
 
     async def is_online(self) -> bool:
         return await self.provider.is_online()

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from modelrollout.analysis import checks, evaluate, queries
 from modelrollout.analysis.evaluate import CheckResult
-from modelrollout.analysis.provider import MetricProvider, NoData, ProviderError, QueryResult, Sample
+from modelrollout.analysis.provider import MetricProvider, NoData, ProviderError, QueryResult, Sample, Samples
 from modelrollout.api.constants import BLUE, GREEN
 from modelrollout.api.spec import CustomCheck, ModelRolloutSpec
 from modelrollout.rollout.machine import AnalysisOutcome
@@ -16,6 +16,8 @@ from modelrollout.rollout.machine import AnalysisOutcome
 def _ours(result: QueryResult, *, namespace: str, rollout: str) -> Sequence[Sample]:
     if isinstance(result, NoData):
         return []
+    if isinstance(result, Samples):
+        return result.of(namespace=namespace, rollout=rollout)
     return [
         s for s in result if s.labels.get("rollout") == rollout and s.labels.get("namespace", namespace) == namespace
     ]

@@ -1,0 +1,104 @@
+"""The analysis work that must not grow with the square of the number of rollouts: each rollout picks its
+series out of a shared answer without scanning everyone's, shared answers are forgotten once no rollout can
+use them, and the phase gauge is kept without recounting every rollout."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import pytest
+
+from modelrollout import metrics
+from modelrollout.analysis import provider as provider_module
+from modelrollout.analysis.provider import QueryResult, Sample, Samples, SharedQueries
+from modelrollout.analysis.run import _ours
+from modelrollout.api.status import Phase
+
+
+def linear_pick(samples: Sequence[Sample], *, namespace: str, rollout: str) -> list[Sample]:
+    """What picking a rollout's series means (the scan the grouping replaces)."""
+    return [
+        s for s in samples if s.labels.get("rollout") == rollout and s.labels.get("namespace", namespace) == namespace
+    ]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_rollouts_series_are_the_same_grouped_or_scanned(seed: int) -> None:
+    chance = random.Random(seed)
+    samples = []
+    for index in range(200):
+        labels = {"colour": chance.choice(["blue", "green"])}
+        if chance.random() < 0.9:
+            labels["rollout"] = chance.choice(["a", "b", "c"])
+        if chance.random() < 0.8:
+            labels["namespace"] = chance.choice(["ml", "web"])
+        samples.append(Sample(labels, float(index)))
+    grouped = Samples(samples)
+    assert list(grouped) == samples and len(grouped) == 200
+    for namespace in ("ml", "web", "other"):
+        for rollout in ("a", "b", "c", "d"):
+            expected = linear_pick(samples, namespace=namespace, rollout=rollout)
+            assert grouped.of(namespace=namespace, rollout=rollout) == expected  # same samples, same order
+            assert _ours(grouped, namespace=namespace, rollout=rollout) == expected
+            assert _ours(samples, namespace=namespace, rollout=rollout) == expected
+    assert grouped.of(namespace="ml", rollout="a")  # not vacuous
+
+
+class Answering:
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def query(self, promql: str) -> QueryResult:
+        self.asked.append(promql)
+        return [Sample({"rollout": "a", "namespace": "ml"}, 1.0)]
+
+    async def is_online(self) -> bool:
+        return True
+
+
+async def test_shared_answers_are_grouped_and_forgotten_once_no_rollout_can_use_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(provider_module.time, "monotonic", lambda: clock[0])
+    answering = Answering()
+    shared = SharedQueries(answering, ttl=5.0)
+    sent = provider_module.QUERIES_SENT._value.get()
+    answer = await shared.query("q-finished-rollout")
+    assert isinstance(answer, Samples) and answer.of(namespace="ml", rollout="a") == list(answer)
+    await shared.query("q-live")
+    assert len(shared) == 2
+    assert provider_module.QUERIES_SENT._value.get() == sent + 2
+    clock[0] += 4.0
+    await shared.query("q-live")  # still fresh: shared, not asked again
+    assert answering.asked == ["q-finished-rollout", "q-live"] and len(shared) == 2
+    clock[0] += 2.0
+    await shared.query("q-live")  # stale now: asked again; the answer nobody asks again is gone
+    assert answering.asked == ["q-finished-rollout", "q-live", "q-live"]
+    assert len(shared) == 1
+
+
+def recount() -> dict[str, float]:
+    return {phase.value: metrics.ROLLOUTS.labels(phase=phase.value)._value.get() for phase in Phase}
+
+
+def test_the_phase_gauge_counts_each_rollout_once_in_its_latest_phase(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics, "_phases", {})
+    for phase in Phase:
+        metrics.ROLLOUTS.labels(phase=phase.value).set(0)
+    chance = random.Random(7)
+    truth: dict[str, str] = {}
+    phases = [phase.value for phase in Phase]
+    for _ in range(2000):
+        key = f"ml/r{chance.randrange(30)}"
+        if chance.random() < 0.1:
+            metrics.track_phase(key, None)
+            truth.pop(key, None)
+        else:
+            phase = chance.choice(phases)
+            metrics.track_phase(key, phase)
+            truth[key] = phase
+        counted = recount()
+        assert counted == {phase: float(sum(1 for p in truth.values() if p == phase)) for phase in phases}
+    assert sum(recount().values()) == len(truth) > 0
