@@ -24,6 +24,9 @@ from modelrollout.k8s import api, deletion, leader, manifests, owned
 from modelrollout.routing.report import report_name
 
 TICK_SECONDS = float(os.environ.get("MODELROLLOUT_TICK_SECONDS", "1.0"))
+OWNED_FROM_API = os.environ.get("MODELROLLOUT_OWNED_READS", "watch") == "api"
+"""``MODELROLLOUT_OWNED_READS=api``: read the colours' Deployments and pods from the API server on every tick
+(what the operator did before its watches; for comparing the two, and for ruling the cache out)."""
 
 
 LEADER_ELECTION = os.environ.get("MODELROLLOUT_LEADER_ELECTION", "").lower() in ("1", "true", "yes")
@@ -116,7 +119,8 @@ def owned_for(handler_kwargs: dict[str, Any], body: kopf.Body) -> owned.Cached:
 async def tick(body: kopf.Body, **kwargs: Any) -> None:
     if not may_act():
         return
-    await controller.reconcile(body, report_for(kwargs, body), owned_for(kwargs, body))
+    owned_objects = owned.LIVE if OWNED_FROM_API else owned_for(kwargs, body)
+    await controller.reconcile(body, report_for(kwargs, body), owned_objects)
 
 
 @kopf.on.delete(constants.GROUP, constants.VERSION, constants.PLURAL)

@@ -8,6 +8,10 @@ from modelrollout.api.status import Phase
 
 ROLLOUTS = Gauge("modelrollout_rollouts", "ModelRollouts by phase.", ["phase"])
 ROLLBACKS = Counter("modelrollout_rollbacks_total", "Rollbacks, by reason.", ["reason"])
+THROTTLED_SECONDS = Counter(
+    "modelrollout_api_throttled_seconds_total",
+    "Seconds the operator's requests waited for the client-side rate limit (MODELROLLOUT_API_QPS, _BURST).",
+)
 LEADER = Gauge("modelrollout_leader", "1 while this operator replica reconciles (holds the Lease, or runs alone).")
 ANALYSIS_DURATION = Histogram(
     "modelrollout_analysis_duration_seconds",

@@ -8,12 +8,17 @@ do (an env var such as an old model checksum or a fault injection setting would 
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout.api import constants
+from modelrollout.metrics import THROTTLED_SECONDS
 
 _api_client: Any = None
 
@@ -27,6 +32,58 @@ MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
 
+API_QPS = float(os.environ.get("MODELROLLOUT_API_QPS", "200"))
+API_BURST = int(os.environ.get("MODELROLLOUT_API_BURST", "400"))
+"""The operator's own requests (not kopf's watches and its few patches): at most API_QPS a second on average,
+in bursts of at most API_BURST; a request over the limit waits for its turn (client-go's QPS and burst)."""
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up; ``acquire`` takes one, waiting until there is one
+    (thread-safe). Returns the seconds it waited."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError(f"a rate limit needs a rate above 0 and a burst of at least 1 (got {rate}, {burst})")
+        self.rate, self.burst = rate, burst
+        self._clock, self._sleep = clock, sleep
+        self._tokens = float(burst)
+        self._at = clock()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> float:
+        with self._lock:  # tokens are handed out in order; a waiter's wait is reserved before it sleeps
+            now = self._clock()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            self._tokens -= 1
+            wait = 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+
+def limit(api_client: Any, bucket: TokenBucket) -> Any:
+    """Every request ``api_client`` sends takes a token from ``bucket`` first."""
+    send = api_client.rest_client.request
+
+    def limited(*args: Any, **kwargs: Any) -> Any:
+        waited = bucket.acquire()
+        if waited:
+            THROTTLED_SECONDS.inc(waited)
+        return send(*args, **kwargs)
+
+    api_client.rest_client.request = limited
+    return api_client
+
+
 def configure(kubeconfig: str | None = None) -> None:
     global _api_client
     if kubeconfig:
@@ -37,6 +94,7 @@ def configure(kubeconfig: str | None = None) -> None:
         except config.ConfigException:
             config.load_kube_config()
         _api_client = client.ApiClient()
+    limit(_api_client, TokenBucket(API_QPS, API_BURST))
 
 
 def _client() -> Any:

@@ -1,11 +1,12 @@
-"""The analysis work that must not grow with the square of the number of rollouts: each rollout picks its
-series out of a shared answer without scanning everyone's, shared answers are forgotten once no rollout can
-use them, and the phase gauge is kept without recounting every rollout."""
+"""What keeps one operator's work in step with the number of rollouts: each rollout picks its series out of a
+shared answer without scanning everyone's, shared answers are forgotten once no rollout can use them, the
+phase gauge is kept without recounting every rollout, and the operator's requests keep to a rate limit."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,6 +15,7 @@ from modelrollout.analysis import provider as provider_module
 from modelrollout.analysis.provider import QueryResult, Sample, Samples, SharedQueries
 from modelrollout.analysis.run import _ours
 from modelrollout.api.status import Phase
+from modelrollout.k8s.api import TokenBucket, limit
 
 
 def linear_pick(samples: Sequence[Sample], *, namespace: str, rollout: str) -> list[Sample]:
@@ -102,3 +104,43 @@ def test_the_phase_gauge_counts_each_rollout_once_in_its_latest_phase(monkeypatc
         counted = recount()
         assert counted == {phase: float(sum(1 for p in truth.values() if p == phase)) for phase in phases}
     assert sum(recount().values()) == len(truth) > 0
+
+
+# -- the operator's client-side rate limit (k8s.api) -------------------------------------------------------
+
+
+def test_the_rate_limit_lets_a_burst_through_then_spaces_requests_at_the_rate() -> None:
+    clock = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock[0] += seconds
+
+    bucket = TokenBucket(10.0, 5, clock=lambda: clock[0], sleep=sleep)
+    assert [bucket.acquire() for _ in range(5)] == [0.0] * 5  # the burst
+    assert bucket.acquire() == pytest.approx(0.1)  # then one every 1/rate
+    assert bucket.acquire() == pytest.approx(0.1)
+    clock[0] += 10.0  # idle: saves up no more than the burst
+    assert [bucket.acquire() for _ in range(5)] == [0.0] * 5
+    assert bucket.acquire() == pytest.approx(0.1)
+    assert sum(slept) == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="rate above 0"):
+        TokenBucket(0, 1)
+
+
+def test_every_request_of_the_operators_client_takes_a_token() -> None:
+    sent: list[str] = []
+    taken: list[int] = []
+
+    class Bucket:
+        def acquire(self) -> float:
+            taken.append(len(sent))
+            return 0.0
+
+    api_client = SimpleNamespace(rest_client=SimpleNamespace(request=lambda method, url, **_: sent.append(url)))
+    limit(api_client, Bucket())  # type: ignore[arg-type]
+    api_client.rest_client.request("GET", "/api/v1/pods")
+    api_client.rest_client.request("PATCH", "/apis/modelrollout.dev/v1alpha1/x")
+    assert sent == ["/api/v1/pods", "/apis/modelrollout.dev/v1alpha1/x"]
+    assert taken == [0, 1]  # each token taken before its request went out
