@@ -99,10 +99,12 @@ def owned_deployments(namespace: str | None, name: str, body: kopf.Body, **_: An
 
 
 @kopf.index("", "v1", "pods", labels={constants.LABEL_ROLLOUT: kopf.PRESENT})
-def owned_pods(namespace: str | None, body: kopf.Body, **_: Any) -> dict[owned.PodKey, Any] | None:
-    """The rollouts' pods by rollout and colour, kept current by a watch (only the fields decisions read)."""
+def owned_pods(namespace: str | None, body: kopf.Body, **_: Any) -> dict[owned.PodKey, Any]:
+    """The rollouts' pods by rollout and colour, kept current by a watch (only the fields decisions read). A
+    pod no colour selects any more is indexed nowhere (an empty dict, not None: kopf keeps an object's
+    earlier entries when its index function returns None)."""
     key = owned.pod_key(namespace or "", body)
-    return None if key is None else {key: owned.trimmed_pod(body)}
+    return {} if key is None else {key: owned.trimmed_pod(body)}
 
 
 def owned_for(handler_kwargs: dict[str, Any], body: kopf.Body) -> owned.Cached:
