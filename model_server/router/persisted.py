@@ -15,6 +15,7 @@ A file that cannot be read, or that is another rollout's, counts as none (logged
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping
@@ -43,12 +44,20 @@ def _slim(rollout: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def save(path: Path, *, namespace: str, name: str, rollout: Mapping[str, Any], report: Mapping[str, str]) -> None:
-    """Write (atomically: a partial file is never read back) what the router serves now for ``rollout``."""
+    """Write (atomically: a partial file is never read back) what the router serves now for ``rollout``. When
+    that fails (a full disk), the file that was there goes too, and the error is raised: what it held is no
+    longer what is served, and a restart must not serve it."""
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(
-        json.dumps({"namespace": namespace, "name": name, "rollout": _slim(rollout), "report": dict(report)})
-    )
-    os.replace(partial, path)
+    try:
+        partial.write_text(
+            json.dumps({"namespace": namespace, "name": name, "rollout": _slim(rollout), "report": dict(report)})
+        )
+        os.replace(partial, path)
+    except BaseException:
+        for stale in (partial, path):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        raise
 
 
 def load(path: Path, *, namespace: str, name: str) -> Remembered | None:

@@ -184,6 +184,8 @@ class WeightsFollower:
         self._remember = remember
         self.seen: dict[str, Any] = {}
         """The ModelRollout ``wanted`` comes from."""
+        self._kept: tuple[Any, ...] | None = None
+        """What was last remembered (see ``_keep``)."""
         self._changed = threading.Condition()
         self._generation = 0
         self.wanted: Wanted | None = None
@@ -266,6 +268,8 @@ class WeightsFollower:
             action = next_action(goal, self.serving, reported, trip=goal_trip, reported_trip=reported_trip)
             if action is Action.NOTHING:
                 self.failures = 0
+                if self.serving is not None:
+                    self._keep(seen, uid, goal.revision, self.serving)
                 return True
             try:
                 if action is Action.APPLY:
@@ -281,7 +285,7 @@ class WeightsFollower:
                         held_by_guard=goal.green != wanted.green or self.serving.green != goal.green,
                         seconds=round(time.monotonic() - begun, 3),
                     )
-                    self._keep(seen, uid, goal.revision, self.serving.green, goal_trip)
+                    self._keep(seen, uid, goal.revision, self.serving)
                 else:
                     begun = time.monotonic()
                     self._report(uid, goal, goal_trip)
@@ -309,13 +313,24 @@ class WeightsFollower:
                 )
                 return False
 
-    def _keep(self, seen: dict[str, Any], uid: str, revision: int, green: int, trip: GuardTrip | None) -> None:
-        """Remember what the data plane now serves (a failure is logged: the weights are served all the same)."""
+    def _keep(self, seen: dict[str, Any], uid: str, revision: int, serving: Serving) -> None:
+        """Remember what the data plane serves now, for the rollout ``seen``, with the latest trip (taken now:
+        one that came during an apply is kept too), whenever any of it changed since it was last kept. A
+        failure is logged (``remember`` removes what it could not replace: a restart then starts at 100%
+        blue, never at older weights); the weights are served all the same."""
         if self._remember is None:
             return
+        with self._changed:
+            trip = self.trip
+        resource_version = (seen.get("metadata") or {}).get("resourceVersion")
+        key = (uid, resource_version, revision, serving, trip)
+        if key == self._kept:
+            return
         try:
-            self._remember(seen, report_data(uid=uid, revision=revision, green=green, trip=trip))
+            self._remember(seen, report_data(uid=uid, revision=revision, green=serving.green, trip=trip))
+            self._kept = key
         except Exception as error:  # noqa: BLE001 - serving goes on; only a restart without the API loses it
+            self._kept = None
             log.warning("served weights not remembered", error=f"{type(error).__name__}: {error}")
 
     def run(self, stop: threading.Event) -> None:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from model_server.router import persisted
 from model_server.router.watch import Serving, Wanted, WeightsFollower
 from modelrollout.api import constants
@@ -125,3 +127,72 @@ def test_a_router_restarted_from_the_file_serves_it_and_holds_its_trip(tmp_path:
     assert second.step()
     assert second_plane.serving.green == 0  # the trip holds after the restart
     assert second.trip is not None and second.trip.green_revision == TRIP.green_revision
+
+
+def test_a_trip_during_an_apply_and_the_rollback_after_it_are_both_kept(tmp_path: Path) -> None:
+    """The guard trips while weights are being applied (so 0% green is served for it), then the operator
+    acknowledges and rolls back while green already gets 0% (nothing to apply): the file follows both, and a
+    router restarted from it alone never gives the rolled-back green traffic."""
+    path = tmp_path / "weights.json"
+
+    def save(obj: dict[str, Any], report: dict[str, str]) -> None:
+        persisted.save(path, namespace="default", name="digits", rollout=obj, report=report)
+
+    tripping: list[WeightsFollower] = []
+    plane = Plane()
+
+    def apply_and_trip(wanted: Wanted) -> Serving:
+        if wanted.green > 0 and tripping[0].trip is None:
+            assert tripping[0].tripped(TRIP)  # the guard trips in the middle of this apply
+        return plane.apply(wanted)
+
+    follower = WeightsFollower(apply=apply_and_trip, report=Annotations().report, remember=save)
+    plane.follower = follower
+    tripping.append(follower)
+    follower.observe(rollout(green=25, revision=5))
+    assert follower.step() and plane.serving.green == 0
+    kept = persisted.load(path, namespace="default", name="digits")
+    assert kept is not None and parse_trip(kept.report[constants.REPORT_GUARD]) == TRIP
+
+    rolled_back = rollout(green=0, revision=6, phase="RollingBack", acknowledged=5)
+    follower.observe(rolled_back)
+    assert follower.step() and plane.serving.green == 0
+    kept = persisted.load(path, namespace="default", name="digits")
+    assert kept is not None and kept.rollout["status"] == rolled_back["status"]
+    assert persisted.served(kept) == (6, 0)
+
+    restarted, restarted_plane, _ = following()
+    restarted.restart(kept.rollout, kept.report)
+    assert restarted.step() and restarted_plane.serving.green == 0
+
+
+def test_a_save_that_fails_removes_the_older_file(tmp_path: Path) -> None:
+    """What a failed save leaves must not be served after a restart: weights that are no longer served."""
+    path = tmp_path / "weights.json"
+    persisted.save(
+        path,
+        namespace="ml",
+        name="digits",
+        rollout=rollout(green=25, revision=5),
+        report=report_data(uid="u1", revision=5, green=25, trip=None),
+    )
+    assert persisted.load(path, namespace="ml", name="digits") is not None
+    with pytest.raises(TypeError):
+        persisted.save(path, namespace="ml", name="digits", rollout={"status": {1, 2}}, report={})  # cannot be written
+    assert not path.exists()
+    assert persisted.load(path, namespace="ml", name="digits") is None
+
+
+def test_a_failed_remember_is_tried_again_once_something_changes() -> None:
+    calls: list[int] = []
+
+    def flaky(obj: dict[str, Any], report: dict[str, str]) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("No space left on device")
+
+    follower, _plane, _ = remembering(remember=flaky)
+    follower.observe(rollout(green=25, revision=5))
+    assert follower.step()  # the failed remember does not fail the step: the weights are served
+    assert len(calls) == 2  # tried again when the step settled
+    assert follower.step() and len(calls) == 2  # kept now: not written again while nothing changes
