@@ -190,10 +190,17 @@ def main(argv: list[str] | None = None) -> int:
                 revision, green_weight = served
                 mirror = mirror_of(remembered.rollout)
                 state.apply(green_weight, mirror_percent=mirror, revision=revision)
+                # Ready only once the API server has answered (and its weights are served) or could not be
+                # read: a router restarted while it answers serves what the rollout asks now, never older
+                # weights, to a Service that has not routed to it yet.
+                state.known = False
+                watcher.on_unreachable = state.mark_known
                 log.info("serving the remembered weights", revision=revision, green_weight=green_weight)
 
     async def startup() -> None:
         loop_holder.append(asyncio.get_running_loop())
+        if plane is not None and watcher is not None:
+            plane.on_restart = watcher.follower.forget_serving
         if plane is not None:
             await plane.start(state.green_weight, state.mirror_percent)
         if watcher is not None:

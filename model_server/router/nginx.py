@@ -33,6 +33,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,6 +215,10 @@ class NginxDataPlane:
         """One change at a time: a weight change or a restart of nginx."""
         self._stopping = False
         self._supervisor: asyncio.Future[None] | None = None
+        self._exited = asyncio.Event()
+        """Set as soon as the running nginx has exited (a new one gets a new event)."""
+        self.on_restart: Callable[[], None] | None = None
+        """Called (on the event loop) after nginx was started again."""
 
     def _write(self, green_weight: int, mirror_percent: int) -> None:
         """Render, check with ``nginx -t``, and only then replace nginx.conf (raises when rejected)."""
@@ -271,20 +276,25 @@ class NginxDataPlane:
         )
 
     async def _supervise(self) -> None:
-        """Start nginx again whenever it exits unasked, with the config it served (see the module's doc)."""
+        """Start nginx again whenever it exits unasked, with the config it served (see the module's doc). Its
+        exit is flagged at once (``_exited``), so that a reload or a confirmation in progress gives up rather
+        than wait out its timeout, and the router is told (``on_restart``), so that it applies what it wants
+        again: the config on disk may be one whose reload was never confirmed."""
         backoff = RESTART_FIRST_SECONDS
-        while True:
+        while not self._stopping:
             process = self._process
             if process is None:
                 return
             code = await asyncio.to_thread(process.wait)
-            if self._stopping:
-                return
+            self._exited.set()
             async with self._lock:
+                if self._stopping:
+                    return
                 self.metrics.nginx_restarted()
                 log.warning("nginx exited; starting it again", exit_code=code, config_version=self.version)
                 _end_group(process.pid)  # workers of a killed master still hold the port
                 self.applied = None
+                self._exited = asyncio.Event()
                 try:
                     self._process = self._spawn()
                     await self._confirm()
@@ -298,19 +308,26 @@ class NginxDataPlane:
                 self.applied = self._on_disk
                 backoff = RESTART_FIRST_SECONDS
                 log.info("nginx started again", config_version=self.version, serving=self.applied)
+            if self.on_restart is not None:
+                self.on_restart()
 
     async def apply(self, green_weight: int, mirror_percent: int) -> None:
         """New weights: a new config, a graceful reload, and a wait until the new config answers.
         Returns only once nginx serves them; raises otherwise (nginx keeps serving what it served).
         Weights nginx confirmed last time need no reload (a guard trip and the report after it)."""
         async with self._lock:
-            if self._process is None or self._process.poll() is not None:
+            if self._process is None or self._exited.is_set():
                 raise RuntimeError("nginx is not running")
             if self.applied == (green_weight, mirror_percent):
                 return
             self.applied = None
             await asyncio.to_thread(self._write, green_weight, mirror_percent)
-            os.kill(self._process.pid, signal.SIGHUP)
+            if self._exited.is_set():
+                raise RuntimeError("nginx exited before its reload")
+            try:
+                os.kill(self._process.pid, signal.SIGHUP)
+            except ProcessLookupError as error:
+                raise RuntimeError("nginx exited before its reload") from error
             await self._confirm()
             self.applied = (green_weight, mirror_percent)
 
@@ -318,6 +335,8 @@ class NginxDataPlane:
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=1) as client:
             while time.monotonic() < deadline:
+                if self._exited.is_set():
+                    raise RuntimeError(f"nginx exited before it loaded config version {self.version}")
                 try:
                     answer = await client.get(f"http://{self.listen}/router/config-version")
                     if answer.text == str(self.version):
@@ -329,6 +348,8 @@ class NginxDataPlane:
 
     def stop(self) -> None:
         self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
         if self._process is not None:
             self._process.send_signal(signal.SIGQUIT)  # graceful: finish the requests in flight
             try:

@@ -76,6 +76,10 @@ class RouterState:
         """True once weights came from the ModelRollout (or were given on the command line)."""
         metrics.set_weight(green_weight)
 
+    def mark_known(self) -> None:
+        """The weights in force count as known (Ready) although none was applied since they were set."""
+        self.known = True
+
     def apply(self, green_weight: int, *, mirror_percent: int | None = None, revision: int | None = None) -> None:
         """Set the weights in force (call it once the data plane serves them)."""
         self.green_weight = max(0, min(100, green_weight))

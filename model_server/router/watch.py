@@ -351,6 +351,14 @@ class WeightsFollower:
         with self._changed:
             self._changed.wait_for(lambda: self._generation != seen or stop.is_set(), timeout=timeout)
 
+    def forget_serving(self) -> None:
+        """What the data plane serves is unknown again (nginx was started again, from a config whose reload
+        may never have been confirmed): apply what is wanted once more."""
+        with self._changed:
+            self.serving = None
+            self._generation += 1
+            self._changed.notify_all()
+
     def wake(self) -> None:
         with self._changed:
             self._generation += 1
@@ -368,10 +376,13 @@ class RolloutWatcher:
         kubeconfig: str | None,
         apply: Callable[[Wanted], Serving | None],
         state_file: Path | None = None,
+        on_unreachable: Callable[[], None] | None = None,
     ) -> None:
         self.namespace = namespace
         self.name = name
         self.state_file = state_file
+        self.on_unreachable = on_unreachable
+        """Called when a read of the rollout fails (the router then serves what it remembered)."""
         self._api_client = config.new_client_from_config(kubeconfig) if kubeconfig else _in_cluster_client()
         self._api = client.CustomObjectsApi(self._api_client)
         self._core = client.CoreV1Api(self._api_client)
@@ -407,6 +418,8 @@ class RolloutWatcher:
                 backoff = 0.5
             except Exception as error:  # noqa: BLE001 - any API failure: keep the last weights, retry
                 log.warning("watch interrupted; keeping the last weights", error=f"{type(error).__name__}: {error}")
+                if self.on_unreachable is not None:
+                    self.on_unreachable()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
 

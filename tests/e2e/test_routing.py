@@ -463,7 +463,11 @@ def test_router_keeps_last_weights_when_the_api_server_is_gone(
             restarted = RouterProcess(
                 data_plane=data_plane, blue=blue, green=green, args=[*follow, "--state-file", str(state_file)]
             )
-            assert httpx.get(f"{restarted.url}/readyz", timeout=2).status_code == 200
+            process.wait_until(  # Ready once its read of the rollout failed: it serves what it remembered
+                lambda: httpx.get(f"{restarted.url}/readyz", timeout=2).status_code == 200,
+                timeout=30,
+                what="the restarted router Ready",
+            )
             assert restarted.state()["greenWeight"] == 100
             assert send(restarted, stream, 100) == {"v2": 100}
             forgetful = RouterProcess(data_plane=data_plane, blue=blue, green=green, args=follow)
@@ -474,17 +478,32 @@ def test_router_keeps_last_weights_when_the_api_server_is_gone(
                     each.stop()
 
 
-def nginx_master(router: RouterProcess) -> int:
-    """The pid of the nginx the router process started (its child)."""
+def children(pid: int) -> dict[int, str]:
+    """Live (not zombie) child processes of ``pid``: pid -> command name."""
+    found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            command = stat.with_name("comm").read_text().strip()
-        except (OSError, IndexError):
+            command, rest = stat.read_text().rsplit(")", 1)
+        except OSError:
             continue
-        if int(fields[1]) == router.pid and command == "nginx":
-            return int(stat.parent.name)
-    raise AssertionError("the router runs no nginx")
+        fields = rest.split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found[int(stat.parent.name)] = command.split("(", 1)[1]
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def nginx_master(router: RouterProcess) -> int:
+    """The pid of the nginx the router process started (its child)."""
+    masters = [pid for pid, command in children(router.pid).items() if command == "nginx"]
+    assert len(masters) == 1, masters
+    return masters[0]
 
 
 def test_nginx_killed_is_started_again_serving_the_same_weights(
@@ -498,13 +517,16 @@ def test_nginx_killed_is_started_again_serving_the_same_weights(
         assert send(router, stream, 20) == {"v2": 20}
         version = router.nginx_config_version()
         killed = nginx_master(router)
+        workers = set(children(killed))
+        assert workers  # the worker that would go on holding the port
         os.kill(killed, signal.SIGKILL)
         process.wait_until(
-            lambda: router_samples(router).get(("modelrouter_nginx_restarts_total", ""), 0) == 1,
+            lambda: router_samples(router).get(("modelrouter_nginx_restarts_total", ""), 0) >= 1,
             timeout=30,
             what="nginx started again",
         )
         assert nginx_master(router) != killed
+        assert not [pid for pid in workers if alive(pid)]  # what was left of the killed nginx is gone
         assert router.nginx_config_version() == version  # the config it served, not a new one
         assert httpx.get(f"{router.url}/readyz", timeout=2).status_code == 200
         assert send(router, stream, 20) == {"v2": 20}
