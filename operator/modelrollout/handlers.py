@@ -10,6 +10,7 @@ wait in startup (k8s.leader).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any
@@ -27,6 +28,7 @@ TICK_SECONDS = float(os.environ.get("MODELROLLOUT_TICK_SECONDS", "1.0"))
 OWNED_FROM_API = os.environ.get("MODELROLLOUT_OWNED_READS", "watch") == "api"
 """``MODELROLLOUT_OWNED_READS=api``: read the colours' Deployments and pods from the API server on every tick
 (what the operator did before its watches; for comparing the two, and for ruling the cache out)."""
+RESYNC = owned.Resync()
 
 
 LEADER_ELECTION = os.environ.get("MODELROLLOUT_LEADER_ELECTION", "").lower() in ("1", "true", "yes")
@@ -117,12 +119,23 @@ def owned_for(handler_kwargs: dict[str, Any], body: kopf.Body) -> owned.Cached:
     )
 
 
+async def owned_view(handler_kwargs: dict[str, Any], body: kopf.Body) -> owned.OwnedObjects:
+    """What a reconcile reads the colours from: the watches' copy, checked against the API server now and
+    then (owned.Resync), or the API server on every tick with MODELROLLOUT_OWNED_READS=api."""
+    if OWNED_FROM_API:
+        return owned.LIVE
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    cached = owned_for(handler_kwargs, body)
+    if not RESYNC.due(cached):
+        return cached
+    return await asyncio.to_thread(RESYNC.view, cached, lambda: owned.read_live(namespace, name))
+
+
 @kopf.timer(constants.GROUP, constants.VERSION, constants.PLURAL, interval=TICK_SECONDS, backoff=TICK_SECONDS)
 async def tick(body: kopf.Body, **kwargs: Any) -> None:
     if not may_act():
         return
-    owned_objects = owned.LIVE if OWNED_FROM_API else owned_for(kwargs, body)
-    await controller.reconcile(body, report_for(kwargs, body), owned_objects)
+    await controller.reconcile(body, report_for(kwargs, body), await owned_view(kwargs, body))
 
 
 @kopf.on.delete(constants.GROUP, constants.VERSION, constants.PLURAL)
@@ -138,3 +151,4 @@ def deleted(body: kopf.Body, **kwargs: Any) -> None:
 
     deletion.finalize(body, post=post, router_report=report_for(kwargs, body))
     controller.forget(body)
+    RESYNC.forget(body["metadata"]["namespace"], body["metadata"]["name"])

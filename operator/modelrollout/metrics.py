@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from modelrollout.api.status import Phase
@@ -28,18 +30,20 @@ for _known in Phase:
     ROLLOUTS.labels(phase=_known.value)  # every phase shown from the start, at 0
 
 _phases: dict[str, str] = {}
+_phases_lock = threading.Lock()
 
 
 def track_phase(key: str, phase: str | None) -> None:
     """Keep the phase gauge in step with every rollout this operator sees (None: deleted): the rollout's
     old phase counts one less, its new one one more (constant work per call, whatever the number of
     rollouts)."""
-    before = _phases.pop(key, None) if phase is None else _phases.get(key)
-    if phase is not None:
-        _phases[key] = phase
-    if before == phase:
-        return
-    if before is not None:
-        ROLLOUTS.labels(phase=before).dec()
-    if phase is not None:
-        ROLLOUTS.labels(phase=phase).inc()
+    with _phases_lock:  # the deletion handler runs in a thread, reconciles on the event loop
+        before = _phases.pop(key, None) if phase is None else _phases.get(key)
+        if phase is not None:
+            _phases[key] = phase
+        if before == phase:
+            return
+        if before is not None:
+            ROLLOUTS.labels(phase=before).dec()
+        if phase is not None:
+            ROLLOUTS.labels(phase=phase).inc()

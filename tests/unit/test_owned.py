@@ -34,9 +34,16 @@ def as_served(obj: dict[str, Any]) -> dict[str, Any]:
     return full
 
 
+def observed_earlier() -> dict[str, Any]:
+    stale = deployment()
+    stale["status"]["observedGeneration"] = 2  # the controller has not seen the latest spec yet
+    return stale
+
+
 DEPLOYMENTS = [
     None,
     deployment(),
+    observed_earlier(),
     deployment(version="v1"),
     deployment(revision="r1"),
     deployment(available=1),
@@ -123,3 +130,124 @@ def test_a_cached_copy_answers_for_its_rollout_from_the_indexes_and_does_not_cha
     )
     with pytest.raises(KeyError):
         view.pods("ml", "other-rollout", "green")
+
+
+# -- the indexes as kopf fills them, and the cache checked against the API server ---------------------------
+
+
+def indexed(results: list[dict[Any, Any]]) -> dict[Any, list[Any]]:
+    """What kopf's index holds after these index-function results (one object each)."""
+    index: dict[Any, list[Any]] = {}
+    for result in results:
+        for key, value in result.items():
+            index.setdefault(key, []).append(value)
+    return index
+
+
+def labelled(name: str, colour: str, obj: dict[str, Any]) -> dict[str, Any]:
+    served = as_served(obj)
+    served["metadata"].update(
+        {
+            "name": name,
+            "labels": {
+                **served["metadata"].get("labels", {}),
+                constants.LABEL_ROLLOUT: "digits",
+                constants.LABEL_COLOUR: colour,
+            },
+        }
+    )
+    return served
+
+
+def test_what_the_handlers_index_is_what_a_reconcile_finds() -> None:
+    from modelrollout import handlers
+
+    deployments = indexed(
+        [
+            handlers.owned_deployments(
+                namespace="ml", name="digits-green", body=labelled("digits-green", "green", deployment())
+            ),
+            handlers.owned_deployments(
+                namespace="ml",
+                name="digits-blue",
+                body=labelled("digits-blue", "blue", deployment(version="v1", revision="r1")),
+            ),
+        ]
+    )
+    pods = indexed(
+        [
+            handlers.owned_pods(namespace="ml", body=labelled("g-1", "green", pod())),
+            handlers.owned_pods(namespace="ml", body=labelled("g-2", "green", pod())),
+            handlers.owned_pods(namespace="ml", body=labelled("b-1", "blue", pod("v1", revision="r1"))),
+        ]
+    )
+    assert handlers.owned_pods(namespace="ml", body=as_served(pod())) == {}  # no colour: indexed nowhere
+    view = owned.Cached("ml", "digits", deployments=deployments, pods=pods)
+    assert resources.available(ROLLOUT, "green", version="v2", revision="r2", owned=view)
+    assert resources.available(ROLLOUT, "blue", version="v1", revision="r1", owned=view)
+    assert [p["metadata"]["name"] for p in view.pods("ml", "digits", "green")] == ["g-1", "g-2"]
+
+
+def cached_with(pod_names: dict[str, list[str]], uids: dict[str, str], *, twice: str = "") -> owned.Cached:
+    deployments: dict[owned.DeploymentKey, list[dict[str, Any]]] = {}
+    for colour, uid in uids.items():
+        made = deployment()
+        made["metadata"].update({"name": f"digits-{colour}", "uid": uid})
+        deployments[("ml", f"digits-{colour}")] = [owned.trimmed_deployment(made)]
+        if colour == twice:
+            again = copy.deepcopy(made)
+            again["metadata"]["uid"] = uid + "-new"
+            deployments[("ml", f"digits-{colour}")].append(owned.trimmed_deployment(again))
+    pods = {
+        ("ml", "digits", colour): [owned.trimmed_pod({**pod(), "metadata": {"name": name}}) for name in names]
+        for colour, names in pod_names.items()
+    }
+    return owned.Cached("ml", "digits", deployments=deployments, pods=pods)
+
+
+LIVE_NOW = cached_with({"blue": ["b-1"], "green": ["g-2"]}, {"blue": "ub", "green": "ug"})
+
+
+@pytest.mark.parametrize(
+    ("cache", "found"),
+    [
+        (cached_with({"blue": ["b-1"], "green": ["g-2"]}, {"blue": "ub", "green": "ug"}), []),
+        (cached_with({"blue": ["b-1"], "green": []}, {"blue": "ub", "green": "ug"}), []),  # not seen yet: no ghost
+        (cached_with({"blue": ["b-1"], "green": ["g-1", "g-2"]}, {"blue": "ub", "green": "ug"}), ["Pod g-1"]),
+        (
+            cached_with({"blue": ["b-1"], "green": ["g-2"]}, {"blue": "ub", "green": "ug-old"}),
+            ["Deployment digits-green"],
+        ),
+    ],
+)
+def test_ghosts_are_what_the_cache_holds_and_the_api_server_does_not(cache: owned.Cached, found: list[str]) -> None:
+    assert owned.ghosts(cache, LIVE_NOW) == found
+
+
+def test_a_rollouts_cache_is_checked_now_and_then_and_read_live_while_it_holds_ghosts() -> None:
+    clock = [0.0]
+    resync = owned.Resync(every=60.0, clock=lambda: clock[0])
+    reads: list[float] = []
+
+    def read() -> owned.Cached:
+        reads.append(clock[0])
+        return LIVE_NOW
+
+    right = cached_with({"blue": ["b-1"], "green": ["g-2"]}, {"blue": "ub", "green": "ug"})
+    haunted = cached_with({"blue": ["b-1"], "green": ["g-1", "g-2"]}, {"blue": "ub", "green": "ug"})
+    assert resync.view(right, read) is right and reads == [0.0]  # checked at its first tick
+    clock[0] = 59.0
+    assert not resync.due(right) and resync.view(right, read) is right and reads == [0.0]
+    clock[0] = 60.0
+    assert resync.view(haunted, read) is LIVE_NOW  # the check finds a ghost: the API server's answer
+    clock[0] = 61.0
+    assert resync.due(haunted) and resync.view(haunted, read) is LIVE_NOW  # and on every tick after it
+    assert reads == [0.0, 60.0, 61.0]
+    clock[0] = 62.0
+    assert resync.view(right, read) is right  # the cache right again: back to it
+    clock[0] = 63.0
+    assert not resync.due(right)
+    doubled = cached_with({"blue": ["b-1"], "green": ["g-2"]}, {"blue": "ub", "green": "ug"}, twice="green")
+    assert doubled.duplicated and resync.due(doubled) and resync.view(doubled, read) is LIVE_NOW
+    resync.forget("ml", "digits")
+    assert resync.due(right)

@@ -4,6 +4,7 @@ phase gauge is kept without recounting every rollout, and the operator's request
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Sequence
 from types import SimpleNamespace
@@ -12,7 +13,7 @@ import pytest
 
 from modelrollout import metrics
 from modelrollout.analysis import provider as provider_module
-from modelrollout.analysis.provider import QueryResult, Sample, Samples, SharedQueries
+from modelrollout.analysis.provider import ProviderError, QueryResult, Sample, Samples, SharedQueries
 from modelrollout.analysis.run import _ours
 from modelrollout.api.status import Phase
 from modelrollout.k8s.api import TokenBucket, limit
@@ -144,3 +145,33 @@ def test_every_request_of_the_operators_client_takes_a_token() -> None:
     api_client.rest_client.request("PATCH", "/apis/modelrollout.dev/v1alpha1/x")
     assert sent == ["/api/v1/pods", "/apis/modelrollout.dev/v1alpha1/x"]
     assert taken == [0, 1]  # each token taken before its request went out
+
+
+async def test_a_cancelled_first_asker_leaves_no_waiter_hanging() -> None:
+    """The task that sent a shared query is cancelled (its tick timed out) while another rollout waits for the
+    same answer: the other gets an error at once, and the query is asked afresh next time."""
+    release = asyncio.Event()
+
+    class Slow:
+        asked = 0
+
+        async def query(self, promql: str) -> QueryResult:
+            Slow.asked += 1
+            await release.wait()
+            return [Sample({"rollout": "a"}, 1.0)]
+
+        async def is_online(self) -> bool:
+            return True
+
+    shared = SharedQueries(Slow(), ttl=60)
+    first = asyncio.ensure_future(shared.query("q"))
+    await asyncio.sleep(0)
+    second = asyncio.ensure_future(shared.query("q"))
+    await asyncio.sleep(0)
+    first.cancel()
+    with pytest.raises(ProviderError, match="not answered"):
+        await asyncio.wait_for(second, timeout=5)
+    assert first.cancelled()
+    release.set()
+    assert list(await shared.query("q")) == [Sample({"rollout": "a"}, 1.0)]
+    assert Slow.asked == 2

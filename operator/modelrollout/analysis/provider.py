@@ -110,8 +110,11 @@ class SharedQueries:
         try:
             answer = await self.provider.query(promql)
             future.set_result(answer if isinstance(answer, NoData) else Samples(answer))
-        except ProviderError as error:
-            future.set_exception(error)
+        except BaseException as error:
+            # Any failure, also one that is not the provider's (the asking task cancelled, a bug): every other
+            # waiter gets an error now rather than wait forever, and the query is asked afresh next time.
+            failed = error if isinstance(error, ProviderError) else ProviderError(f"query not answered: {error!r}")
+            future.set_exception(failed)
             self._answers.pop(promql, None)
             # mark the exception retrieved: other waiters get it through their own await
             future.exception()

@@ -12,11 +12,16 @@ reads it checks the revision and the generation it wants, so an object not yet u
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
+
+import structlog
 
 from modelrollout.api import constants
 from modelrollout.k8s import api
+
+log = structlog.get_logger("modelrollout")
 
 
 class OwnedObjects(Protocol):
@@ -66,10 +71,11 @@ class Cached:
         pods: Mapping[PodKey, Iterable[Mapping[str, Any]]],
         colours: Iterable[str] = constants.COLOURS,
     ) -> None:
-        self._scope = (namespace, rollout)
-        self._deployments = {
-            colour: next(iter(deployments.get((namespace, f"{rollout}-{colour}"), ())), None) for colour in colours
-        }
+        self.scope = (namespace, rollout)
+        found = {colour: list(deployments.get((namespace, f"{rollout}-{colour}"), ())) for colour in colours}
+        self._deployments = {colour: next(iter(each), None) for colour, each in found.items()}
+        self.duplicated = any(len(each) > 1 for each in found.values())
+        """Two objects under one Deployment name: one is a ghost (see ``Resync``)."""
         self._pods = {colour: list(pods.get((namespace, rollout, colour), ())) for colour in colours}
 
     def deployment(self, namespace: str, rollout: str, colour: str) -> Mapping[str, Any] | None:
@@ -81,8 +87,99 @@ class Cached:
         return list(self._pods[colour])
 
     def _check(self, namespace: str, rollout: str, colour: str) -> None:
-        if (namespace, rollout) != self._scope or colour not in self._pods:
-            raise KeyError(f"{namespace}/{rollout} {colour}: not in this copy of {'/'.join(self._scope)}")
+        if (namespace, rollout) != self.scope or colour not in self._pods:
+            raise KeyError(f"{namespace}/{rollout} {colour}: not in this copy of {'/'.join(self.scope)}")
+
+    @property
+    def colours(self) -> tuple[str, ...]:
+        return tuple(self._pods)
+
+
+def read_live(namespace: str, rollout: str, colours: Iterable[str] = constants.COLOURS) -> Cached:
+    """A rollout's colours as the API server has them now (a GET and a LIST per colour), in Cached's form."""
+    deployments: dict[DeploymentKey, list[Mapping[str, Any]]] = {}
+    pods: dict[PodKey, list[Mapping[str, Any]]] = {}
+    for colour in colours:
+        found = LIVE.deployment(namespace, rollout, colour)
+        if found is not None:
+            deployments[namespace, f"{rollout}-{colour}"] = [trimmed_deployment(found)]
+        pods[namespace, rollout, colour] = [trimmed_pod(pod) for pod in LIVE.pods(namespace, rollout, colour)]
+    return Cached(namespace, rollout, deployments=deployments, pods=pods, colours=colours)
+
+
+def ghosts(cached: Cached, live: Cached) -> list[str]:
+    """What the cache holds that the API server does not (a pure function): pods by name, Deployments by uid.
+    An object deleted while a watch was broken and listed again afresh (an API server restarted, a 410 Gone)
+    stays in kopf's indexes for good, as if it still existed."""
+    namespace, rollout = cached.scope
+    found = []
+    for colour in cached.colours:
+        cached_deployment = cached.deployment(namespace, rollout, colour)
+        live_deployment = live.deployment(namespace, rollout, colour)
+        if cached_deployment is not None and (
+            live_deployment is None or _uid(cached_deployment) != _uid(live_deployment)
+        ):
+            found.append(f"Deployment {(cached_deployment.get('metadata') or {}).get('name')}")
+        live_pods = {_name(pod) for pod in live.pods(namespace, rollout, colour)}
+        found.extend(
+            f"Pod {_name(pod)}" for pod in cached.pods(namespace, rollout, colour) if _name(pod) not in live_pods
+        )
+    return found
+
+
+def _uid(body: Mapping[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("uid") or "")
+
+
+def _name(body: Mapping[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("name") or "")
+
+
+RESYNC_SECONDS = 60.0
+
+
+class Resync:
+    """Which view a reconcile reads: the cache, checked against the API server once every ``every`` seconds
+    per rollout (a GET and a LIST per colour). A rollout whose cache holds ghosts (see ``ghosts``), or two
+    Deployments under one name, reads from the API server on every tick until a check finds its cache right
+    again (which a ghost never is: for that rollout the operator reads as it did before its watches, logged).
+    Ghosts can only make a colour read as less ready than it is, or shadow a Deployment made again under its
+    old name; either way the API server's answer is the one used."""
+
+    def __init__(self, every: float = RESYNC_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self._clock = clock
+        self._checked: dict[tuple[str, str], float] = {}
+        self.diverged: set[tuple[str, str]] = set()
+
+    def due(self, cached: Cached) -> bool:
+        """Whether ``view`` would read the API server for this rollout now."""
+        key = cached.scope
+        checked = self._checked.get(key, float("-inf"))
+        return cached.duplicated or key in self.diverged or self._clock() - checked >= self.every
+
+    def view(self, cached: Cached, read: Callable[[], Cached]) -> Cached:
+        """``cached``, or what ``read`` (the API server) answers when a check is due or the cache is known
+        wrong for this rollout."""
+        if not self.due(cached):
+            return cached
+        key = cached.scope
+        live = read()
+        self._checked[key] = self._clock()
+        stale = ghosts(cached, live)
+        if stale or cached.duplicated:
+            if key not in self.diverged:
+                log.warning("owned objects cache holds ghosts; reading from the API server", ghosts=stale[:10])
+            self.diverged.add(key)
+            return live
+        if key in self.diverged:
+            log.info("owned objects cache right again", rollout="/".join(key))
+        self.diverged.discard(key)
+        return cached
+
+    def forget(self, namespace: str, rollout: str) -> None:
+        self._checked.pop((namespace, rollout), None)
+        self.diverged.discard((namespace, rollout))
 
 
 def _labels(body: Mapping[str, Any]) -> Mapping[str, str]:
@@ -106,6 +203,7 @@ def trimmed_deployment(body: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "metadata": {
             "name": metadata.get("name"),
+            "uid": metadata.get("uid"),
             "generation": metadata.get("generation"),
             "labels": dict(metadata.get("labels") or {}),
         },
