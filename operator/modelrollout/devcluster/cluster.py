@@ -166,23 +166,30 @@ phase: Succeeded
 """
 
 
-def kwok_stages() -> list[dict[str, Any]]:
+def kwok_stages(*, model_servers_ready: bool = False) -> list[dict[str, Any]]:
     """kwok's default Pod stages (ready, complete, delete), except that model-server Pods are started and
-    left not Ready: the kubelet stand-in reports their truth. (kwok uses its defaults for a kind that the
-    configuration gives no stage for: Nodes keep theirs.)"""
+    left not Ready: the kubelet stand-in reports their truth; with ``model_servers_ready`` (no process stands
+    behind any Pod: the operator scale benchmark), kwok makes them Ready too. (kwok uses its defaults for a
+    kind that the configuration gives no stage for: Nodes keep theirs.)"""
     key, value = MODEL_SERVER_POD_LABEL
     label = f'.metadata.labels["{key}"]'
+    if model_servers_ready:
+        started = [_pod_stage("pod-ready", {"matchExpressions": _NOT_STARTED}, {"statusTemplate": _POD_READY})]
+    else:
+        started = [
+            _pod_stage(
+                "pod-ready",
+                {"matchExpressions": [*_NOT_STARTED, {"key": label, "operator": "NotIn", "values": [value]}]},
+                {"statusTemplate": _POD_READY},
+            ),
+            _pod_stage(
+                "model-server-pod-started",
+                {"matchLabels": {key: value}, "matchExpressions": _NOT_STARTED},
+                {"statusTemplate": _MODEL_SERVER_POD_STARTED},
+            ),
+        ]
     return [
-        _pod_stage(
-            "pod-ready",
-            {"matchExpressions": [*_NOT_STARTED, {"key": label, "operator": "NotIn", "values": [value]}]},
-            {"statusTemplate": _POD_READY},
-        ),
-        _pod_stage(
-            "model-server-pod-started",
-            {"matchLabels": {key: value}, "matchExpressions": _NOT_STARTED},
-            {"statusTemplate": _MODEL_SERVER_POD_STARTED},
-        ),
+        *started,
         _pod_stage(
             "pod-complete",
             {
@@ -212,9 +219,11 @@ def nodes_schedulable(node: dict[str, Any]) -> bool:
 class LocalCluster:
     """Starts and stops one local control plane; usable as a context manager."""
 
-    def __init__(self, directory: Path | None = None, *, nodes: int = 2) -> None:
+    def __init__(self, directory: Path | None = None, *, nodes: int = 2, model_servers_ready: bool = False) -> None:
         self.directory = directory or Path(tempfile.mkdtemp(prefix="modelrollout-cluster-"))
         self.nodes = nodes
+        self.model_servers_ready = model_servers_ready
+        """kwok makes model-server Pods Ready itself (no kubelet stand-in runs their processes)."""
         self._processes: dict[str, Any] = {}
         self.state: ClusterState | None = None
 
@@ -355,7 +364,7 @@ class LocalCluster:
             logs,
         )
         kwok_config = self.directory / "kwok.yaml"
-        kwok_config.write_text(yaml.safe_dump_all(kwok_stages()))
+        kwok_config.write_text(yaml.safe_dump_all(kwok_stages(model_servers_ready=self.model_servers_ready)))
         self._launch(
             "kwok",
             [
