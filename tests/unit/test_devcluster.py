@@ -116,14 +116,12 @@ def test_a_node_is_schedulable_only_when_ready_and_untainted() -> None:
 
 
 def test_kwok_leaves_model_servers_to_the_kubelet_stand_in_unless_told_to_make_them_ready() -> None:
-    from modelrollout.devcluster.cluster import kwok_stages
-
     def started(stages: list[dict[str, Any]]) -> dict[str, Any]:
         return {s["metadata"]["name"]: s["spec"]["selector"] for s in stages if "delete" not in s["spec"]["next"]}
 
-    default = started(kwok_stages())
+    default = started(cluster.kwok_stages())
     assert set(default) == {"pod-ready", "model-server-pod-started", "pod-complete"}
     assert any(e.get("operator") == "NotIn" for e in default["pod-ready"]["matchExpressions"])
-    ready = started(kwok_stages(model_servers_ready=True))
+    ready = started(cluster.kwok_stages(model_servers_ready=True))
     assert set(ready) == {"pod-ready", "pod-complete"}  # no stage leaves a model server not Ready
     assert not any(e.get("operator") == "NotIn" for e in ready["pod-ready"]["matchExpressions"])
