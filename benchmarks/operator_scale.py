@@ -356,6 +356,18 @@ def time_abort(custom: client.CustomObjectsApi, routers: Routers, name: str) -> 
     raise TimeoutError(f"{name}: the abort was not acted on within 120 s")
 
 
+def pods_not_ready(api_client: client.ApiClient) -> int:
+    """Model-server Pods whose Ready condition is not True (kwok made every one Ready when it started)."""
+    found = client.CoreV1Api(api_client).list_namespaced_pod(
+        NAMESPACE, label_selector="app.kubernetes.io/name=model-server"
+    )
+    return sum(
+        1
+        for pod in found.items
+        if not any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+    )
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
@@ -420,9 +432,12 @@ def one_size(size: int, args: argparse.Namespace, *, with_failover: bool) -> dic
             result["progressing"] = compare(
                 api_client, kubeconfig, log_dir, rounds=args.rounds, seconds=args.window, warm=args.warm
             )
-            samples = names[: max(5, min(args.aborts, size // 2))]
             with operator(kubeconfig, log_dir, "operator-aborts", UNLIMITED):
                 time.sleep(args.warm)  # past the start-up burst: commands are timed against a steady operator
+                still = [name for name in names if all_in(custom, [name], progressing)]
+                result["not_progressing_before_aborts"] = len(names) - len(still)
+                result["model_server_pods_not_ready_before_aborts"] = pods_not_ready(api_client)
+                samples = still[: max(5, min(args.aborts, size // 2))]
                 latencies = [time_abort(custom, routers, name) for name in samples]
             status_latency = [latency[0] for latency in latencies]
             report_latency = [latency[1] for latency in latencies]
@@ -437,9 +452,8 @@ def one_size(size: int, args: argparse.Namespace, *, with_failover: bool) -> dic
                 "p99": round(percentile(report_latency, 99), 3),
             }
             if with_failover:
-                result["leader_failover_s"] = round(
-                    failover(custom, kubeconfig, log_dir, names[len(samples)], args.lease), 2
-                )
+                spare = next(name for name in still[len(samples) :] if all_in(custom, [name], progressing))
+                result["leader_failover_s"] = round(failover(custom, kubeconfig, log_dir, spare, args.lease), 2)
             with operator(kubeconfig, log_dir, "operator-settle"):
                 for name in names:
                     abort(custom, name, f"settle-{name}")
@@ -475,8 +489,20 @@ def summary(sizes: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "rollouts": size,
         "decision_latency_p99_s": largest["abort_to_decision_s"]["p99"],
-        "api_requests_per_settled_rollout_per_min": round(settled_rate * 60 / size, 3),
-        "api_requests_per_progressing_rollout_per_interval": round(progressing_rate * INTERVAL_SECONDS / size, 3),
+        # Each window starts 10-15 s after a fresh operator, which re-applies every rollout's objects (and checks
+        # its cached copy) at its start and then once a minute: a window misses those, so neither figure is the
+        # steady state; both are kept under *_first_minute and the goals count as not met.
+        "api_requests_per_settled_rollout_per_min": None,
+        "api_requests_per_settled_rollout_per_min_first_minute": round(settled_rate * 60 / size, 3),
+        "first_minute_note": (
+            "the API request figures are measured in the first minute after an operator start, between its"
+            " start-up re-apply and the next one (every 60 s: about 13 requests per rollout, and 4 for the check"
+            " of its cached copy): not the steady state, which this benchmark does not measure yet"
+        ),
+        "api_requests_per_progressing_rollout_per_interval": None,
+        "api_requests_per_progressing_rollout_per_interval_first_minute": round(
+            progressing_rate * INTERVAL_SECONDS / size, 3
+        ),
         "prometheus_queries_per_round": queries,
         "operator_rss_mib": largest["progressing"]["watches"]["rss_mib"]["median"],
         "leader_failover_s": next(
@@ -495,12 +521,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lease", type=float, default=15.0, help="leader election's lease seconds")
     parser.add_argument("--settle-timeout", type=float, default=1800.0)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--summarize", type=Path, help="recompute the summary of an earlier results file's by_size (runs nothing)"
+    )
     args = parser.parse_args(argv)
+    if args.summarize:
+        earlier = json.loads(args.summarize.read_text())
+        write(args, earlier["command"].split()[3:], earlier["by_size"])
+        return
     check_rounds(args.rounds)
     sizes = [int(size) for size in args.sizes.split(",")]
-    measured = [one_size(size, args, with_failover=index == 0) for index, size in enumerate(sizes)]
+    measured = []
+    for index, size in enumerate(sizes):
+        measured.append(one_size(size, args, with_failover=index == 0))
+        write(args, argv, measured)
+
+
+def write(args: argparse.Namespace, argv: list[str] | None, measured: list[dict[str, Any]]) -> None:
+    """The results so far (after each size: a later size that fails leaves the earlier ones)."""
     figures = summary(measured)
-    met_values = {key: value for key, value in figures.items() if isinstance(value, int | float)}
+    met_values = {key: value for key, value in figures.items() if isinstance(value, int | float)}  # None: not met
     queries = list(figures["prometheus_queries_per_round"].values())
     result = {
         "command": "python -m benchmarks.operator_scale " + " ".join(sys.argv[1:] if argv is None else argv),
