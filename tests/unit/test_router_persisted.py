@@ -92,15 +92,20 @@ def test_a_missing_unreadable_or_incomplete_file_is_no_weights(tmp_path: Path) -
     assert persisted.load(path, namespace="ml", name="digits") is None
 
 
-def test_a_report_for_another_uid_serves_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "weights.json"
+def save_served(path: Path, *, uid: str, revision: int, green: int) -> None:
+    """What a router of rollout ``uid`` keeps after serving ``green`` for ``revision`` (namespace ml, digits)."""
     persisted.save(
         path,
         namespace="ml",
         name="digits",
-        rollout=rollout(green=40, revision=3),
-        report=report_data(uid="u0", revision=3, green=40, trip=None),
+        rollout=rollout(green=green, revision=revision),
+        report=report_data(uid=uid, revision=revision, green=green, trip=None),
     )
+
+
+def test_a_report_for_another_uid_serves_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "weights.json"
+    save_served(path, uid="u0", revision=3, green=40)
     loaded = persisted.load(path, namespace="ml", name="digits")
     assert loaded is not None and persisted.served(loaded) is None
 
@@ -169,13 +174,7 @@ def test_a_trip_during_an_apply_and_the_rollback_after_it_are_both_kept(tmp_path
 def test_a_save_that_fails_removes_the_older_file(tmp_path: Path) -> None:
     """What a failed save leaves must not be served after a restart: weights that are no longer served."""
     path = tmp_path / "weights.json"
-    persisted.save(
-        path,
-        namespace="ml",
-        name="digits",
-        rollout=rollout(green=25, revision=5),
-        report=report_data(uid="u1", revision=5, green=25, trip=None),
-    )
+    save_served(path, uid="u1", revision=5, green=25)
     assert persisted.load(path, namespace="ml", name="digits") is not None
     with pytest.raises(TypeError):
         persisted.save(path, namespace="ml", name="digits", rollout={"status": {1, 2}}, report={})  # cannot be written
