@@ -30,7 +30,7 @@ from modelrollout.api import constants
 from modelrollout.api.spec import AnalysisSpec, ColourSpec, ModelRolloutSpec, parse_duration, serving_revision
 from modelrollout.api.status import ModelRolloutStatus, Phase, StableStatus, without_nulls
 from modelrollout.k8s import api, manifests, resources
-from modelrollout.k8s.owned import LIVE, OwnedObjects
+from modelrollout.k8s.owned import LIVE, Generations, OwnedObjects, drifted
 from modelrollout.rollout import commands, machine, steps
 from modelrollout.routing import factory
 from modelrollout.routing.base import AppliedWeights, RolloutRef
@@ -50,11 +50,44 @@ _unreadable: set[str] = set()
 """Rollouts whose stored status could not be read: the next status written replaces it whole."""
 _failures: dict[str, str] = {}
 """Per rollout: what failed after the last decision (writing weights), counted by the next reconcile."""
-_ensured: dict[str, tuple[str, float]] = {}
-"""Per rollout: the fingerprint of the owned objects last applied, and when (in-memory: after a restart the
-first reconcile applies them again, which is idempotent)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Ensured:
+    """When a rollout's owned objects were last applied, built from what (``fingerprint``), and the uid and
+    generation of each Deployment the apply returned (``applied``), which the Deployment watch should show."""
+
+    fingerprint: str
+    at: float
+    applied: Generations | None = None
+
+
+_ensured: dict[str, Ensured] = {}
+"""Per rollout, in memory: after a restart the first reconcile applies the owned objects again (idempotent)."""
 ENSURE_EVERY_SECONDS = 60.0
-"""Owned objects are re-applied at least this often, to repair drift, and at once when the spec changes."""
+"""Owned objects are applied again at once when what they are built from changes, and otherwise this often to
+repair drift, when the operator does not watch them (MODELROLLOUT_OWNED_READS=api)."""
+ENSURE_WATCHED_EVERY_SECONDS = float(os.environ.get("MODELROLLOUT_REAPPLY_SECONDS", "900"))
+"""With the Deployment watch: a Deployment deleted, made again or changed by someone else is seen by the watch
+and repaired at once; the rest (Services, the router's account, Role and binding) is applied again this often."""
+SETTLE_SECONDS = 5.0
+"""A Deployment the watch has not shown this long after the apply that made it counts as deleted."""
+
+
+def ensure_due(last: Ensured | None, fingerprint: str, shown: Generations | None, now: float) -> bool:
+    """Whether the owned objects are to be applied again (a pure function): never applied, built from something
+    else now, a Deployment the watch (``shown``, see owned.deployed) shows otherwise than it was applied, or
+    not applied for the period."""
+    if last is None or last.fingerprint != fingerprint:
+        return True
+    age = now - last.at
+    if shown is None or last.applied is None:
+        return age > ENSURE_EVERY_SECONDS
+    return bool(drifted(last.applied, shown, settled=age > SETTLE_SECONDS)) or age > ENSURE_WATCHED_EVERY_SECONDS
+
+
+_written: dict[str, tuple[str, str]] = {}
+"""Per rollout: its uid and the resourceVersion of the operator's last write to it (see behind)."""
 ROUTER_IMAGE = os.environ.get("MODELROLLOUT_ROUTER_IMAGE", "")
 """The builtin router's image (the Helm chart sets the operator's own); unset: the stable model's server
 image. Never the candidate's."""
@@ -72,6 +105,34 @@ def may_act() -> bool:
     weights write, so that a replica whose Lease went stale in the middle of a reconcile (a pause, a slow API
     server) writes nothing. Always, without leader election."""
     return _fence is None or _fence()
+
+
+def behind(seen: str, written: str) -> bool:
+    """Whether resourceVersion ``seen`` is older than ``written`` (a pure function). On the API servers the
+    operator supports they are etcd revisions, which only grow; anything else never counts as behind."""
+    try:
+        return int(seen) < int(written)
+    except ValueError:
+        return False
+
+
+def _behind_own_write(key: str, body: kopf.Body) -> bool:
+    """The watch has not delivered the operator's last write to this rollout yet: deciding from this body would
+    decide from a status already replaced (a step advanced twice, a history entry lost). The loop is woken, or
+    ticks, again once it has."""
+    written = _written.get(key)
+    metadata = body.get("metadata") or {}
+    return (
+        written is not None
+        and written[0] == metadata.get("uid")
+        and behind(str(metadata.get("resourceVersion") or ""), written[1])
+    )
+
+
+def _wrote(ref: RolloutRef, stored: Mapping[str, Any]) -> None:
+    version = (stored.get("metadata") or {}).get("resourceVersion")
+    if version:
+        _written[f"{ref.namespace}/{ref.name}"] = (ref.uid, str(version))
 
 
 SETTLED = {Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.FAILED}
@@ -156,15 +217,25 @@ def _command(body: kopf.Body) -> commands.Command | None:
 
 
 async def reconcile(
-    body: kopf.Body, router_report: Mapping[str, str] | None = None, owned: OwnedObjects = LIVE
+    body: kopf.Body,
+    router_report: Mapping[str, str] | None = None,
+    owned: OwnedObjects = LIVE,
+    *,
+    deployed: Generations | None = None,
 ) -> None:
     """One tick, with the builtin router's report as last seen (routing.report), and the colours'
     Deployments and pods as ``owned`` sees them (the handlers pass the operator's watches: no request per
-    tick). Whatever fails is recorded in status and as an Event and retried on the next tick (a second later):
-    a failure is a state of the rollout, never a freeze."""
+    tick) and ``deployed``, what the Deployment watch shows of them (owned.deployed: a Deployment changed by
+    someone else is applied again at once; None: the owned objects are applied again every
+    ENSURE_EVERY_SECONDS instead). Whatever
+    fails is recorded in status and as an Event and retried on the next tick (a second later): a failure is
+    a state of the rollout, never a freeze."""
     begun = time.monotonic()
     ref = _ref(body, router_report)
     key = f"{ref.namespace}/{ref.name}"
+    if _behind_own_write(key, body):
+        log.debug("waiting for the watch to deliver the last write", rollout=key)
+        return
     now = datetime.datetime.now(datetime.UTC)
     try:
         status = ModelRolloutStatus.model_validate(dict(body.get("status") or {}))
@@ -191,7 +262,7 @@ async def reconcile(
             await _reject(body, ref, status, _problem(error), report, now, begun)
             return
         command = _command(body)
-        if _resting(body, spec, status, command):
+        if _resting(body, spec, status, command, deployed):
             return
         if status.stable is None or key not in _compared_with_record:
             try:
@@ -207,7 +278,7 @@ async def reconcile(
                     log.warning("status not written", error=_describe(failed))
                 return
         try:
-            observations = await _gather(spec, status, ref, body, command, now, owned)
+            observations = await _gather(spec, status, ref, body, command, now, owned, deployed)
         except Exception as error:  # noqa: BLE001 - any failure to gather is counted, not a freeze
             observations = machine.Observations(command=command, error=_describe(error))
         earlier = _failures.pop(key, None)
@@ -302,7 +373,10 @@ def _error_limit(body: kopf.Body) -> int:
 
 
 def _patch_status(ref: RolloutRef, patch: dict[str, Any]) -> None:
-    api.patch_custom_status(constants.GROUP, constants.VERSION, constants.PLURAL, ref.namespace, ref.name, patch)
+    _wrote(
+        ref,
+        api.patch_custom_status(constants.GROUP, constants.VERSION, constants.PLURAL, ref.namespace, ref.name, patch),
+    )
 
 
 def _consume_command(ref: RolloutRef) -> None:
@@ -315,7 +389,7 @@ def _consume_command(ref: RolloutRef) -> None:
             path = f"/metadata/annotations/{key.replace('~', '~0').replace('/', '~1')}"
             operations += [{"op": "test", "path": path, "value": annotations[key]}, {"op": "remove", "path": path}]
     if operations:
-        api.custom().patch_namespaced_custom_object(
+        stored = api.custom().patch_namespaced_custom_object(
             constants.GROUP,
             constants.VERSION,
             ref.namespace,
@@ -324,6 +398,7 @@ def _consume_command(ref: RolloutRef) -> None:
             operations,
             _content_type="application/json-patch+json",
         )
+        _wrote(ref, stored)
 
 
 async def _reject(
@@ -382,15 +457,16 @@ async def _gather(
     command: commands.Command | None,
     now: datetime.datetime,
     owned: OwnedObjects = LIVE,
+    deployed: Generations | None = None,
 ) -> machine.Observations:
     stable = stable_of(spec, status)
     green_replicas, fingerprint = _owned(body, spec, status)
     key = f"{ref.namespace}/{ref.name}"
     refused = None
-    if not _ensured_lately(key, fingerprint):
+    if not _ensured_lately(key, fingerprint, deployed):
         replace_green = not _green_has_traffic_to_lose(spec, status)
         try:
-            await asyncio.to_thread(
+            applied = await asyncio.to_thread(
                 resources.ensure,
                 ref,
                 _as_deployed(spec, status, stable),
@@ -400,7 +476,7 @@ async def _gather(
                 router_image=ROUTER_IMAGE,
             )
             if replace_green:
-                _ensured[key] = (fingerprint, time.monotonic())
+                _ensured[key] = Ensured(fingerprint, time.monotonic(), applied)
         except (ApiException, ValueError) as error:
             # Refused (invalid, an admission webhook, a quota, a stable model older than blue's record):
             # counted, and the rest is still observed so that a rollback in progress can be confirmed.
@@ -499,13 +575,23 @@ def _owned(body: kopf.Body, spec: ModelRolloutSpec, status: ModelRolloutStatus) 
     return green_replicas, f"{body['metadata'].get('generation')}/{green_replicas}/{stable.revision}"
 
 
-def _ensured_lately(key: str, fingerprint: str) -> bool:
-    last = _ensured.get(key)
-    return last is not None and last[0] == fingerprint and time.monotonic() - last[1] <= ENSURE_EVERY_SECONDS
+def _ensured_lately(key: str, fingerprint: str, shown: Generations | None = None) -> bool:
+    last, now = _ensured.get(key), time.monotonic()
+    if ensure_due(last, fingerprint, shown, now):
+        if last is not None and last.applied is not None and shown is not None:
+            changed = drifted(last.applied, shown, settled=now - last.at > SETTLE_SECONDS)
+            if changed:
+                log.info("owned Deployments changed by someone else: applied again", deployments=changed)
+        return False
+    return True
 
 
 def _resting(
-    body: kopf.Body, spec: ModelRolloutSpec, status: ModelRolloutStatus, command: commands.Command | None
+    body: kopf.Body,
+    spec: ModelRolloutSpec,
+    status: ModelRolloutStatus,
+    command: commands.Command | None,
+    deployed: Generations | None = None,
 ) -> bool:
     """A settled rollout whose spec has not changed since it was reconciled, with no command waiting and its
     owned objects as they should be: no work (no reads, no writes) until those are due to be re-applied."""
@@ -514,7 +600,7 @@ def _resting(
     if status.observed_generation != body["metadata"].get("generation"):
         return False
     key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
-    return _ensured_lately(key, _owned(body, spec, status)[1])
+    return _ensured_lately(key, _owned(body, spec, status)[1], deployed)
 
 
 def _describe(error: BaseException) -> str:
@@ -555,7 +641,7 @@ async def _apply(
             return False
     try:
         if key in _unreadable:  # what could not be read goes, rather than be read again on the next tick
-            await asyncio.to_thread(
+            replaced = await asyncio.to_thread(
                 api.replace_custom_status,
                 constants.GROUP,
                 constants.VERSION,
@@ -564,6 +650,7 @@ async def _apply(
                 ref.name,
                 without_nulls(wanted),
             )
+            _wrote(ref, replaced)
             _unreadable.discard(key)
         elif without_nulls(wanted) != dict(body.get("status") or {}):  # an unchanged status is not written again
             await asyncio.to_thread(_patch_status, ref, {"status": wanted})
@@ -605,3 +692,4 @@ def forget(body: kopf.Body) -> None:
     _failures.pop(key, None)
     _compared_with_record.discard(key)
     _unreadable.discard(key)
+    _written.pop(key, None)

@@ -1,7 +1,8 @@
 """kopf handlers: each gathers nothing and decides nothing itself; it delegates to ``controller``.
 
-One timer per ModelRollout does every reconcile, so exactly one writer updates a rollout's status at a
-time (a change to the spec is picked up within one tick).
+One loop per ModelRollout (a kopf daemon, ``steer``) does every reconcile, so exactly one writer updates a
+rollout's status at a time. It runs every tick (a second), and at once when a watch shows a command, a spec
+change, a deletion, or a change in the router's report or the rollout's Deployments and pods (wakeups).
 
 Run with: ``kopf run --standalone -A -m modelrollout.handlers`` (the Helm chart does this in-cluster). With
 ``MODELROLLOUT_LEADER_ELECTION=true`` several replicas may run: only the holder of a Lease reconciles, the others
@@ -10,7 +11,6 @@ wait in startup (k8s.leader).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from typing import Any
@@ -19,7 +19,7 @@ import kopf
 import structlog
 from prometheus_client import start_http_server
 
-from modelrollout import controller, metrics
+from modelrollout import controller, metrics, wakeups
 from modelrollout.api import constants
 from modelrollout.k8s import api, deletion, leader, manifests, owned
 from modelrollout.routing.report import report_name
@@ -119,23 +119,74 @@ def owned_for(handler_kwargs: dict[str, Any], body: kopf.Body) -> owned.Cached:
     )
 
 
-async def owned_view(handler_kwargs: dict[str, Any], body: kopf.Body) -> owned.OwnedObjects:
+def owned_view(handler_kwargs: dict[str, Any], body: kopf.Body) -> owned.OwnedObjects:
     """What a reconcile reads the colours from: the watches' copy, checked against the API server now and
-    then (owned.Resync), or the API server on every tick with MODELROLLOUT_OWNED_READS=api."""
+    then (owned.Resync) when it is first read, or the API server on every tick with
+    MODELROLLOUT_OWNED_READS=api."""
     if OWNED_FROM_API:
         return owned.LIVE
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    cached = owned_for(handler_kwargs, body)
-    if not RESYNC.due(cached):
-        return cached
-    return await asyncio.to_thread(RESYNC.view, cached, lambda: owned.read_live(namespace, name))
+    return owned.Checked(owned_for(handler_kwargs, body), RESYNC, lambda: owned.read_live(namespace, name))
 
 
-@kopf.timer(constants.GROUP, constants.VERSION, constants.PLURAL, interval=TICK_SECONDS, backoff=TICK_SECONDS)
+def deployed(handler_kwargs: dict[str, Any], body: kopf.Body) -> owned.Generations | None:
+    """What the Deployment watch shows of this rollout's Deployments (owned.deployed), for the controller to
+    see them changed by someone else without a request; None when the colours are read from the API server."""
+    if OWNED_FROM_API:
+        return None
+    return owned.deployed(body["metadata"]["namespace"], body["metadata"]["name"], handler_kwargs["owned_deployments"])
+
+
+WAKEUPS = wakeups.Wakeups()
+
+
+def _key(body: kopf.Body) -> wakeups.Key:
+    return body["metadata"]["namespace"], body["metadata"]["name"]
+
+
+@kopf.daemon(constants.GROUP, constants.VERSION, constants.PLURAL, backoff=TICK_SECONDS)
+async def steer(body: kopf.Body, stopped: kopf.DaemonStopped, **kwargs: Any) -> None:
+    """A rollout's reconcile loop, one task per rollout (its only writer): every TICK_SECONDS, and at once when
+    the watches below show something it acts on has changed (wakeups). ``body`` is kopf's live copy of the
+    object, the latest the watch delivered."""
+    key = _key(body)
+    woken = WAKEUPS.register(key)
+    try:
+        while not stopped:
+            woken.clear()
+            try:
+                await tick(body, **kwargs)
+            except Exception as error:  # noqa: BLE001 - reconcile records its own failures; this is a bug's trace
+                structlog.get_logger("modelrollout").error("reconcile loop failed", error=repr(error)[:500])
+            await WAKEUPS.sleep(woken, TICK_SECONDS, stopped.wait())
+    finally:
+        WAKEUPS.forget(key, woken)
+
+
 async def tick(body: kopf.Body, **kwargs: Any) -> None:
     if not may_act():
         return
-    await controller.reconcile(body, report_for(kwargs, body), await owned_view(kwargs, body))
+    await controller.reconcile(
+        body, report_for(kwargs, body), owned_view(kwargs, body), deployed=deployed(kwargs, body)
+    )
+
+
+@kopf.on.event(constants.GROUP, constants.VERSION, constants.PLURAL)
+async def rollout_changed(body: kopf.Body, **_: Any) -> None:
+    """A command, a spec change or a deletion is acted on at once (not the operator's own status writes)."""
+    WAKEUPS.noticed(_key(body), body)
+
+
+@kopf.on.event("", "v1", "configmaps", labels={constants.LABEL_COLOUR: manifests.ROUTER})
+@kopf.on.event("apps", "v1", "deployments", labels={constants.LABEL_ROLLOUT: kopf.PRESENT})
+@kopf.on.event("", "v1", "pods", labels={constants.LABEL_ROLLOUT: kopf.PRESENT})
+async def owned_changed(namespace: str | None, labels: kopf.Labels, type: str | None, **_: Any) -> None:
+    """A router's report, a Deployment or a pod of a rollout changed: its loop looks again now (kopf calls this
+    after the indexes above took the change in). ``type`` None: the object came from a watch listing again,
+    after which the caches are checked (owned.Resync)."""
+    if type is None:
+        RESYNC.relisted()
+    WAKEUPS.wake((namespace or "", labels.get(constants.LABEL_ROLLOUT, "")))
 
 
 @kopf.on.delete(constants.GROUP, constants.VERSION, constants.PLURAL)

@@ -100,6 +100,16 @@ def test_good_candidate_is_promoted(stage: Stage, stream: dict[str, np.ndarray])
         return bool(stage.get("good")["metadata"]["resourceVersion"] == version)
 
     process.wait_until(unchanged_for_three_ticks, timeout=60, what="the promoted rollout left unwritten", interval=0)
+
+    # at rest nothing is applied again on a timer (every 15 minutes), but a Deployment changed by hand is seen by
+    # the operator's watch and put back at once
+    def blue_replicas() -> int:
+        found = kubectl.run("get", "deploy", "good-blue", "-o", "json", kubeconfig=stage.kubeconfig).stdout
+        return int(json.loads(found)["spec"]["replicas"])
+
+    wanted = blue_replicas()
+    kubectl.run("scale", "deploy", "good-blue", f"--replicas={wanted + 2}", kubeconfig=stage.kubeconfig)
+    process.wait_until(lambda: blue_replicas() == wanted, timeout=30, what="good-blue scaled back by the operator")
     steps_advanced = [h["stepIndex"] for h in body["status"]["history"] if h["reason"] == "StepAdvanced"]
     assert steps_advanced == [1, 2]  # every step once, none skipped or repeated
     assert {c["type"]: c["status"] for c in body["status"]["conditions"]}["Ready"] == "True"

@@ -10,6 +10,7 @@ deletes with ``kubectl delete`` while the operator runs as its own process.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import json
 import sys
@@ -660,8 +661,8 @@ def test_delete_all_lets_garbage_collection_remove_everything(cluster: Path) -> 
 # --- the operator's own finalizer -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def operator(cluster: Path) -> Iterator[Path]:
+@contextlib.contextmanager
+def running_operator(cluster: Path, **env: str) -> Iterator[Path]:
     log_dir = Path(tempfile.mkdtemp(prefix="owned-objects-"))
     running = process.start(
         "operator",
@@ -679,6 +680,7 @@ def operator(cluster: Path) -> Iterator[Path]:
             "KUBECONFIG": str(cluster),
             "MODELROLLOUT_METRICS_PORT": str(process.free_port()),
             "MODELROLLOUT_METRICS_HOST": process.LOOPBACK,
+            **env,
         },
     )
     try:
@@ -686,6 +688,43 @@ def operator(cluster: Path) -> Iterator[Path]:
     finally:
         process.stop(running.pid)
         running.poll()
+
+
+@pytest.fixture
+def operator(cluster: Path) -> Iterator[Path]:
+    with running_operator(cluster) as log:
+        yield log
+
+
+def test_a_command_is_acted_on_when_the_watch_shows_it_not_at_the_next_tick(cluster: Path) -> None:
+    # a tick of ten minutes: only the watch of the ModelRollout can make the abort be acted on within the test
+    with running_operator(cluster, MODELROLLOUT_TICK_SECONDS="600") as log:
+        create_rollout("woken", spec_body(), finalizers=())
+        process.wait_until(
+            lambda: bool((get_rollout("woken").get("status") or {}).get("phase")),
+            timeout=60,
+            what="the first reconcile (when the loop starts)",
+        )
+        kubectl.run(
+            "annotate",
+            "mro",
+            "woken",
+            "-n",
+            NAMESPACE,
+            f"{constants.ANNOTATION_COMMAND}=abort",
+            f"{constants.ANNOTATION_COMMAND_ID}=abort-now",
+            kubeconfig=cluster,
+        )
+        try:
+            process.wait_until(
+                lambda: (get_rollout("woken").get("status") or {}).get("lastCommandId") == "abort-now",
+                timeout=30,
+                what="the abort acted on",
+            )
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}; operator log: {log.read_text()[-3000:]}") from None
+        status = get_rollout("woken")["status"]
+        assert status["rollbackReason"] == "Aborted" and status["weights"]["green"] == 0
 
 
 def events_of(kubeconfig: Path, name: str) -> list[dict[str, Any]]:

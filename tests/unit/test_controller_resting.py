@@ -3,6 +3,7 @@ are due to be re-applied (or should now look different, as green scaled down aft
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import time
 
@@ -36,7 +37,7 @@ def settled(phase: Phase = Phase.PROMOTED, generation: int = 3) -> ModelRolloutS
 
 
 def ensured_now(status: ModelRolloutStatus) -> None:
-    controller._ensured["default/r"] = (controller._owned(BODY, SPEC, status)[1], time.monotonic())
+    controller._ensured["default/r"] = controller.Ensured(controller._owned(BODY, SPEC, status)[1], time.monotonic())
 
 
 def test_a_settled_rollout_rests_once_its_objects_are_applied() -> None:
@@ -51,7 +52,9 @@ def test_it_wakes_for_a_command_a_spec_change_or_time() -> None:
     ensured_now(status)
     assert not controller._resting(BODY, SPEC, status, Command(name=CommandName.RETRY, id="c1"))
     assert not controller._resting(BODY, SPEC, settled(generation=2), None)
-    controller._ensured["default/r"] = (controller._ensured["default/r"][0], time.monotonic() - 61)
+    controller._ensured["default/r"] = controller.Ensured(
+        controller._ensured["default/r"].fingerprint, time.monotonic() - 61
+    )
     assert not controller._resting(BODY, SPEC, status, None)
 
 
@@ -106,3 +109,55 @@ def test_a_promotion_changes_what_blue_must_run_so_the_objects_are_applied_again
     before = settled(Phase.PROMOTED)  # blue ran spec.blue when the objects were last applied
     ensured_now(before)
     assert not controller._resting(BODY, SPEC, promoted_status(Phase.PROMOTED), None)
+
+
+APPLIED = {"r-blue": (("uid-b", 1),), "r-green": (("uid-g", 2),), "r-router": (("uid-r", 1),)}
+
+
+def test_with_the_deployment_watch_a_settled_rollout_rests_until_the_watch_shows_drift() -> None:
+    status = settled()
+    fingerprint = controller._owned(BODY, SPEC, status)[1]
+    controller._ensured["default/r"] = controller.Ensured(fingerprint, time.monotonic() - 61, APPLIED)
+    # a minute after the apply it still rests while the watch shows what was applied, where without the
+    # watch it would apply again every ENSURE_EVERY_SECONDS
+    assert controller._resting(BODY, SPEC, status, None, APPLIED)
+    assert not controller._resting(BODY, SPEC, status, None, None)
+    # green's Deployment scaled by hand (a later generation), blue's deleted, the router's made again, or two
+    # under one name: applied again
+    for drifted in (
+        {**APPLIED, "r-green": (("uid-g", 3),)},
+        {**APPLIED, "r-blue": ()},
+        {**APPLIED, "r-router": (("uid-r2", 1),)},
+        {**APPLIED, "r-blue": (("uid-b", 1), ("uid-b0", 7))},
+    ):
+        assert not controller._resting(BODY, SPEC, status, None, drifted)
+
+
+def test_the_watch_lagging_behind_the_apply_is_not_drift() -> None:
+    status = settled()
+    fingerprint = controller._owned(BODY, SPEC, status)[1]
+    controller._ensured["default/r"] = controller.Ensured(fingerprint, time.monotonic(), APPLIED)
+    behind = {"r-blue": (("uid-b", 0),), "r-green": (("uid-g", 1),), "r-router": ()}  # made and changed just now
+    assert controller._resting(BODY, SPEC, status, None, behind)
+    # still not shown after SETTLE_SECONDS: deleted (an earlier generation is still the watch being behind)
+    controller._ensured["default/r"] = dataclasses.replace(
+        controller._ensured["default/r"], at=time.monotonic() - controller.SETTLE_SECONDS - 1
+    )
+    assert not controller._resting(BODY, SPEC, status, None, behind)
+    assert controller._resting(BODY, SPEC, status, None, {**behind, "r-router": (("uid-r", 1),)})
+
+
+def test_with_the_deployment_watch_the_rest_is_applied_again_after_the_long_period() -> None:
+    status = settled()
+    fingerprint = controller._owned(BODY, SPEC, status)[1]
+    long_ago = time.monotonic() - controller.ENSURE_WATCHED_EVERY_SECONDS - 1
+    controller._ensured["default/r"] = controller.Ensured(fingerprint, long_ago, APPLIED)
+    assert not controller._resting(BODY, SPEC, status, None, APPLIED)
+
+
+def test_a_gateway_api_rollout_has_no_router_deployment_to_drift() -> None:
+    applied = {"r-blue": (("uid-b", 1),), "r-green": (("uid-g", 2),)}
+    assert (
+        controller.ensure_due(controller.Ensured("f", 0.0, applied), "f", {**applied, "r-router": ()}, now=100.0)
+        is False
+    )

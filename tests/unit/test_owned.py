@@ -251,3 +251,51 @@ def test_a_rollouts_cache_is_checked_now_and_then_and_read_live_while_it_holds_g
     assert doubled.duplicated and resync.due(doubled) and resync.view(doubled, read) is LIVE_NOW
     resync.forget("ml", "digits")
     assert resync.due(right)
+
+
+def test_the_check_is_made_when_the_copy_is_first_read_and_once() -> None:
+    resync = owned.Resync(every=60.0, clock=lambda: 0.0)
+    reads: list[str] = []
+
+    def read() -> owned.Cached:
+        reads.append("read")
+        return LIVE_NOW
+
+    haunted = cached_with({"blue": ["b-1"], "green": ["g-1", "g-2"]}, {"blue": "ub", "green": "ug"})
+    checked = owned.Checked(haunted, resync, read)
+    assert reads == []  # made, not read: a reconcile that rests asks the API server nothing
+    assert [p["metadata"]["name"] for p in checked.pods("ml", "digits", "green")] == ["g-2"]  # the live answer
+    assert checked.deployment("ml", "digits", "blue") is not None
+    assert reads == ["read"]
+
+
+def test_what_the_watch_shows_of_the_deployments_changes_with_their_uid_and_generation_not_their_status() -> None:
+    blue, router = deployment(), deployment()
+    blue["metadata"].update({"name": "digits-blue", "uid": "ub", "generation": 4})
+    router["metadata"].update({"name": "digits-router", "uid": "ur", "generation": 1})
+    index = {("ml", "digits-blue"): [owned.trimmed_deployment(blue)], ("ml", "digits-router"): [router]}
+    shown = owned.deployed("ml", "digits", index)
+    rolled = copy.deepcopy(blue)
+    rolled["status"] = {"readyReplicas": 0, "observedGeneration": 4}
+    assert owned.deployed("ml", "digits", {**index, ("ml", "digits-blue"): [rolled]}) == shown
+    for changed in ({"generation": 5}, {"uid": "ub2"}):
+        edited = copy.deepcopy(blue)
+        edited["metadata"].update(changed)
+        assert owned.deployed("ml", "digits", {**index, ("ml", "digits-blue"): [edited]}) != shown
+    assert owned.deployed("ml", "digits", {("ml", "digits-blue"): [blue]}) != shown  # the router's gone
+    assert owned.deployed("ml", "other", index) != shown
+
+
+def test_a_watch_listing_again_makes_every_rollouts_check_due() -> None:
+    clock = [0.0]
+    resync = owned.Resync(every=900.0, clock=lambda: clock[0])
+    right = cached_with({"blue": ["b-1"], "green": ["g-2"]}, {"blue": "ub", "green": "ug"})
+    resync.view(right, lambda: LIVE_NOW)
+    clock[0] = 10.0
+    assert not resync.due(right)
+    resync.relisted()  # where ghosts may appear
+    assert resync.due(right)
+    clock[0] = 11.0
+    resync.view(right, lambda: LIVE_NOW)
+    clock[0] = 12.0
+    assert not resync.due(right)

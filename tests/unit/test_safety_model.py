@@ -254,7 +254,7 @@ class World:
     annotation: commands.Command | None = None
     # what the API server stores, and the operator's memory
     status_doc: dict[str, Any] = field(default_factory=dict)
-    ensured: tuple[str, float] | None = None
+    ensured: controller.Ensured | None = None
     failures: str | None = None
     # the rest of the world
     blue: Deployment = field(default_factory=Deployment)
@@ -408,10 +408,10 @@ class World:
     ) -> bool:
         if status.phase not in controller.SETTLED or command is not None or status.weights_confirmed_at is None:
             return False
-        if status.observed_generation != self.generation or self.ensured is None:
+        if status.observed_generation != self.generation:
             return False
         fingerprint = controller._owned(body, spec, status)[1]
-        return self.ensured[0] == fingerprint and self.now - self.ensured[1] <= controller.ENSURE_EVERY_SECONDS
+        return not controller.ensure_due(self.ensured, fingerprint, None, self.now)
 
     def _gather(
         self,
@@ -423,9 +423,7 @@ class World:
     ) -> Observations:
         stable = controller.stable_of(spec, status)
         green_replicas, fingerprint = controller._owned(body, spec, status)
-        lately = self.ensured is not None and self.ensured[0] == fingerprint
-        lately = lately and self.ensured is not None and self.now - self.ensured[1] <= controller.ENSURE_EVERY_SECONDS
-        if not lately:
+        if controller.ensure_due(self.ensured, fingerprint, None, self.now):
             blue_build = (stable.model.version, stable.server.settings.get("FLAVOUR", ""))
             self.introduce(blue_build)
             self.blue.apply(blue_build, spec.server.replicas, record=stable)
@@ -434,7 +432,7 @@ class World:
                 self.green.apply(
                     (deployed.green.model.version, deployed.server.settings.get("FLAVOUR", "")), green_replicas
                 )
-                self.ensured = (fingerprint, self.now)
+                self.ensured = controller.Ensured(fingerprint, self.now)
         blue_ready = self.blue.available((stable.model.version, stable.server.settings.get("FLAVOUR", "")))
         green_ready = self.green.available((spec.green.model.version, spec.server.settings.get("FLAVOUR", "")))
         analysis = self._analyse(now) if steps.analysis_due(spec, status, now) else None

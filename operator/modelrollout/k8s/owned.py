@@ -12,6 +12,7 @@ reads it checks the revision and the generation it wants, so an object not yet u
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
@@ -135,28 +136,37 @@ def _name(body: Mapping[str, Any]) -> str:
     return str((body.get("metadata") or {}).get("name") or "")
 
 
-RESYNC_SECONDS = 60.0
+RESYNC_SECONDS = 900.0
 
 
 class Resync:
-    """Which view a reconcile reads: the cache, checked against the API server once every ``every`` seconds
-    per rollout (a GET and a LIST per colour). A rollout whose cache holds ghosts (see ``ghosts``), or two
-    Deployments under one name, reads from the API server on every tick until a check finds its cache right
-    again (which a ghost never is: for that rollout the operator reads as it did before its watches, logged).
-    Ghosts can only make a colour read as less ready than it is, or shadow a Deployment made again under its
-    old name; either way the API server's answer is the one used."""
+    """Which view a reconcile reads: the cache, checked against the API server (a GET and a LIST per colour)
+    after every relist of a watch (``relisted``) and otherwise once every ``every`` seconds per rollout. A
+    rollout whose cache holds ghosts (see ``ghosts``), or two Deployments under one name, reads from the API
+    server on every tick until a check finds its cache right again (which a ghost never is: for that rollout
+    the operator reads as it did before its watches, logged). Ghosts can only make a colour read as less ready
+    than it is, or shadow a Deployment made again under its old name; either way the API server's answer is
+    the one used. They appear only when a watch lists its objects again (its resource version expired, 410 Gone,
+    or the watch failed), which is why a relist makes every rollout's check due."""
 
     def __init__(self, every: float = RESYNC_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         self.every = every
         self._clock = clock
         self._checked: dict[tuple[str, str], float] = {}
+        self._relisted = float("-inf")
         self.diverged: set[tuple[str, str]] = set()
+
+    def relisted(self) -> None:
+        """A watch of Deployments or pods listed them again: every rollout's check is due at its next read."""
+        self._relisted = self._clock()
 
     def due(self, cached: Cached) -> bool:
         """Whether ``view`` would read the API server for this rollout now."""
         key = cached.scope
         checked = self._checked.get(key, float("-inf"))
-        return cached.duplicated or key in self.diverged or self._clock() - checked >= self.every
+        if cached.duplicated or key in self.diverged or checked <= self._relisted:
+            return True
+        return self._clock() - checked >= self.every
 
     def view(self, cached: Cached, read: Callable[[], Cached]) -> Cached:
         """``cached``, or what ``read`` (the API server) answers when a check is due or the cache is known
@@ -164,8 +174,9 @@ class Resync:
         if not self.due(cached):
             return cached
         key = cached.scope
+        started = self._clock()  # a relist while the API server is read makes the check due again
         live = read()
-        self._checked[key] = self._clock()
+        self._checked[key] = started
         stale = ghosts(cached, live)
         if stale or cached.duplicated:
             if key not in self.diverged:
@@ -180,6 +191,70 @@ class Resync:
     def forget(self, namespace: str, rollout: str) -> None:
         self._checked.pop((namespace, rollout), None)
         self.diverged.discard((namespace, rollout))
+
+
+class Checked:
+    """The cache, checked against the API server by ``resync`` when it is first read (from any thread), not
+    before: a reconcile that reads no Deployment and no pod (a settled rollout at rest) makes no request."""
+
+    def __init__(self, cached: Cached, resync: Resync, read: Callable[[], Cached]) -> None:
+        self._cached, self._resync, self._read = cached, resync, read
+        self._lock = threading.Lock()
+        self._view: Cached | None = None
+
+    def deployment(self, namespace: str, rollout: str, colour: str) -> Mapping[str, Any] | None:
+        return self._resolved().deployment(namespace, rollout, colour)
+
+    def pods(self, namespace: str, rollout: str, colour: str) -> list[Mapping[str, Any]]:
+        return self._resolved().pods(namespace, rollout, colour)
+
+    def _resolved(self) -> Cached:
+        with self._lock:
+            if self._view is None:
+                self._view = self._resync.view(self._cached, self._read)
+            return self._view
+
+
+Generations = Mapping[str, tuple[tuple[str, int], ...]]
+"""Per Deployment name: the uid and the generation of each object the watch holds under that name (or that an
+apply returned); none when there is none."""
+
+
+def deployed(
+    namespace: str, rollout: str, deployments: Mapping[DeploymentKey, Iterable[Mapping[str, Any]]]
+) -> dict[str, tuple[tuple[str, int], ...]]:
+    """What the watch shows of a rollout's Deployments (blue, green and the router's; a pure function). Their
+    status does not count: pods coming and going are not drift."""
+    shown = {}
+    for part in (*constants.COLOURS, "router"):
+        name = f"{rollout}-{part}"
+        shown[name] = generations(deployments.get((namespace, name), ()))
+    return shown
+
+
+def generations(bodies: Iterable[Mapping[str, Any]]) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted((_uid(body), _generation(body)) for body in bodies))
+
+
+def drifted(applied: Generations, shown: Generations, *, settled: bool) -> list[str]:
+    """The Deployments the watch shows otherwise than the operator applied them (a pure function): deleted,
+    made again (another uid), changed by someone else (a later generation), or two under one name. One the
+    watch shows at an earlier generation, or (until ``settled``) not at all, is one it has not caught up with."""
+    found = []
+    for name, wanted in applied.items():
+        seen = tuple(shown.get(name, ()))
+        if seen == tuple(wanted):
+            continue
+        if len(wanted) == 1 and len(seen) == 1 and seen[0][0] == wanted[0][0] and seen[0][1] < wanted[0][1]:
+            continue
+        if not seen and not settled:
+            continue
+        found.append(name)
+    return found
+
+
+def _generation(body: Mapping[str, Any]) -> int:
+    return int((body.get("metadata") or {}).get("generation") or 0)
 
 
 def _labels(body: Mapping[str, Any]) -> Mapping[str, str]:

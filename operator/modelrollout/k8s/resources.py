@@ -18,7 +18,7 @@ from modelrollout.api import constants
 from modelrollout.api.spec import ModelRef, ModelRolloutSpec, ServerSpec
 from modelrollout.api.status import StableStatus
 from modelrollout.k8s import api, manifests
-from modelrollout.k8s.owned import LIVE, OwnedObjects, pod_selector
+from modelrollout.k8s.owned import LIVE, OwnedObjects, generations, pod_selector
 from modelrollout.routing.base import RolloutRef
 
 
@@ -138,11 +138,12 @@ def ensure(
     green_replicas: int,
     replace_green: bool = True,
     router_image: str = "",
-) -> None:
+) -> dict[str, tuple[tuple[str, int], ...]]:
     """Every owned object as it should be (idempotent): blue serves ``stable`` (and records it, see
     manifests.ANNOTATION_STABLE), green spec.green. Without ``replace_green`` green's Deployment is left
     as it is (it may still have traffic). The router runs ``router_image``, or else the stable model's
-    server image."""
+    server image. Returns the uid and generation of each Deployment applied (owned.Generations), which the
+    Deployment watch should show from now on."""
     owner = api.owner_reference(rollout)
     name, namespace = rollout.name, rollout.namespace
     refuse_older(api.read("Deployment", namespace, f"{name}-{constants.BLUE}"), stable)
@@ -156,8 +157,13 @@ def ensure(
         api.create_secret(
             manifests.feedback_secret(rollout=name, namespace=namespace, owner=owner, token=secrets.token_urlsafe(32))
         )
+    applied: dict[str, tuple[tuple[str, int], ...]] = {}
+
+    def deployment(body: dict[str, Any]) -> None:
+        applied[body["metadata"]["name"]] = generations([_apply(body)])
+
     for colour, model, server, replicas, extra in colours:
-        _apply(
+        deployment(
             manifests.model_deployment(
                 rollout=name,
                 namespace=namespace,
@@ -177,8 +183,9 @@ def ensure(
         _apply(manifests.router_role(rollout=name, namespace=namespace, owner=owner))
         _apply_binding(manifests.router_role_binding(rollout=name, namespace=namespace, owner=owner))
         image = router_image or stable.server.image
-        _apply(manifests.router_deployment(rollout=name, namespace=namespace, spec=spec, owner=owner, image=image))
+        deployment(manifests.router_deployment(rollout=name, namespace=namespace, spec=spec, owner=owner, image=image))
         _apply(manifests.service(rollout=name, namespace=namespace, colour=manifests.ROUTER, owner=owner))
+    return applied
 
 
 selector = pod_selector

@@ -1,0 +1,75 @@
+"""When a rollout's reconcile loop runs: every tick (a second), and at once when the watches show something it acts
+on has changed (a command, the spec, a deletion, the router's report, a Deployment), so that a user's abort or a
+report confirming weights is acted on in the time a watch event takes, not at the next tick.
+
+Only what a reconcile reads counts as a change (``trigger``): the operator's own status writes do not wake its
+loop, so a loop never runs faster than its tick because of what it wrote itself.
+
+Used from the event loop only (kopf's async handlers); each rollout's loop is one task (handlers.steer), so a
+rollout still has exactly one writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Hashable, Mapping
+from typing import Any
+
+from modelrollout.api import constants
+
+Key = tuple[str, str]
+"""(namespace, name) of a ModelRollout"""
+
+
+def trigger(body: Mapping[str, Any]) -> Hashable:
+    """What of a ModelRollout's own object a reconcile acts on besides its status (a pure function): the spec's
+    generation, the command annotations, a deletion, and the uid (an object made again under the name)."""
+    metadata = body.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    return (
+        metadata.get("uid"),
+        metadata.get("generation"),
+        annotations.get(constants.ANNOTATION_COMMAND),
+        annotations.get(constants.ANNOTATION_COMMAND_ID),
+        metadata.get("deletionTimestamp"),
+    )
+
+
+class Wakeups:
+    """One asyncio.Event per running reconcile loop, set by the watches when their rollout should look again."""
+
+    def __init__(self) -> None:
+        self._events: dict[Key, asyncio.Event] = {}
+        self._triggers: dict[Key, Hashable] = {}
+
+    def register(self, key: Key) -> asyncio.Event:
+        event = asyncio.Event()
+        self._events[key] = event
+        return event
+
+    def forget(self, key: Key, event: asyncio.Event) -> None:
+        """Only the loop that registered ``event``: a rollout made again under the name may have a new one."""
+        if self._events.get(key) is event:
+            del self._events[key]
+            self._triggers.pop(key, None)
+
+    def wake(self, key: Key) -> None:
+        event = self._events.get(key)
+        if event is not None:
+            event.set()
+
+    def noticed(self, key: Key, body: Mapping[str, Any]) -> None:
+        """A watch event of the rollout itself: wakes its loop when ``trigger`` changed since the last one."""
+        now = trigger(body)
+        if self._triggers.get(key) != now:
+            self._triggers[key] = now
+            self.wake(key)
+
+    async def sleep(self, event: asyncio.Event, seconds: float, stopped: Awaitable[Any]) -> None:
+        """Until ``event`` is set, ``stopped`` completes, or ``seconds`` have passed."""
+        waiting = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stopped)]
+        try:
+            await asyncio.wait(waiting, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for each in waiting:
+                each.cancel()

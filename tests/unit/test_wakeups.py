@@ -1,0 +1,68 @@
+"""When a rollout's reconcile loop is woken before its tick: a change it acts on, not its own status writes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from modelrollout import controller, wakeups
+from modelrollout.api import constants
+
+KEY = ("ml", "digits")
+
+
+def body(**changes: Any) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"uid": "u1", "generation": 3, "resourceVersion": "10", "annotations": {}}
+    metadata.update(changes)
+    return {"metadata": metadata, "status": {"phase": "Progressing"}}
+
+
+def test_a_status_write_is_no_trigger_and_a_command_a_spec_change_a_deletion_or_a_new_object_are() -> None:
+    seen = wakeups.trigger(body())
+    assert wakeups.trigger({**body(resourceVersion="11"), "status": {"phase": "Paused"}}) == seen
+    for changed in (
+        body(annotations={constants.ANNOTATION_COMMAND: "abort"}),
+        body(annotations={constants.ANNOTATION_COMMAND: "abort", constants.ANNOTATION_COMMAND_ID: "2"}),
+        body(generation=4),
+        body(deletionTimestamp="2026-11-24T00:00:00Z"),
+        body(uid="u2"),
+    ):
+        assert wakeups.trigger(changed) != seen
+
+
+def test_a_loop_is_woken_by_a_trigger_it_has_not_seen_and_its_sleep_ends_then() -> None:
+    async def scenario() -> None:
+        wakes = wakeups.Wakeups()
+        woken = wakes.register(KEY)
+        wakes.noticed(KEY, body())
+        assert woken.is_set()  # the first look at the object
+        woken.clear()
+        wakes.noticed(KEY, body(resourceVersion="11"))  # its own status write
+        assert not woken.is_set()
+        begun = time.monotonic()
+        await wakes.sleep(woken, 0.05, asyncio.sleep(3600))
+        assert time.monotonic() - begun >= 0.04  # nothing woke it: the tick
+        asyncio.get_running_loop().call_later(0.01, wakes.noticed, KEY, body(generation=4))
+        await wakes.sleep(woken, 30, asyncio.sleep(3600))
+        assert woken.is_set() and time.monotonic() - begun < 10
+        # a loop that ended forgets only its own event: the next object of that name keeps its own
+        again = wakes.register(KEY)
+        wakes.forget(KEY, woken)
+        wakes.wake(KEY)
+        assert again.is_set()
+        wakes.forget(KEY, again)
+        wakes.wake(KEY)  # no loop: nothing to wake, no error
+
+    asyncio.run(scenario())
+
+
+def test_a_reconcile_waits_for_the_watch_to_deliver_its_own_last_write() -> None:
+    assert controller.behind("9", "10") and not controller.behind("10", "10") and not controller.behind("11", "10")
+    assert not controller.behind("abc", "10")  # not an etcd revision: never held back
+    controller._written.clear()
+    controller._written["ml/digits"] = ("u1", "10")
+    assert controller._behind_own_write("ml/digits", body(resourceVersion="9"))  # type: ignore[arg-type]
+    assert not controller._behind_own_write("ml/digits", body(resourceVersion="10"))  # type: ignore[arg-type]
+    assert not controller._behind_own_write("ml/digits", body(uid="u2", resourceVersion="3"))  # type: ignore[arg-type]
+    controller._written.clear()
