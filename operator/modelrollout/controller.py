@@ -30,7 +30,7 @@ from modelrollout.api import constants
 from modelrollout.api.spec import AnalysisSpec, ColourSpec, ModelRolloutSpec, parse_duration, serving_revision
 from modelrollout.api.status import ModelRolloutStatus, Phase, StableStatus, without_nulls
 from modelrollout.k8s import api, manifests, resources
-from modelrollout.k8s.owned import LIVE, Generations, OwnedObjects, drifted
+from modelrollout.k8s.owned import LIVE, OwnedObjects, Versions, drifted
 from modelrollout.rollout import commands, machine, steps
 from modelrollout.routing import factory
 from modelrollout.routing.base import AppliedWeights, RolloutRef
@@ -55,39 +55,56 @@ _failures: dict[str, str] = {}
 @dataclasses.dataclass(frozen=True)
 class Ensured:
     """When a rollout's owned objects were last applied, built from what (``fingerprint``), and the uid and
-    generation of each Deployment the apply returned (``applied``), which the Deployment watch should show."""
+    version of each object the apply returned (``applied``), which the watches should show from then on."""
 
     fingerprint: str
     at: float
-    applied: Generations | None = None
+    applied: Versions | None = None
 
 
 _ensured: dict[str, Ensured] = {}
 """Per rollout, in memory: after a restart the first reconcile applies the owned objects again (idempotent)."""
+_relisted = float("-inf")
+"""When a watch of owned objects last listed them again (see relisted)."""
 ENSURE_EVERY_SECONDS = 60.0
 """Owned objects are applied again at once when what they are built from changes, and otherwise this often to
 repair drift, when the operator does not watch them (MODELROLLOUT_OWNED_READS=api)."""
 ENSURE_WATCHED_EVERY_SECONDS = float(os.environ.get("MODELROLLOUT_REAPPLY_SECONDS", "900"))
-"""With the Deployment watch: a Deployment deleted, made again or changed by someone else is seen by the watch
-and repaired at once; the rest (Services, the router's account, Role and binding) is applied again this often."""
+"""With the watches: an owned object deleted, made again or changed by someone else is seen by its watch and
+applied again at once; all are applied again this often all the same."""
 SETTLE_SECONDS = 5.0
-"""A Deployment the watch has not shown this long after the apply that made it counts as deleted."""
+"""An object the watch has not shown this long after the apply that made it counts as deleted."""
 
 
-def ensure_due(last: Ensured | None, fingerprint: str, shown: Generations | None, now: float) -> bool:
+def relisted() -> None:
+    """A watch of owned objects listed them again (after a 410 Gone or an error): an object deleted meanwhile
+    got no DELETED event and may still show as it was applied, so every rollout's objects are applied again
+    at its next reconcile, as after an operator restart."""
+    global _relisted
+    _relisted = time.monotonic()
+
+
+def ensure_due(
+    last: Ensured | None, fingerprint: str, shown: Versions | None, now: float, relisted_at: float = float("-inf")
+) -> bool:
     """Whether the owned objects are to be applied again (a pure function): never applied, built from something
-    else now, a Deployment the watch (``shown``, see owned.deployed) shows otherwise than it was applied, or
-    not applied for the period."""
+    else now, applied before the watches last listed again, an object the watches (``shown``, see owned.Seen)
+    show otherwise than it was applied, or not applied for the period."""
     if last is None or last.fingerprint != fingerprint:
         return True
     age = now - last.at
     if shown is None or last.applied is None:
         return age > ENSURE_EVERY_SECONDS
+    if last.at <= relisted_at:
+        return True
     return bool(drifted(last.applied, shown, settled=age > SETTLE_SECONDS)) or age > ENSURE_WATCHED_EVERY_SECONDS
 
 
 _written: dict[str, tuple[str, str]] = {}
 """Per rollout: its uid and the resourceVersion of the operator's last write to it (see behind)."""
+_held: dict[str, float] = {}
+"""Per rollout: since when its reconciles are held back waiting for the watch to deliver that write."""
+FENCE_SECONDS = 30.0
 ROUTER_IMAGE = os.environ.get("MODELROLLOUT_ROUTER_IMAGE", "")
 """The builtin router's image (the Helm chart sets the operator's own); unset: the stable model's server
 image. Never the candidate's."""
@@ -118,15 +135,35 @@ def behind(seen: str, written: str) -> bool:
 
 def _behind_own_write(key: str, body: kopf.Body) -> bool:
     """The watch has not delivered the operator's last write to this rollout yet: deciding from this body would
-    decide from a status already replaced (a step advanced twice, a history entry lost). The loop is woken, or
-    ticks, again once it has."""
+    decide from a status already replaced (a step advanced twice, a history entry lost). The loop is woken once
+    it has (caught_up). After FENCE_SECONDS it decides from what it has, with a warning: a rollout never
+    freezes on a write the watch does not deliver (resourceVersions that went backwards: etcd restored)."""
     written = _written.get(key)
     metadata = body.get("metadata") or {}
-    return (
-        written is not None
-        and written[0] == metadata.get("uid")
-        and behind(str(metadata.get("resourceVersion") or ""), written[1])
-    )
+    seen = str(metadata.get("resourceVersion") or "")
+    if written is None or written[0] != metadata.get("uid") or not behind(seen, written[1]):
+        _held.pop(key, None)
+        return False
+    held_since = _held.setdefault(key, time.monotonic())
+    if time.monotonic() - held_since > FENCE_SECONDS:
+        log.warning(
+            "the watch has not delivered the operator's last write: deciding from the copy it has",
+            written=written[1],
+            seen=seen,
+            seconds=round(time.monotonic() - held_since, 1),
+        )
+        _written.pop(key, None)
+        _held.pop(key, None)
+        return False
+    return True
+
+
+def caught_up(namespace: str, name: str, body: Mapping[str, Any]) -> bool:
+    """Whether a reconcile held back by its own last write (see _behind_own_write) may go on with ``body``."""
+    key = f"{namespace}/{name}"
+    written = _written.get(key)
+    seen = str((body.get("metadata") or {}).get("resourceVersion") or "")
+    return key in _held and (written is None or not behind(seen, written[1]))
 
 
 def _wrote(ref: RolloutRef, stored: Mapping[str, Any]) -> None:
@@ -221,20 +258,18 @@ async def reconcile(
     router_report: Mapping[str, str] | None = None,
     owned: OwnedObjects = LIVE,
     *,
-    deployed: Generations | None = None,
+    deployed: Versions | None = None,
 ) -> None:
     """One tick, with the builtin router's report as last seen (routing.report), and the colours'
     Deployments and pods as ``owned`` sees them (the handlers pass the operator's watches: no request per
-    tick) and ``deployed``, what the Deployment watch shows of them (owned.deployed: a Deployment changed by
-    someone else is applied again at once; None: the owned objects are applied again every
-    ENSURE_EVERY_SECONDS instead). Whatever
+    tick) and ``deployed``, what the watches show of every owned object (owned.Seen: one changed by someone
+    else is applied again at once; None: they are applied again every ENSURE_EVERY_SECONDS instead). Whatever
     fails is recorded in status and as an Event and retried on the next tick (a second later): a failure is
     a state of the rollout, never a freeze."""
     begun = time.monotonic()
     ref = _ref(body, router_report)
     key = f"{ref.namespace}/{ref.name}"
     if _behind_own_write(key, body):
-        log.debug("waiting for the watch to deliver the last write", rollout=key)
         return
     now = datetime.datetime.now(datetime.UTC)
     try:
@@ -457,7 +492,7 @@ async def _gather(
     command: commands.Command | None,
     now: datetime.datetime,
     owned: OwnedObjects = LIVE,
-    deployed: Generations | None = None,
+    deployed: Versions | None = None,
 ) -> machine.Observations:
     stable = stable_of(spec, status)
     green_replicas, fingerprint = _owned(body, spec, status)
@@ -575,13 +610,13 @@ def _owned(body: kopf.Body, spec: ModelRolloutSpec, status: ModelRolloutStatus) 
     return green_replicas, f"{body['metadata'].get('generation')}/{green_replicas}/{stable.revision}"
 
 
-def _ensured_lately(key: str, fingerprint: str, shown: Generations | None = None) -> bool:
+def _ensured_lately(key: str, fingerprint: str, shown: Versions | None = None) -> bool:
     last, now = _ensured.get(key), time.monotonic()
-    if ensure_due(last, fingerprint, shown, now):
-        if last is not None and last.applied is not None and shown is not None:
+    if ensure_due(last, fingerprint, shown, now, _relisted):
+        if last is not None and last.fingerprint == fingerprint and last.applied is not None and shown is not None:
             changed = drifted(last.applied, shown, settled=now - last.at > SETTLE_SECONDS)
             if changed:
-                log.info("owned Deployments changed by someone else: applied again", deployments=changed)
+                log.info("owned objects changed by someone else: applied again", objects=changed)
         return False
     return True
 
@@ -591,7 +626,7 @@ def _resting(
     spec: ModelRolloutSpec,
     status: ModelRolloutStatus,
     command: commands.Command | None,
-    deployed: Generations | None = None,
+    deployed: Versions | None = None,
 ) -> bool:
     """A settled rollout whose spec has not changed since it was reconciled, with no command waiting and its
     owned objects as they should be: no work (no reads, no writes) until those are due to be re-applied."""
@@ -622,7 +657,7 @@ async def _apply(
 ) -> bool:
     """Write the decided status (then, if a command was acted on, remove its annotation), post the Event.
     The operator writes these itself rather than through kopf's patch: a write that fails is counted by the
-    next tick, whereas a failed kopf patch would stop the rollout's timer for good. False when the status
+    next tick, whereas a failed kopf patch would stop the rollout's loop for good. False when the status
     could not be written."""
     decision.status.observed_generation = body["metadata"].get("generation") or 0
     wanted = decision.status.to_api()
@@ -693,3 +728,4 @@ def forget(body: kopf.Body) -> None:
     _compared_with_record.discard(key)
     _unreadable.discard(key)
     _written.pop(key, None)
+    _held.pop(key, None)

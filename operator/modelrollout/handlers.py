@@ -2,7 +2,8 @@
 
 One loop per ModelRollout (a kopf daemon, ``steer``) does every reconcile, so exactly one writer updates a
 rollout's status at a time. It runs every tick (a second), and at once when a watch shows a command, a spec
-change, a deletion, or a change in the router's report or the rollout's Deployments and pods (wakeups).
+change, or a change in the router's report or the objects the rollout owns (wakeups). A deletion stops the
+loop; the finalizer (``deleted``) carries it out.
 
 Run with: ``kopf run --standalone -A -m modelrollout.handlers`` (the Helm chart does this in-cluster). With
 ``MODELROLLOUT_LEADER_ELECTION=true`` several replicas may run: only the holder of a Lease reconciles, the others
@@ -11,6 +12,7 @@ wait in startup (k8s.leader).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any
@@ -25,6 +27,8 @@ from modelrollout.k8s import api, deletion, leader, manifests, owned
 from modelrollout.routing.report import report_name
 
 TICK_SECONDS = float(os.environ.get("MODELROLLOUT_TICK_SECONDS", "1.0"))
+MIN_GAP_SECONDS = 0.2
+"""Between the starts of two reconciles of one rollout, however often its watches wake it."""
 OWNED_FROM_API = os.environ.get("MODELROLLOUT_OWNED_READS", "watch") == "api"
 """``MODELROLLOUT_OWNED_READS=api``: read the colours' Deployments and pods from the API server on every tick
 (what the operator did before its watches; for comparing the two, and for ruling the cache out)."""
@@ -46,14 +50,16 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # nor every Deployment and pod: only those of a rollout (the indexes below)
     settings.watching.label_selectors["apps", "v1", "deployments"] = constants.LABEL_ROLLOUT
     settings.watching.label_selectors["", "v1", "pods"] = constants.LABEL_ROLLOUT
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not a line per timer tick
+    for kind in OWNED_KINDS:  # the rest of what the operator applies, to see it changed by someone else
+        settings.watching.label_selectors[kind] = constants.LABEL_ROLLOUT
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not a line per reconcile
     api.configure(os.environ.get("KUBECONFIG") or None)
     port = int(os.environ.get("MODELROLLOUT_METRICS_PORT", "8000"))
     if port:
         start_http_server(port, addr=os.environ.get("MODELROLLOUT_METRICS_HOST", "0.0.0.0"))  # noqa: S104
     structlog.get_logger("modelrollout").info("operator started", metrics_port=port, tick_seconds=TICK_SECONDS)
     if LEADER_ELECTION:
-        # kopf starts no watch and no timer before its startup handlers return: a standby waits here
+        # kopf starts no watch and no daemon before its startup handlers return: a standby waits here
         global _elector
         _elector = leader.Elector(
             name=os.environ.get("MODELROLLOUT_LEASE_NAME", "modelrollout-operator"),
@@ -129,12 +135,15 @@ def owned_view(handler_kwargs: dict[str, Any], body: kopf.Body) -> owned.OwnedOb
     return owned.Checked(owned_for(handler_kwargs, body), RESYNC, lambda: owned.read_live(namespace, name))
 
 
-def deployed(handler_kwargs: dict[str, Any], body: kopf.Body) -> owned.Generations | None:
-    """What the Deployment watch shows of this rollout's Deployments (owned.deployed), for the controller to
-    see them changed by someone else without a request; None when the colours are read from the API server."""
+SEEN = owned.Seen()
+
+
+def deployed(body: kopf.Body) -> owned.Versions | None:
+    """What the watches show of this rollout's owned objects (owned.Seen), for the controller to see one
+    changed by someone else without a request; None when the colours are read from the API server."""
     if OWNED_FROM_API:
         return None
-    return owned.deployed(body["metadata"]["namespace"], body["metadata"]["name"], handler_kwargs["owned_deployments"])
+    return SEEN.of(body["metadata"]["namespace"], body["metadata"]["name"])
 
 
 WAKEUPS = wakeups.Wakeups()
@@ -154,11 +163,15 @@ async def steer(body: kopf.Body, stopped: kopf.DaemonStopped, **kwargs: Any) -> 
     try:
         while not stopped:
             woken.clear()
+            begun = asyncio.get_running_loop().time()
             try:
                 await tick(body, **kwargs)
             except Exception as error:  # noqa: BLE001 - reconcile records its own failures; this is a bug's trace
                 structlog.get_logger("modelrollout").error("reconcile loop failed", error=repr(error)[:500])
             await WAKEUPS.sleep(woken, TICK_SECONDS, stopped.wait())
+            rest = MIN_GAP_SECONDS - (asyncio.get_running_loop().time() - begun)
+            if rest > 0 and not stopped:  # a burst of watch events costs one reconcile per MIN_GAP_SECONDS
+                await asyncio.sleep(rest)
     finally:
         WAKEUPS.forget(key, woken)
 
@@ -166,24 +179,55 @@ async def steer(body: kopf.Body, stopped: kopf.DaemonStopped, **kwargs: Any) -> 
 async def tick(body: kopf.Body, **kwargs: Any) -> None:
     if not may_act():
         return
-    await controller.reconcile(
-        body, report_for(kwargs, body), owned_view(kwargs, body), deployed=deployed(kwargs, body)
-    )
+    await controller.reconcile(body, report_for(kwargs, body), owned_view(kwargs, body), deployed=deployed(body))
 
 
 @kopf.on.event(constants.GROUP, constants.VERSION, constants.PLURAL)
 async def rollout_changed(body: kopf.Body, **_: Any) -> None:
-    """A command, a spec change or a deletion is acted on at once (not the operator's own status writes)."""
-    WAKEUPS.noticed(_key(body), body)
+    """A command or a spec change is acted on at once, and a reconcile held back until the watch delivered the
+    operator's own last write goes on as soon as it has (not at every status write)."""
+    key = _key(body)
+    WAKEUPS.noticed(key, body)
+    if controller.caught_up(*key, body):
+        WAKEUPS.wake(key)
+
+
+OWNED_KINDS = (
+    ("apps", "v1", "deployments"),
+    ("", "v1", "services"),
+    ("", "v1", "serviceaccounts"),
+    ("rbac.authorization.k8s.io", "v1", "roles"),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+)
+"""What resources.ensure applies besides the router's report (watched with the reports)."""
 
 
 @kopf.on.event("", "v1", "configmaps", labels={constants.LABEL_COLOUR: manifests.ROUTER})
 @kopf.on.event("apps", "v1", "deployments", labels={constants.LABEL_ROLLOUT: kopf.PRESENT})
+@kopf.on.event("", "v1", "services", labels={constants.LABEL_ROLLOUT: kopf.PRESENT})
+@kopf.on.event("", "v1", "serviceaccounts", labels={constants.LABEL_ROLLOUT: kopf.PRESENT})
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels={constants.LABEL_ROLLOUT: kopf.PRESENT})
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels={constants.LABEL_ROLLOUT: kopf.PRESENT})
+async def owned_changed(
+    namespace: str | None,
+    labels: kopf.Labels,
+    body: kopf.Body,
+    resource: kopf.Resource,
+    type: str | None,
+    **_: Any,
+) -> None:
+    """An object a rollout owns changed (kopf calls this after the indexes above took the change in): the
+    controller sees it in SEEN, and the rollout's loop looks again now. A watch listing again (not its first
+    listing) may leave objects deleted meanwhile showing as they were (see controller.relisted)."""
+    if SEEN.saw(type, namespace or "", resource.kind or str(body.get("kind") or ""), body):
+        RESYNC.relisted()
+        controller.relisted()
+    WAKEUPS.wake((namespace or "", labels.get(constants.LABEL_ROLLOUT, "")))
+
+
 @kopf.on.event("", "v1", "pods", labels={constants.LABEL_ROLLOUT: kopf.PRESENT})
-async def owned_changed(namespace: str | None, labels: kopf.Labels, type: str | None, **_: Any) -> None:
-    """A router's report, a Deployment or a pod of a rollout changed: its loop looks again now (kopf calls this
-    after the indexes above took the change in). ``type`` None: the object came from a watch listing again,
-    after which the caches are checked (owned.Resync)."""
+async def pod_changed(namespace: str | None, labels: kopf.Labels, type: str | None, **_: Any) -> None:
+    """A rollout's pod changed: its loop looks again now. A listing: its copy is checked (owned.Resync)."""
     if type is None:
         RESYNC.relisted()
     WAKEUPS.wake((namespace or "", labels.get(constants.LABEL_ROLLOUT, "")))
@@ -203,3 +247,4 @@ def deleted(body: kopf.Body, **kwargs: Any) -> None:
     deletion.finalize(body, post=post, router_report=report_for(kwargs, body))
     controller.forget(body)
     RESYNC.forget(body["metadata"]["namespace"], body["metadata"]["name"])
+    SEEN.forget(body["metadata"]["namespace"], body["metadata"]["name"])

@@ -1,9 +1,10 @@
 """When a rollout's reconcile loop runs: every tick (a second), and at once when the watches show something it acts
-on has changed (a command, the spec, a deletion, the router's report, a Deployment), so that a user's abort or a
+on has changed (a command, the spec, the router's report, an object the rollout owns), so that a user's abort or a
 report confirming weights is acted on in the time a watch event takes, not at the next tick.
 
-Only what a reconcile reads counts as a change (``trigger``): the operator's own status writes do not wake its
-loop, so a loop never runs faster than its tick because of what it wrote itself.
+Of the ModelRollout itself only what a reconcile acts on besides its status counts (``trigger``): the operator's
+own status writes do not wake its loop. Its applies of owned objects do (once, as the watch shows them), and so
+does a burst of pod events; the loop runs at most once per handlers.MIN_GAP_SECONDS all the same.
 
 Used from the event loop only (kopf's async handlers); each rollout's loop is one task (handlers.steer), so a
 rollout still has exactly one writer.
@@ -23,7 +24,8 @@ Key = tuple[str, str]
 
 def trigger(body: Mapping[str, Any]) -> Hashable:
     """What of a ModelRollout's own object a reconcile acts on besides its status (a pure function): the spec's
-    generation, the command annotations, a deletion, and the uid (an object made again under the name)."""
+    generation, the command annotations, and the uid (an object made again under the name). The deletion
+    timestamp counts too, though kopf stops the loop when it appears."""
     metadata = body.get("metadata") or {}
     annotations = metadata.get("annotations") or {}
     return (

@@ -25,6 +25,7 @@ import kopf
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from modelrollout import controller
 from modelrollout.api import constants
 from modelrollout.api.spec import ModelRolloutSpec, serving_revision
 from modelrollout.api.status import StableStatus
@@ -696,6 +697,17 @@ def operator(cluster: Path) -> Iterator[Path]:
         yield log
 
 
+def test_the_operator_remembers_the_version_of_its_own_status_write(cluster: Path) -> None:
+    rollout = create_rollout("fenced", spec_body(), finalizers=())
+    controller._patch_status(rollout, {"status": {"message": "written by the test"}})
+    stored = get_rollout("fenced")
+    assert controller._written[f"{NAMESPACE}/fenced"] == (
+        stored["metadata"]["uid"],
+        stored["metadata"]["resourceVersion"],
+    )
+    kubectl.run("delete", "mro", "fenced", "-n", NAMESPACE, kubeconfig=cluster)
+
+
 def test_a_command_is_acted_on_when_the_watch_shows_it_not_at_the_next_tick(cluster: Path) -> None:
     # a tick of ten minutes: only the watch of the ModelRollout can make the abort be acted on within the test
     with running_operator(cluster, MODELROLLOUT_TICK_SECONDS="600") as log:
@@ -705,6 +717,17 @@ def test_a_command_is_acted_on_when_the_watch_shows_it_not_at_the_next_tick(clus
             timeout=60,
             what="the first reconcile (when the loop starts)",
         )
+
+        # quiet first: its objects made and no write for three seconds, so that no event of its Deployments or
+        # pods, only the ModelRollout's own, can be what wakes the loop for the command
+        def quiet() -> bool:
+            version = get_rollout("woken")["metadata"]["resourceVersion"]
+            time.sleep(3)
+            return api.read("Deployment", NAMESPACE, "woken-router") is not None and (
+                get_rollout("woken")["metadata"]["resourceVersion"] == version
+            )
+
+        process.wait_until(quiet, timeout=60, what="the rollout quiet", interval=0)
         kubectl.run(
             "annotate",
             "mro",
@@ -725,6 +748,19 @@ def test_a_command_is_acted_on_when_the_watch_shows_it_not_at_the_next_tick(clus
             raise TimeoutError(f"{error}; operator log: {log.read_text()[-3000:]}") from None
         status = get_rollout("woken")["status"]
         assert status["rollbackReason"] == "Aborted" and status["weights"]["green"] == 0
+    # no operator left to finalize it: gone without its finalizer, not left to the next module's operator
+    kubectl.run(
+        "patch",
+        "mro",
+        "woken",
+        "-n",
+        NAMESPACE,
+        "--type=merge",
+        "-p",
+        '{"metadata":{"finalizers":null}}',
+        kubeconfig=cluster,
+    )
+    kubectl.run("delete", "mro", "woken", "-n", NAMESPACE, "--wait=true", kubeconfig=cluster)
 
 
 def events_of(kubeconfig: Path, name: str) -> list[dict[str, Any]]:

@@ -111,53 +111,61 @@ def test_a_promotion_changes_what_blue_must_run_so_the_objects_are_applied_again
     assert not controller._resting(BODY, SPEC, promoted_status(Phase.PROMOTED), None)
 
 
-APPLIED = {"r-blue": (("uid-b", 1),), "r-green": (("uid-g", 2),), "r-router": (("uid-r", 1),)}
+APPLIED = {
+    ("Deployment", "r-blue"): ("uid-b", 1),
+    ("Deployment", "r-green"): ("uid-g", 2),
+    ("Deployment", "r-router"): ("uid-r", 1),
+    ("Service", "r-router"): ("uid-s", 40),
+    ("RoleBinding", "r-router"): ("uid-rb", 41),
+    ("ConfigMap", "r-router-report"): ("uid-c", 0),
+}
 
 
-def test_with_the_deployment_watch_a_settled_rollout_rests_until_the_watch_shows_drift() -> None:
+def test_with_the_watches_a_settled_rollout_rests_until_they_show_drift() -> None:
     status = settled()
     fingerprint = controller._owned(BODY, SPEC, status)[1]
     controller._ensured["default/r"] = controller.Ensured(fingerprint, time.monotonic() - 61, APPLIED)
-    # a minute after the apply it still rests while the watch shows what was applied, where without the
-    # watch it would apply again every ENSURE_EVERY_SECONDS
+    # a minute after the apply it still rests while the watches show what was applied, where without them it
+    # would apply again every ENSURE_EVERY_SECONDS
     assert controller._resting(BODY, SPEC, status, None, APPLIED)
     assert not controller._resting(BODY, SPEC, status, None, None)
-    # green's Deployment scaled by hand (a later generation), blue's deleted, the router's made again, or two
-    # under one name: applied again
+    # a Deployment scaled by hand (a later generation), blue's deleted, the router's made again, the router's
+    # binding deleted or its Service edited: applied again
     for drifted in (
-        {**APPLIED, "r-green": (("uid-g", 3),)},
-        {**APPLIED, "r-blue": ()},
-        {**APPLIED, "r-router": (("uid-r2", 1),)},
-        {**APPLIED, "r-blue": (("uid-b", 1), ("uid-b0", 7))},
+        {**APPLIED, ("Deployment", "r-green"): ("uid-g", 3)},
+        {key: value for key, value in APPLIED.items() if key != ("Deployment", "r-blue")},
+        {**APPLIED, ("Deployment", "r-router"): ("uid-r2", 1)},
+        {key: value for key, value in APPLIED.items() if key != ("RoleBinding", "r-router")},
+        {**APPLIED, ("Service", "r-router"): ("uid-s", 57)},
     ):
         assert not controller._resting(BODY, SPEC, status, None, drifted)
+    # the router writing its report is no drift, nor is an object the watches show and the operator never applied
+    assert controller._resting(BODY, SPEC, status, None, {**APPLIED, ("ConfigMap", "r-router-report"): ("uid-c", 0)})
+    assert controller._resting(BODY, SPEC, status, None, {**APPLIED, ("Service", "r-extra"): ("uid-x", 99)})
 
 
 def test_the_watch_lagging_behind_the_apply_is_not_drift() -> None:
     status = settled()
     fingerprint = controller._owned(BODY, SPEC, status)[1]
     controller._ensured["default/r"] = controller.Ensured(fingerprint, time.monotonic(), APPLIED)
-    behind = {"r-blue": (("uid-b", 0),), "r-green": (("uid-g", 1),), "r-router": ()}  # made and changed just now
+    behind = {**APPLIED, ("Deployment", "r-blue"): ("uid-b", 0), ("Service", "r-router"): ("uid-s", 39)}
+    del behind[("Deployment", "r-router")]  # made just now, not shown yet
     assert controller._resting(BODY, SPEC, status, None, behind)
-    # still not shown after SETTLE_SECONDS: deleted (an earlier generation is still the watch being behind)
+    # still not shown after SETTLE_SECONDS: deleted (an earlier version is still the watch being behind)
     controller._ensured["default/r"] = dataclasses.replace(
         controller._ensured["default/r"], at=time.monotonic() - controller.SETTLE_SECONDS - 1
     )
     assert not controller._resting(BODY, SPEC, status, None, behind)
-    assert controller._resting(BODY, SPEC, status, None, {**behind, "r-router": (("uid-r", 1),)})
+    assert controller._resting(BODY, SPEC, status, None, {**behind, ("Deployment", "r-router"): ("uid-r", 1)})
 
 
-def test_with_the_deployment_watch_the_rest_is_applied_again_after_the_long_period() -> None:
+def test_with_the_watches_all_is_applied_again_after_the_long_period_or_a_relist() -> None:
     status = settled()
     fingerprint = controller._owned(BODY, SPEC, status)[1]
     long_ago = time.monotonic() - controller.ENSURE_WATCHED_EVERY_SECONDS - 1
     controller._ensured["default/r"] = controller.Ensured(fingerprint, long_ago, APPLIED)
     assert not controller._resting(BODY, SPEC, status, None, APPLIED)
-
-
-def test_a_gateway_api_rollout_has_no_router_deployment_to_drift() -> None:
-    applied = {"r-blue": (("uid-b", 1),), "r-green": (("uid-g", 2),)}
-    assert (
-        controller.ensure_due(controller.Ensured("f", 0.0, applied), "f", {**applied, "r-router": ()}, now=100.0)
-        is False
-    )
+    # a watch listed again after the apply: an object deleted meanwhile may still show as applied
+    last = controller.Ensured(fingerprint, 100.0, APPLIED)
+    assert not controller.ensure_due(last, fingerprint, APPLIED, now=110.0, relisted_at=90.0)
+    assert controller.ensure_due(last, fingerprint, APPLIED, now=110.0, relisted_at=105.0)

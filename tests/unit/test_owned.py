@@ -269,21 +269,56 @@ def test_the_check_is_made_when_the_copy_is_first_read_and_once() -> None:
     assert reads == ["read"]
 
 
-def test_what_the_watch_shows_of_the_deployments_changes_with_their_uid_and_generation_not_their_status() -> None:
-    blue, router = deployment(), deployment()
-    blue["metadata"].update({"name": "digits-blue", "uid": "ub", "generation": 4})
-    router["metadata"].update({"name": "digits-router", "uid": "ur", "generation": 1})
-    index = {("ml", "digits-blue"): [owned.trimmed_deployment(blue)], ("ml", "digits-router"): [router]}
-    shown = owned.deployed("ml", "digits", index)
+def test_what_the_watches_show_is_kept_by_rollout_and_name_and_a_relist_of_known_objects_is_told() -> None:
+    seen = owned.Seen()
+    blue = deployment()
+    blue["metadata"].update({"name": "digits-blue", "uid": "ub", "generation": 4, "resourceVersion": "70"})
+    blue["metadata"]["labels"] = {constants.LABEL_ROLLOUT: "digits"}
+    service = {
+        "kind": "Service",
+        "metadata": {
+            "name": "digits-router",
+            "uid": "us",
+            "resourceVersion": "71",
+            "labels": blue["metadata"]["labels"],
+        },
+    }
+    service["metadata"]["labels"] = blue["metadata"]["labels"]
+    assert not seen.saw(None, "ml", "Deployment", blue)  # the first listing
+    assert not seen.saw("ADDED", "ml", "Service", service)
+    assert seen.of("ml", "digits") == {
+        ("Deployment", "digits-blue"): ("ub", 4),
+        ("Service", "digits-router"): ("us", 71),
+    }
     rolled = copy.deepcopy(blue)
-    rolled["status"] = {"readyReplicas": 0, "observedGeneration": 4}
-    assert owned.deployed("ml", "digits", {**index, ("ml", "digits-blue"): [rolled]}) == shown
-    for changed in ({"generation": 5}, {"uid": "ub2"}):
-        edited = copy.deepcopy(blue)
-        edited["metadata"].update(changed)
-        assert owned.deployed("ml", "digits", {**index, ("ml", "digits-blue"): [edited]}) != shown
-    assert owned.deployed("ml", "digits", {("ml", "digits-blue"): [blue]}) != shown  # the router's gone
-    assert owned.deployed("ml", "other", index) != shown
+    rolled["metadata"]["resourceVersion"] = "80"  # its status changed: not its version
+    seen.saw("MODIFIED", "ml", "Deployment", rolled)
+    assert seen.of("ml", "digits")[("Deployment", "digits-blue")] == ("ub", 4)
+    assert seen.saw(None, "ml", "Deployment", rolled)  # listed again: a relist
+    seen.saw("DELETED", "ml", "Service", service)
+    assert ("Service", "digits-router") not in seen.of("ml", "digits")
+    remade = copy.deepcopy(blue)
+    remade["metadata"]["uid"] = "ub2"
+    seen.saw("ADDED", "ml", "Deployment", remade)  # made again under its name: replaces the entry, ghost or not
+    seen.saw("DELETED", "ml", "Deployment", blue)  # a late DELETED of the old one leaves the new one
+    assert seen.of("ml", "digits") == {("Deployment", "digits-blue"): ("ub2", 4)}
+    seen.forget("ml", "digits")
+    assert seen.of("ml", "digits") == {}
+
+
+def test_drift_is_deleted_made_again_or_changed_by_someone_else() -> None:
+    applied = {("Deployment", "d-blue"): ("u1", 3), ("ConfigMap", "d-router-report"): ("u2", 0)}
+    assert owned.drifted(applied, applied, settled=True) == []
+    assert owned.drifted(applied, {**applied, ("Deployment", "d-blue"): ("u1", 2)}, settled=True) == []
+    assert owned.drifted(applied, {**applied, ("Deployment", "d-blue"): ("u1", 4)}, settled=True) == [
+        "Deployment/d-blue"
+    ]
+    assert owned.drifted(applied, {**applied, ("Deployment", "d-blue"): ("u9", 1)}, settled=True) == [
+        "Deployment/d-blue"
+    ]
+    only_report = {("ConfigMap", "d-router-report"): ("u2", 0)}
+    assert owned.drifted(applied, only_report, settled=False) == []
+    assert owned.drifted(applied, only_report, settled=True) == ["Deployment/d-blue"]
 
 
 def test_a_watch_listing_again_makes_every_rollouts_check_due() -> None:

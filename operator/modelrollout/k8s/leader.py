@@ -1,7 +1,7 @@
 """Leader election on a coordination.k8s.io Lease, so that the chart can run several operator replicas.
 
 Only the holder of the Lease reconciles. An operator started with ``MODELROLLOUT_LEADER_ELECTION=true`` waits
-in kopf's startup (before any watch or timer starts) until it holds the Lease, then renews it from a thread of
+in kopf's startup (before any watch or daemon starts) until it holds the Lease, then renews it from a thread of
 its own. When it cannot renew within the renew deadline (the API server unreachable, the Lease taken) it exits
 at once, without a reconcile more: its Pod restarts as a standby. So two replicas never reconcile at once, as
 long as the leader exits before the Lease it failed to renew can be taken (renew deadline < lease duration).

@@ -215,41 +215,81 @@ class Checked:
             return self._view
 
 
-Generations = Mapping[str, tuple[tuple[str, int], ...]]
-"""Per Deployment name: the uid and the generation of each object the watch holds under that name (or that an
-apply returned); none when there is none."""
+ObjectKey = tuple[str, str]
+"""(kind, name) of an owned object in its rollout's namespace"""
+Versions = Mapping[ObjectKey, tuple[str, int]]
+"""Per owned object: its uid and its version (``version_of``), as an apply returned them or a watch shows them."""
+UNVERSIONED = {"ConfigMap"}
+"""Kinds whose changes are not drift: the router writes its report's data (only its uid counts)."""
 
 
-def deployed(
-    namespace: str, rollout: str, deployments: Mapping[DeploymentKey, Iterable[Mapping[str, Any]]]
-) -> dict[str, tuple[tuple[str, int], ...]]:
-    """What the watch shows of a rollout's Deployments (blue, green and the router's; a pure function). Their
-    status does not count: pods coming and going are not drift."""
-    shown = {}
-    for part in (*constants.COLOURS, "router"):
-        name = f"{rollout}-{part}"
-        shown[name] = generations(deployments.get((namespace, name), ()))
-    return shown
+def version_of(body: Mapping[str, Any], kind: str | None = None) -> int:
+    """What grows when someone changes an owned object's spec (a pure function): a Deployment's generation (its
+    status changes all the time), the resourceVersion of the rest; 0 for a kind in UNVERSIONED."""
+    kind, metadata = kind or body.get("kind"), body.get("metadata") or {}
+    if kind in UNVERSIONED:
+        return 0
+    if kind == "Deployment":
+        return _generation(body)
+    try:
+        return int(metadata.get("resourceVersion") or 0)
+    except ValueError:
+        return 0
 
 
-def generations(bodies: Iterable[Mapping[str, Any]]) -> tuple[tuple[str, int], ...]:
-    return tuple(sorted((_uid(body), _generation(body)) for body in bodies))
+def versioned(body: Mapping[str, Any], kind: str | None = None) -> tuple[ObjectKey, tuple[str, int]]:
+    """An object's key and its uid and version (``kind``: when the body may lack it)."""
+    metadata = body.get("metadata") or {}
+    kind = kind or str(body.get("kind"))
+    return (kind, str(metadata.get("name"))), (_uid(body), version_of(body, kind))
 
 
-def drifted(applied: Generations, shown: Generations, *, settled: bool) -> list[str]:
-    """The Deployments the watch shows otherwise than the operator applied them (a pure function): deleted,
-    made again (another uid), changed by someone else (a later generation), or two under one name. One the
-    watch shows at an earlier generation, or (until ``settled``) not at all, is one it has not caught up with."""
+class Seen:
+    """The uid and version of each object the rollouts own (Deployments, Services, the router's account, Role,
+    binding and report), as the watches last showed them, by rollout: so that a reconcile sees one deleted,
+    made again or changed by someone else without a request. Kept by name: an object made again under its name
+    replaces its entry, so an object deleted while a watch was broken (kopf gets no DELETED event for it) stays
+    only until it is made again."""
+
+    def __init__(self) -> None:
+        self._by_rollout: dict[tuple[str, str], dict[ObjectKey, tuple[str, int]]] = {}
+
+    def saw(self, event: str | None, namespace: str, kind: str, body: Mapping[str, Any]) -> bool:
+        """Takes a watch event in; True when it was a listing (``event`` None) of an object already known: a
+        watch listing again, not its first listing."""
+        rollout = _labels(body).get(constants.LABEL_ROLLOUT)
+        if not rollout:
+            return False
+        key, value = versioned(body, kind)
+        if event == "DELETED":
+            objects = self._by_rollout.get((namespace, rollout), {})
+            if objects.get(key, ("",))[0] == value[0]:
+                del objects[key]
+            return False
+        objects = self._by_rollout.setdefault((namespace, rollout), {})
+        known = key in objects
+        objects[key] = value
+        return event is None and known
+
+    def of(self, namespace: str, rollout: str) -> dict[ObjectKey, tuple[str, int]]:
+        return dict(self._by_rollout.get((namespace, rollout), {}))
+
+    def forget(self, namespace: str, rollout: str) -> None:
+        self._by_rollout.pop((namespace, rollout), None)
+
+
+def drifted(applied: Versions, shown: Versions, *, settled: bool) -> list[str]:
+    """The owned objects the watches show otherwise than the operator applied them (a pure function): deleted,
+    made again (another uid), or changed by someone else (a later version). One shown at an earlier version, or
+    (until ``settled``) not at all, is one the watch has not caught up with."""
     found = []
-    for name, wanted in applied.items():
-        seen = tuple(shown.get(name, ()))
-        if seen == tuple(wanted):
-            continue
-        if len(wanted) == 1 and len(seen) == 1 and seen[0][0] == wanted[0][0] and seen[0][1] < wanted[0][1]:
-            continue
-        if not seen and not settled:
-            continue
-        found.append(name)
+    for key, (uid, version) in applied.items():
+        seen = shown.get(key)
+        if seen is None:
+            if settled:
+                found.append("/".join(key))
+        elif seen[0] != uid or seen[1] > version:
+            found.append("/".join(key))
     return found
 
 

@@ -8,7 +8,7 @@ their fields handed over to the apply field manager the first time, so stale fie
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -18,7 +18,7 @@ from modelrollout.api import constants
 from modelrollout.api.spec import ModelRef, ModelRolloutSpec, ServerSpec
 from modelrollout.api.status import StableStatus
 from modelrollout.k8s import api, manifests
-from modelrollout.k8s.owned import LIVE, OwnedObjects, generations, pod_selector
+from modelrollout.k8s.owned import LIVE, ObjectKey, OwnedObjects, pod_selector, versioned
 from modelrollout.routing.base import RolloutRef
 
 
@@ -103,13 +103,13 @@ def _apply(body: dict[str, Any]) -> dict[str, Any]:
     return live
 
 
-def _apply_binding(body: dict[str, Any]) -> None:
+def _apply_binding(body: dict[str, Any]) -> dict[str, Any]:
     """Apply a RoleBinding. Its roleRef cannot change: one bound to another role (an earlier operator bound
     the router to a ClusterRole that let it patch any ModelRollout) is deleted and made again."""
     live = api.read("RoleBinding", body["metadata"]["namespace"], body["metadata"]["name"])
     if live is not None and live.get("roleRef") != body["roleRef"]:
         api.delete("RoleBinding", body["metadata"]["namespace"], body["metadata"]["name"])
-    _apply(body)
+    return _apply(body)
 
 
 class StaleStable(ValueError):
@@ -138,12 +138,12 @@ def ensure(
     green_replicas: int,
     replace_green: bool = True,
     router_image: str = "",
-) -> dict[str, tuple[tuple[str, int], ...]]:
+) -> dict[ObjectKey, tuple[str, int]]:
     """Every owned object as it should be (idempotent): blue serves ``stable`` (and records it, see
     manifests.ANNOTATION_STABLE), green spec.green. Without ``replace_green`` green's Deployment is left
     as it is (it may still have traffic). The router runs ``router_image``, or else the stable model's
-    server image. Returns the uid and generation of each Deployment applied (owned.Generations), which the
-    Deployment watch should show from now on."""
+    server image. Returns the uid and version of each object applied (owned.Versions), which the watches
+    should show from now on."""
     owner = api.owner_reference(rollout)
     name, namespace = rollout.name, rollout.namespace
     refuse_older(api.read("Deployment", namespace, f"{name}-{constants.BLUE}"), stable)
@@ -157,13 +157,14 @@ def ensure(
         api.create_secret(
             manifests.feedback_secret(rollout=name, namespace=namespace, owner=owner, token=secrets.token_urlsafe(32))
         )
-    applied: dict[str, tuple[tuple[str, int], ...]] = {}
+    applied: dict[ObjectKey, tuple[str, int]] = {}
 
-    def deployment(body: dict[str, Any]) -> None:
-        applied[body["metadata"]["name"]] = generations([_apply(body)])
+    def apply(body: dict[str, Any], applier: Callable[[dict[str, Any]], dict[str, Any]] = _apply) -> None:
+        key, version = versioned(applier(body), body["kind"])
+        applied[key] = version
 
     for colour, model, server, replicas, extra in colours:
-        deployment(
+        apply(
             manifests.model_deployment(
                 rollout=name,
                 namespace=namespace,
@@ -176,15 +177,15 @@ def ensure(
             )
         )
     for colour in constants.COLOURS:
-        _apply(manifests.service(rollout=name, namespace=namespace, colour=colour, owner=owner))
+        apply(manifests.service(rollout=name, namespace=namespace, colour=colour, owner=owner))
     if spec.traffic.provider == "builtin":
-        _apply(manifests.router_service_account(rollout=name, namespace=namespace, owner=owner))
-        _apply(manifests.router_report(rollout=name, namespace=namespace, owner=owner))
-        _apply(manifests.router_role(rollout=name, namespace=namespace, owner=owner))
-        _apply_binding(manifests.router_role_binding(rollout=name, namespace=namespace, owner=owner))
+        apply(manifests.router_service_account(rollout=name, namespace=namespace, owner=owner))
+        apply(manifests.router_report(rollout=name, namespace=namespace, owner=owner))
+        apply(manifests.router_role(rollout=name, namespace=namespace, owner=owner))
+        apply(manifests.router_role_binding(rollout=name, namespace=namespace, owner=owner), _apply_binding)
         image = router_image or stable.server.image
-        deployment(manifests.router_deployment(rollout=name, namespace=namespace, spec=spec, owner=owner, image=image))
-        _apply(manifests.service(rollout=name, namespace=namespace, colour=manifests.ROUTER, owner=owner))
+        apply(manifests.router_deployment(rollout=name, namespace=namespace, spec=spec, owner=owner, image=image))
+        apply(manifests.service(rollout=name, namespace=namespace, colour=manifests.ROUTER, owner=owner))
     return applied
 
 
