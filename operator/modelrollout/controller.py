@@ -10,12 +10,13 @@ import asyncio
 import base64
 import dataclasses
 import datetime
+import enum
 import hashlib
 import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import structlog
@@ -30,7 +31,7 @@ from modelrollout.api import constants
 from modelrollout.api.spec import AnalysisSpec, ColourSpec, ModelRolloutSpec, parse_duration, serving_revision
 from modelrollout.api.status import ModelRolloutStatus, Phase, StableStatus, without_nulls
 from modelrollout.k8s import api, manifests, resources
-from modelrollout.k8s.owned import LIVE, OwnedObjects, Versions, drifted
+from modelrollout.k8s.owned import LIVE, SEEN, OwnedObjects, Versions, drifted
 from modelrollout.rollout import commands, machine, steps
 from modelrollout.routing import factory
 from modelrollout.routing.base import AppliedWeights, RolloutRef
@@ -76,12 +77,18 @@ SETTLE_SECONDS = 5.0
 """An object the watch has not shown this long after the apply that made it counts as deleted."""
 
 
+RELIST_SECONDS = 30.0
+"""Listing events this close together are one relist (every rollout applies again once, not once per event)."""
+
+
 def relisted() -> None:
     """A watch of owned objects listed them again (after a 410 Gone or an error): an object deleted meanwhile
     got no DELETED event and may still show as it was applied, so every rollout's objects are applied again
-    at its next reconcile, as after an operator restart."""
+    at its next reconcile, as after an operator restart (applying makes such an object again)."""
     global _relisted
-    _relisted = time.monotonic()
+    now = time.monotonic()
+    if now - _relisted > RELIST_SECONDS:
+        _relisted = now
 
 
 def ensure_due(
@@ -133,33 +140,38 @@ def behind(seen: str, written: str) -> bool:
         return False
 
 
-def _behind_own_write(key: str, body: kopf.Body) -> bool:
-    """The watch has not delivered the operator's last write to this rollout yet: deciding from this body would
-    decide from a status already replaced (a step advanced twice, a history entry lost). The loop is woken once
-    it has (caught_up). After FENCE_SECONDS it decides from what it has, with a warning: a rollout never
-    freezes on a write the watch does not deliver (resourceVersions that went backwards: etcd restored)."""
+class Fence(enum.Enum):
+    GO = "go"
+    HOLD = "hold"
+    READ = "read"
+
+
+def _write_fence(key: str, body: kopf.Body) -> Fence:
+    """HOLD while the watch has not delivered the operator's last write to this rollout: deciding from this body
+    would decide from a status already replaced (a step advanced twice, a history entry lost, a rolled-back
+    candidate given its weight again). The loop is woken once it has (caught_up). READ after FENCE_SECONDS of
+    that (a watch gone quiet, resourceVersions that went backwards): the decision is made from the API
+    server's copy, read now, never from the stale one, and a rollout never freezes on the watch."""
     written = _written.get(key)
     metadata = body.get("metadata") or {}
     seen = str(metadata.get("resourceVersion") or "")
     if written is None or written[0] != metadata.get("uid") or not behind(seen, written[1]):
         _held.pop(key, None)
-        return False
+        return Fence.GO
     held_since = _held.setdefault(key, time.monotonic())
     if time.monotonic() - held_since > FENCE_SECONDS:
         log.warning(
-            "the watch has not delivered the operator's last write: deciding from the copy it has",
+            "the watch has not delivered the operator's last write: deciding from the API server's copy",
             written=written[1],
             seen=seen,
             seconds=round(time.monotonic() - held_since, 1),
         )
-        _written.pop(key, None)
-        _held.pop(key, None)
-        return False
-    return True
+        return Fence.READ  # held until that read succeeds
+    return Fence.HOLD
 
 
 def caught_up(namespace: str, name: str, body: Mapping[str, Any]) -> bool:
-    """Whether a reconcile held back by its own last write (see _behind_own_write) may go on with ``body``."""
+    """Whether a reconcile held back by its own last write (see _write_fence) may go on with ``body``."""
     key = f"{namespace}/{name}"
     written = _written.get(key)
     seen = str((body.get("metadata") or {}).get("resourceVersion") or "")
@@ -269,8 +281,23 @@ async def reconcile(
     begun = time.monotonic()
     ref = _ref(body, router_report)
     key = f"{ref.namespace}/{ref.name}"
-    if _behind_own_write(key, body):
+    fence = _write_fence(key, body)
+    if fence is Fence.HOLD:
         return
+    if fence is Fence.READ:
+        try:
+            fresh = await asyncio.to_thread(
+                api.get_custom, constants.GROUP, constants.VERSION, constants.PLURAL, ref.namespace, ref.name
+            )
+        except Exception as error:  # noqa: BLE001 - nothing is decided; the next tick reads again
+            log.warning("rollout not read after its watch went quiet", error=_describe(error))
+            return
+        if fresh is None:
+            return
+        _written.pop(key, None)
+        _held.pop(key, None)
+        body = kopf.Body(cast(kopf.RawBody, fresh))
+        ref = _ref(body, router_report)
     now = datetime.datetime.now(datetime.UTC)
     try:
         status = ModelRolloutStatus.model_validate(dict(body.get("status") or {}))
@@ -355,7 +382,7 @@ async def _record_promotion(
     if stable is None or stable.promoted_at is None or stable == status.stable:
         return True
     try:
-        await asyncio.to_thread(
+        applied = await asyncio.to_thread(
             resources.ensure,
             ref,
             _as_deployed(spec, decision.status, stable),
@@ -370,6 +397,7 @@ async def _record_promotion(
         kopf.event(body, type="Warning", reason="ReconcileError", message=_failures[key][:1000])
         log.warning("blue not redeployed", error=_failures[key])
         return False
+    SEEN.applied(ref.namespace, ref.name, applied)
     return True
 
 
@@ -500,6 +528,7 @@ async def _gather(
     refused = None
     if not _ensured_lately(key, fingerprint, deployed):
         replace_green = not _green_has_traffic_to_lose(spec, status)
+        begun_apply = time.monotonic()  # a relist while it applies counts as after it
         try:
             applied = await asyncio.to_thread(
                 resources.ensure,
@@ -510,8 +539,9 @@ async def _gather(
                 replace_green=replace_green,
                 router_image=ROUTER_IMAGE,
             )
+            SEEN.applied(ref.namespace, ref.name, applied)
             if replace_green:
-                _ensured[key] = Ensured(fingerprint, time.monotonic(), applied)
+                _ensured[key] = Ensured(fingerprint, begun_apply, applied)
         except (ApiException, ValueError) as error:
             # Refused (invalid, an admission webhook, a quota, a stable model older than blue's record):
             # counted, and the rest is still observed so that a rollback in progress can be confirmed.

@@ -135,7 +135,7 @@ def owned_view(handler_kwargs: dict[str, Any], body: kopf.Body) -> owned.OwnedOb
     return owned.Checked(owned_for(handler_kwargs, body), RESYNC, lambda: owned.read_live(namespace, name))
 
 
-SEEN = owned.Seen()
+SEEN = owned.SEEN
 
 
 def deployed(body: kopf.Body) -> owned.Versions | None:

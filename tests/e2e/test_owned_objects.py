@@ -720,12 +720,24 @@ def test_a_command_is_acted_on_when_the_watch_shows_it_not_at_the_next_tick(clus
 
         # quiet first: its objects made and no write for three seconds, so that no event of its Deployments or
         # pods, only the ModelRollout's own, can be what wakes the loop for the command
+        def versions() -> tuple[str, ...]:
+            owned = kubectl.run(
+                "get",
+                "deploy,pods,svc,serviceaccount,role,rolebinding,configmap",
+                "-n",
+                NAMESPACE,
+                "-l",
+                f"{constants.LABEL_ROLLOUT}=woken",
+                "-o",
+                "jsonpath={.items[*].metadata.resourceVersion}",
+                kubeconfig=cluster,
+            ).stdout.split()
+            return (get_rollout("woken")["metadata"]["resourceVersion"], *sorted(owned))
+
         def quiet() -> bool:
-            version = get_rollout("woken")["metadata"]["resourceVersion"]
+            before = versions()
             time.sleep(3)
-            return api.read("Deployment", NAMESPACE, "woken-router") is not None and (
-                get_rollout("woken")["metadata"]["resourceVersion"] == version
-            )
+            return api.read("Deployment", NAMESPACE, "woken-router") is not None and versions() == before
 
         process.wait_until(quiet, timeout=60, what="the rollout quiet", interval=0)
         kubectl.run(

@@ -304,6 +304,11 @@ def test_what_the_watches_show_is_kept_by_rollout_and_name_and_a_relist_of_known
     assert seen.of("ml", "digits") == {("Deployment", "digits-blue"): ("ub2", 4)}
     seen.forget("ml", "digits")
     assert seen.of("ml", "digits") == {}
+    seen.saw("MODIFIED", "ml", "Deployment", remade)  # released by keepStable after the rollout went: not kept
+    assert seen.of("ml", "digits") == {}
+    # what an apply returned is known at once (a rollout made again under the name), with or without an event
+    seen.applied("ml", "digits", {("Deployment", "digits-blue"): ("ub3", 1)})
+    assert seen.of("ml", "digits") == {("Deployment", "digits-blue"): ("ub3", 1)}
 
 
 def test_drift_is_deleted_made_again_or_changed_by_someone_else() -> None:

@@ -64,14 +64,15 @@ def test_a_reconcile_waits_for_the_watch_to_deliver_its_own_last_write() -> None
     controller._held.clear()
     controller._written["ml/digits"] = ("u1", "10")
     assert not controller.caught_up("ml", "digits", body(resourceVersion="10"))  # nothing held back yet
-    assert controller._behind_own_write("ml/digits", body(resourceVersion="9"))  # type: ignore[arg-type]
+    assert controller._write_fence("ml/digits", body(resourceVersion="9")) is controller.Fence.HOLD  # type: ignore[arg-type]
     assert not controller.caught_up("ml", "digits", body(resourceVersion="9"))
     assert controller.caught_up("ml", "digits", body(resourceVersion="10"))  # the loop is woken for this one
-    assert not controller._behind_own_write("ml/digits", body(resourceVersion="10"))  # type: ignore[arg-type]
-    assert not controller._behind_own_write("ml/digits", body(uid="u2", resourceVersion="3"))  # type: ignore[arg-type]
-    # held back longer than FENCE_SECONDS (a write the watch never delivers): decides from what it has
+    assert controller._write_fence("ml/digits", body(resourceVersion="10")) is controller.Fence.GO  # type: ignore[arg-type]
+    assert controller._write_fence("ml/digits", body(uid="u2", resourceVersion="3")) is controller.Fence.GO  # type: ignore[arg-type]
+    # held back longer than FENCE_SECONDS (a write the watch never delivers): the decision is made from a copy
+    # read from the API server, never from the stale one, until such a read succeeds
     controller._held["ml/digits"] = time.monotonic() - controller.FENCE_SECONDS - 1
-    assert not controller._behind_own_write("ml/digits", body(resourceVersion="9"))  # type: ignore[arg-type]
-    assert "ml/digits" not in controller._written
+    for _ in range(2):
+        assert controller._write_fence("ml/digits", body(resourceVersion="9")) is controller.Fence.READ  # type: ignore[arg-type]
     controller._written.clear()
     controller._held.clear()

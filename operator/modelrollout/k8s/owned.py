@@ -253,12 +253,13 @@ class Seen:
 
     def __init__(self) -> None:
         self._by_rollout: dict[tuple[str, str], dict[ObjectKey, tuple[str, int]]] = {}
+        self._gone: set[tuple[str, str]] = set()
 
     def saw(self, event: str | None, namespace: str, kind: str, body: Mapping[str, Any]) -> bool:
         """Takes a watch event in; True when it was a listing (``event`` None) of an object already known: a
         watch listing again, not its first listing."""
         rollout = _labels(body).get(constants.LABEL_ROLLOUT)
-        if not rollout:
+        if not rollout or (namespace, rollout) in self._gone:
             return False
         key, value = versioned(body, kind)
         if event == "DELETED":
@@ -271,11 +272,24 @@ class Seen:
         objects[key] = value
         return event is None and known
 
+    def applied(self, namespace: str, rollout: str, versions: Versions) -> None:
+        """What an apply returned: known to exist from now on, whether or not its watch event comes (an apply
+        that changed nothing makes none, and events of an object and of the one made again under its name may
+        come out of order). Only a DELETED event, or a later version, changes it."""
+        self._gone.discard((namespace, rollout))
+        self._by_rollout.setdefault((namespace, rollout), {}).update(versions)
+
     def of(self, namespace: str, rollout: str) -> dict[ObjectKey, tuple[str, int]]:
         return dict(self._by_rollout.get((namespace, rollout), {}))
 
     def forget(self, namespace: str, rollout: str) -> None:
+        """A rollout deleted: its objects' later events (keepStable releasing them) are not kept."""
         self._by_rollout.pop((namespace, rollout), None)
+        self._gone.add((namespace, rollout))
+
+
+SEEN = Seen()
+"""The operator's one store (fed by the handlers' watch events and by the controller's applies)."""
 
 
 def drifted(applied: Versions, shown: Versions, *, settled: bool) -> list[str]:
