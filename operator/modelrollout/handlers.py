@@ -27,6 +27,7 @@ from modelrollout.k8s import api, deletion, leader, manifests, owned
 from modelrollout.routing.report import report_name
 
 TICK_SECONDS = float(os.environ.get("MODELROLLOUT_TICK_SECONDS", "1.0"))
+STOP_WAIT_SECONDS = 10.0
 MIN_GAP_SECONDS = 0.2
 """Between the starts of two reconciles of one rollout, however often its watches wake it."""
 OWNED_FROM_API = os.environ.get("MODELROLLOUT_OWNED_READS", "watch") == "api"
@@ -153,7 +154,13 @@ def _key(body: kopf.Body) -> wakeups.Key:
     return body["metadata"]["namespace"], body["metadata"]["name"]
 
 
-@kopf.daemon(constants.GROUP, constants.VERSION, constants.PLURAL, backoff=TICK_SECONDS)
+@kopf.daemon(
+    constants.GROUP,
+    constants.VERSION,
+    constants.PLURAL,
+    backoff=TICK_SECONDS,
+    cancellation_backoff=STOP_WAIT_SECONDS,  # a stop lets a reconcile in flight finish; never cancelled mid-write
+)
 async def steer(body: kopf.Body, stopped: kopf.DaemonStopped, **kwargs: Any) -> None:
     """A rollout's reconcile loop, one task per rollout (its only writer): every TICK_SECONDS, and at once when
     the watches below show something it acts on has changed (wakeups). ``body`` is kopf's live copy of the
