@@ -26,6 +26,7 @@ Results in benchmarks/results/operator_scale.json; each figure per size, so that
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -448,15 +449,10 @@ def one_size(size: int, args: argparse.Namespace, *, with_failover: bool) -> dic
                 )
             result: dict[str, Any] = {"rollouts": size, "kwok_nodes": nodes}
             result["seconds_to_all_progressing"] = round(time.monotonic() - begun, 1)
-            result["progressing"] = compare(
-                api_client,
-                kubeconfig,
-                log_dir,
-                rounds=args.rounds,
-                seconds=args.window,
-                warm=args.warm,
-                modes=tuple(args.modes.split(",")),
+            rounds = functools.partial(
+                compare, api_client, kubeconfig, log_dir, rounds=args.rounds, seconds=args.window, warm=args.warm
             )
+            result["progressing"] = rounds(modes=tuple(args.modes.split(",")))
             with operator(kubeconfig, log_dir, "operator-aborts", UNLIMITED):
                 past_startup(api_client, args.warm)  # commands are timed against a steady operator
                 still = [name for name in names if all_in(custom, [name], progressing)]
@@ -489,15 +485,7 @@ def one_size(size: int, args: argparse.Namespace, *, with_failover: bool) -> dic
                     what=f"{size} rollouts settled",
                 )
             # settled rollouts rest in both modes (no reads, no writes): watches only
-            result["settled"] = compare(
-                api_client,
-                kubeconfig,
-                log_dir,
-                rounds=args.rounds,
-                seconds=args.window,
-                warm=args.warm,
-                modes=("watches",),
-            )
+            result["settled"] = rounds(modes=("watches",))
     return result
 
 

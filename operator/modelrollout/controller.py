@@ -152,10 +152,8 @@ def _write_fence(key: str, body: kopf.Body) -> Fence:
     candidate given its weight again). The loop is woken once it has (caught_up). READ after FENCE_SECONDS of
     that (a watch gone quiet, resourceVersions that went backwards): the decision is made from the API
     server's copy, read now, never from the stale one, and a rollout never freezes on the watch."""
-    written = _written.get(key)
-    metadata = body.get("metadata") or {}
-    seen = str(metadata.get("resourceVersion") or "")
-    if written is None or written[0] != metadata.get("uid") or not behind(seen, written[1]):
+    written, seen = _written.get(key), _resource_version(body)
+    if written is None or written[0] != (body.get("metadata") or {}).get("uid") or not behind(seen, written[1]):
         _held.pop(key, None)
         return Fence.GO
     held_since = _held.setdefault(key, time.monotonic())
@@ -174,8 +172,11 @@ def caught_up(namespace: str, name: str, body: Mapping[str, Any]) -> bool:
     """Whether a reconcile held back by its own last write (see _write_fence) may go on with ``body``."""
     key = f"{namespace}/{name}"
     written = _written.get(key)
-    seen = str((body.get("metadata") or {}).get("resourceVersion") or "")
-    return key in _held and (written is None or not behind(seen, written[1]))
+    return key in _held and (written is None or not behind(_resource_version(body), written[1]))
+
+
+def _resource_version(body: Mapping[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("resourceVersion") or "")
 
 
 def _wrote(ref: RolloutRef, stored: Mapping[str, Any]) -> None:

@@ -136,15 +136,12 @@ def owned_view(handler_kwargs: dict[str, Any], body: kopf.Body) -> owned.OwnedOb
     return owned.Checked(owned_for(handler_kwargs, body), RESYNC, lambda: owned.read_live(namespace, name))
 
 
-SEEN = owned.SEEN
-
-
 def deployed(body: kopf.Body) -> owned.Versions | None:
     """What the watches show of this rollout's owned objects (owned.Seen), for the controller to see one
     changed by someone else without a request; None when the colours are read from the API server."""
     if OWNED_FROM_API:
         return None
-    return SEEN.of(body["metadata"]["namespace"], body["metadata"]["name"])
+    return owned.SEEN.of(body["metadata"]["namespace"], body["metadata"]["name"])
 
 
 WAKEUPS = wakeups.Wakeups()
@@ -224,9 +221,9 @@ async def owned_changed(
     **_: Any,
 ) -> None:
     """An object a rollout owns changed (kopf calls this after the indexes above took the change in): the
-    controller sees it in SEEN, and the rollout's loop looks again now. A watch listing again (not its first
+    controller sees it in owned.SEEN, and the rollout's loop looks again now. A watch listing again (not its first
     listing) may leave objects deleted meanwhile showing as they were (see controller.relisted)."""
-    if SEEN.saw(type, namespace or "", resource.kind or str(body.get("kind") or ""), body):
+    if owned.SEEN.saw(type, namespace or "", resource.kind or str(body.get("kind") or ""), body):
         RESYNC.relisted()
         controller.relisted()
     WAKEUPS.wake((namespace or "", labels.get(constants.LABEL_ROLLOUT, "")))
@@ -254,4 +251,4 @@ def deleted(body: kopf.Body, **kwargs: Any) -> None:
     deletion.finalize(body, post=post, router_report=report_for(kwargs, body))
     controller.forget(body)
     RESYNC.forget(body["metadata"]["namespace"], body["metadata"]["name"])
-    SEEN.forget(body["metadata"]["namespace"], body["metadata"]["name"])
+    owned.SEEN.forget(body["metadata"]["namespace"], body["metadata"]["name"])
