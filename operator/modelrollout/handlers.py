@@ -30,6 +30,10 @@ TICK_SECONDS = float(os.environ.get("MODELROLLOUT_TICK_SECONDS", "1.0"))
 STOP_WAIT_SECONDS = 10.0
 MIN_GAP_SECONDS = 0.2
 """Between the starts of two reconciles of one rollout, however often its watches wake it."""
+ROUTINE_RECONCILES = int(os.environ.get("MODELROLLOUT_ROUTINE_RECONCILES", "4"))
+"""Routine reconciles (ticks, reports, owned objects) in flight at a time; one for a command or a spec change
+goes ahead of them (wakeups.Turns). Fewer than asyncio's worker threads (min(32, CPUs + 4)), so that some are
+always free for it."""
 OWNED_FROM_API = os.environ.get("MODELROLLOUT_OWNED_READS", "watch") == "api"
 """``MODELROLLOUT_OWNED_READS=api``: read the colours' Deployments and pods from the API server on every tick
 (what the operator did before its watches; for comparing the two, and for ruling the cache out)."""
@@ -145,6 +149,7 @@ def deployed(body: kopf.Body) -> owned.Versions | None:
 
 
 WAKEUPS = wakeups.Wakeups()
+TURNS = wakeups.Turns(ROUTINE_RECONCILES)
 
 
 def _key(body: kopf.Body) -> wakeups.Key:
@@ -169,7 +174,8 @@ async def steer(body: kopf.Body, stopped: kopf.DaemonStopped, **kwargs: Any) -> 
             woken.clear()
             begun = asyncio.get_running_loop().time()
             try:
-                await tick(body, **kwargs)
+                async with TURNS.turn(WAKEUPS.urgency(key)):
+                    await tick(body, **kwargs)
             except Exception as error:  # noqa: BLE001 - reconcile records its own failures; this is a bug's trace
                 structlog.get_logger("modelrollout").error("reconcile loop failed", error=repr(error)[:500])
             await WAKEUPS.sleep(woken, TICK_SECONDS, stopped.wait())
@@ -193,7 +199,7 @@ async def rollout_changed(body: kopf.Body, **_: Any) -> None:
     key = _key(body)
     WAKEUPS.noticed(key, body)
     if controller.caught_up(*key, body):
-        WAKEUPS.wake(key)
+        WAKEUPS.wake(key, urgent=True)  # the reconcile held back may carry a command: it goes first
 
 
 OWNED_KINDS = (

@@ -76,3 +76,62 @@ def test_a_reconcile_waits_for_the_watch_to_deliver_its_own_last_write() -> None
         assert controller._write_fence("ml/digits", body(resourceVersion="9")) is controller.Fence.READ  # type: ignore[arg-type]
     controller._written.clear()
     controller._held.clear()
+
+
+def test_a_command_or_a_spec_change_is_urgent_and_a_report_or_a_tick_is_routine() -> None:
+    async def scenario() -> None:
+        wakes = wakeups.Wakeups()
+        wakes.register(KEY)
+        wakes.wake(KEY)  # the router's report, an owned object, a pod
+        assert not wakes.urgency(KEY).is_set()
+        wakes.noticed(KEY, body(annotations={constants.ANNOTATION_COMMAND: "abort"}))
+        assert wakes.urgency(KEY).is_set()
+
+    asyncio.run(scenario())
+
+
+def test_routine_reconciles_take_turns_and_an_urgent_one_never_waits_for_one() -> None:
+    async def scenario() -> None:
+        turns = wakeups.Turns(1)
+        calm, hurry = asyncio.Event(), asyncio.Event()
+        entered: list[str] = []
+
+        async def reconcile(name: str, urgency: asyncio.Event, hold: asyncio.Event) -> None:
+            async with turns.turn(urgency):
+                entered.append(name)
+                await hold.wait()
+
+        release_first = asyncio.Event()
+        first = asyncio.create_task(reconcile("first", asyncio.Event(), release_first))
+        await asyncio.sleep(0.01)
+        waiting = asyncio.create_task(reconcile("waiting", calm, asyncio.Event()))
+        hurry.set()
+        urgent = asyncio.create_task(reconcile("urgent", hurry, asyncio.Event()))
+        await asyncio.sleep(0.01)
+        assert entered == ["first", "urgent"]  # the routine one waits for the only turn; the urgent one does not
+        assert not hurry.is_set()  # the urgency was taken
+        calm.set()  # a command arrives for the one waiting: it stops waiting for a turn
+        await asyncio.sleep(0.01)
+        assert entered == ["first", "urgent", "waiting"]
+        # a routine reconcile stopped while it waits keeps no turn: the next one gets the turn freed by the first
+        stopped = asyncio.create_task(reconcile("stopped", asyncio.Event(), asyncio.Event()))
+        await asyncio.sleep(0.01)
+        stopped.cancel()
+        later = asyncio.create_task(reconcile("later", asyncio.Event(), asyncio.Event()))
+        release_first.set()
+        await asyncio.sleep(0.01)
+        assert entered[-1] == "later" and "stopped" not in entered
+        for task in (waiting, urgent, later):
+            task.cancel()
+        await asyncio.gather(first, waiting, urgent, stopped, later, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_turns_need_at_least_one_routine_slot() -> None:
+    try:
+        wakeups.Turns(0)
+    except ValueError as error:
+        assert "at least 1" in str(error)
+    else:
+        raise AssertionError("Turns(0) was accepted")
