@@ -50,6 +50,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--green-url", default=_env("GREEN_URL"))
     parser.add_argument("--kubeconfig", default=_env("KUBECONFIG"), help="follow the rollout with this kubeconfig")
     parser.add_argument("--in-cluster", action="store_true", default=_env("IN_CLUSTER") == "true")
+    parser.add_argument(
+        "--replica",
+        default=_env("REPLICA", ""),
+        help="this router's name among its rollout's routers (in a cluster its Pod's): the entry it writes in the"
+        " report; empty for a router that runs alone",
+    )
     parser.add_argument("--weight", type=int, default=None, help="a fixed green weight (no rollout to follow)")
     parser.add_argument("--mirror-percent", type=int, default=0)
     parser.add_argument("--sticky-header", default=_env("STICKY_HEADER"))
@@ -181,10 +187,11 @@ def main(argv: list[str] | None = None) -> int:
             kubeconfig=args.kubeconfig,
             apply=apply,
             state_file=args.state_file,
+            replica=args.replica,
         )
         if args.state_file is not None:
             remembered = persisted.load(args.state_file, namespace=args.namespace, name=args.rollout)
-            served = None if remembered is None else persisted.served(remembered)
+            served = None if remembered is None else persisted.served(remembered, args.replica)
             if remembered is not None and served is not None:
                 # served from the first request on, before the API server is asked (it may not answer)
                 revision, green_weight = served

@@ -79,10 +79,11 @@ def load(path: Path, *, namespace: str, name: str) -> Remembered | None:
     return Remembered(rollout=rollout, report={str(key): str(value) for key, value in report.items()})
 
 
-def served(remembered: Remembered) -> tuple[int, int] | None:
-    """(revision, green) the report says was served for the remembered rollout, None when nothing usable."""
+def served(remembered: Remembered, replica: str = "") -> tuple[int, int] | None:
+    """(revision, green) the report of router ``replica`` says was served for the remembered rollout, None when
+    nothing usable."""
     uid = str((remembered.rollout.get("metadata") or {}).get("uid") or "")
-    applied = report_of(remembered.report, uid).applied
+    applied = report_of(remembered.report, uid, replica).applied
     if applied.revision is None or applied.green is None:
         return None
     return applied.revision, max(0, min(100, applied.green))

@@ -49,7 +49,7 @@ from modelrollout.api import constants
 from modelrollout.api.spec import GuardSpec
 from modelrollout.routing.base import NOT_REPORTED, AppliedWeights, format_report
 from modelrollout.routing.guard import ARMED_PHASES, HOLDING_PHASES, GuardTrip
-from modelrollout.routing.report import latest_trip, legacy_trip, report_data, report_name, report_of
+from modelrollout.routing.report import latest_trip, legacy_trip, report_data, report_name, report_of, trip_of
 
 log = structlog.get_logger(__name__)
 
@@ -178,7 +178,11 @@ class WeightsFollower:
         apply: Callable[[Wanted], Serving | None],
         report: Callable[[str, Wanted, GuardTrip | None], None],
         remember: Callable[[dict[str, Any], dict[str, str]], None] | None = None,
+        replica: str = "",
     ) -> None:
+        self.replica = replica
+        """This router's name among the rollout's routers (its Pod's): the entry of the report it writes and
+        reads back (routing.report); empty for a router that runs alone (the bare keys)."""
         self._apply = apply
         self._report = report
         self._remember = remember
@@ -212,12 +216,12 @@ class WeightsFollower:
         """What the watch (re)starts from: the ModelRollout and the report read back just before (``data``
         of the ConfigMap), taken in one step, so that weights are never applied before a trip in the report
         (or one an earlier router version wrote on the ModelRollout) is restored: a restarted router never
-        returns to green on its own."""
+        returns to green on its own. A trip another replica of the router wrote holds this one too."""
         with self._changed:
             self._observe(obj)
-            read = report_of(report, self.uid)
+            read = report_of(report, self.uid, self.replica)
             self.reported, self.reported_trip = read.applied, read.trip
-            self.trip = latest_trip(self.trip, read.trip, legacy_trip(obj))
+            self.trip = latest_trip(self.trip, trip_of(report, self.uid), legacy_trip(obj))
             self._generation += 1
             self._changed.notify_all()
 
@@ -327,7 +331,9 @@ class WeightsFollower:
         if key == self._kept:
             return
         try:
-            self._remember(seen, report_data(uid=uid, revision=revision, green=serving.green, trip=trip))
+            self._remember(
+                seen, report_data(uid=uid, revision=revision, green=serving.green, trip=trip, replica=self.replica)
+            )
             self._kept = key
         except Exception as error:  # noqa: BLE001 - serving goes on; only a restart without the API loses it
             self._kept = None
@@ -377,6 +383,7 @@ class RolloutWatcher:
         apply: Callable[[Wanted], Serving | None],
         state_file: Path | None = None,
         on_unreachable: Callable[[], None] | None = None,
+        replica: str = "",
     ) -> None:
         self.namespace = namespace
         self.name = name
@@ -387,7 +394,10 @@ class RolloutWatcher:
         self._api = client.CustomObjectsApi(self._api_client)
         self._core = client.CoreV1Api(self._api_client)
         self.follower = WeightsFollower(
-            apply=apply, report=self._report, remember=self._remember if state_file is not None else None
+            apply=apply,
+            report=self._report,
+            remember=self._remember if state_file is not None else None,
+            replica=replica,
         )
         self._stop = threading.Event()
         self._threads = [
@@ -469,7 +479,9 @@ class RolloutWatcher:
     def _report(self, uid: str, wanted: Wanted, trip: GuardTrip | None) -> None:
         """Merged into the report's data: the weights served and for which rollout, the trip if any. The
         operator creates the ConfigMap; until it exists this fails (404) and is retried."""
-        data = report_data(uid=uid, revision=wanted.revision, green=wanted.green, trip=trip)
+        data = report_data(
+            uid=uid, revision=wanted.revision, green=wanted.green, trip=trip, replica=self.follower.replica
+        )
         self._core.patch_namespaced_config_map(
             report_name(self.name),
             self.namespace,

@@ -36,7 +36,7 @@ from modelrollout.rollout import commands, machine, steps
 from modelrollout.routing import factory
 from modelrollout.routing.base import AppliedWeights, RolloutRef
 from modelrollout.routing.guard import GuardTrip
-from modelrollout.routing.report import latest_trip, legacy_trip, report_of
+from modelrollout.routing.report import latest_trip, legacy_trip, trip_of
 
 log = structlog.get_logger("modelrollout")
 
@@ -115,6 +115,9 @@ FENCE_SECONDS = 30.0
 ROUTER_IMAGE = os.environ.get("MODELROLLOUT_ROUTER_IMAGE", "")
 """The builtin router's image (the Helm chart sets the operator's own); unset: the stable model's server
 image. Never the candidate's."""
+ROUTER_REPLICAS = max(1, int(os.environ.get("MODELROLLOUT_ROUTER_REPLICAS", "2")))
+"""Replicas of each builtin router (the Helm chart's ``router.replicas``): weights count as applied once every
+one that may be sent traffic reports them (routing.report.applied_by)."""
 _fence: Callable[[], bool] | None = None
 
 
@@ -241,13 +244,15 @@ def provider_for(spec: ModelRolloutSpec, namespace: str = "") -> SharedQueries:
     return _providers[key]
 
 
-def _ref(body: kopf.Body, router_report: Mapping[str, str] | None) -> RolloutRef:
+def _ref(body: kopf.Body, router_report: Mapping[str, str] | None, owned: OwnedObjects) -> RolloutRef:
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     return RolloutRef(
-        namespace=body["metadata"]["namespace"],
-        name=body["metadata"]["name"],
+        namespace=namespace,
+        name=name,
         uid=body["metadata"]["uid"],
         body=dict(body),
         router_report=router_report,
+        routers=lambda: resources.serving_pods(owned.pods(namespace, name, manifests.ROUTER)),
     )
 
 
@@ -280,7 +285,7 @@ async def reconcile(
     fails is recorded in status and as an Event and retried on the next tick (a second later): a failure is
     a state of the rollout, never a freeze."""
     begun = time.monotonic()
-    ref = _ref(body, router_report)
+    ref = _ref(body, router_report, owned)
     key = f"{ref.namespace}/{ref.name}"
     fence = _write_fence(key, body)
     if fence is Fence.HOLD:
@@ -298,7 +303,7 @@ async def reconcile(
         _written.pop(key, None)
         _held.pop(key, None)
         body = kopf.Body(cast(kopf.RawBody, fresh))
-        ref = _ref(body, router_report)
+        ref = _ref(body, router_report, owned)
     now = datetime.datetime.now(datetime.UTC)
     try:
         status = ModelRolloutStatus.model_validate(dict(body.get("status") or {}))
@@ -391,6 +396,7 @@ async def _record_promotion(
             green_replicas=spec.server.replicas,
             replace_green=False,
             router_image=ROUTER_IMAGE,
+            router_replicas=ROUTER_REPLICAS,
         )
     except Exception as error:  # noqa: BLE001 - counted by the next reconcile, never a freeze
         key = f"{ref.namespace}/{ref.name}"
@@ -539,6 +545,7 @@ async def _gather(
                 green_replicas=green_replicas,
                 replace_green=replace_green,
                 router_image=ROUTER_IMAGE,
+                router_replicas=ROUTER_REPLICAS,
             )
             SEEN.applied(ref.namespace, ref.name, applied)
             if replace_green:
@@ -605,7 +612,7 @@ def guard_trip(ref: RolloutRef, spec: ModelRolloutSpec) -> GuardTrip | None:
     (the gateway-api provider has no guard)."""
     if spec.traffic.provider != "builtin":
         return None
-    return latest_trip(report_of(ref.router_report, ref.uid).trip, legacy_trip(ref.body))
+    return latest_trip(trip_of(ref.router_report, ref.uid), legacy_trip(ref.body))
 
 
 def _as_deployed(spec: ModelRolloutSpec, status: ModelRolloutStatus, stable: StableStatus) -> ModelRolloutSpec:

@@ -23,7 +23,7 @@ from prometheus_client import start_http_server
 
 from modelrollout import controller, metrics, wakeups
 from modelrollout.api import constants
-from modelrollout.k8s import api, deletion, leader, manifests, owned
+from modelrollout.k8s import api, deletion, leader, manifests, owned, resources
 from modelrollout.routing.report import report_name
 
 TICK_SECONDS = float(os.environ.get("MODELROLLOUT_TICK_SECONDS", "1.0"))
@@ -208,6 +208,7 @@ OWNED_KINDS = (
     ("", "v1", "serviceaccounts"),
     ("rbac.authorization.k8s.io", "v1", "roles"),
     ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    ("policy", "v1", "poddisruptionbudgets"),
 )
 """What resources.ensure applies besides the router's report (watched with the reports)."""
 
@@ -218,6 +219,7 @@ OWNED_KINDS = (
 @kopf.on.event("", "v1", "serviceaccounts", labels={constants.LABEL_ROLLOUT: kopf.PRESENT})
 @kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels={constants.LABEL_ROLLOUT: kopf.PRESENT})
 @kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels={constants.LABEL_ROLLOUT: kopf.PRESENT})
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels={constants.LABEL_ROLLOUT: kopf.PRESENT})
 async def owned_changed(
     namespace: str | None,
     labels: kopf.Labels,
@@ -254,7 +256,14 @@ def deleted(body: kopf.Body, **kwargs: Any) -> None:
     def post(kind: str, reason: str, message: str) -> None:
         kopf.event(body, type=kind, reason=reason, message=message[:1000])
 
-    deletion.finalize(body, post=post, router_report=report_for(kwargs, body))
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    view = owned_view(kwargs, body)
+    deletion.finalize(
+        body,
+        post=post,
+        router_report=report_for(kwargs, body),
+        routers=lambda: resources.serving_pods(view.pods(namespace, name, manifests.ROUTER)),
+    )
     controller.forget(body)
     RESYNC.forget(body["metadata"]["namespace"], body["metadata"]["name"])
     owned.SEEN.forget(body["metadata"]["namespace"], body["metadata"]["name"])

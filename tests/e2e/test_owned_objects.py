@@ -681,6 +681,7 @@ def running_operator(cluster: Path, **env: str) -> Iterator[Path]:
             "KUBECONFIG": str(cluster),
             "MODELROLLOUT_METRICS_PORT": str(process.free_port()),
             "MODELROLLOUT_METRICS_HOST": process.LOOPBACK,
+            "MODELROLLOUT_ROUTER_REPLICAS": "1",
             **env,
         },
     )
@@ -760,19 +761,104 @@ def test_a_command_is_acted_on_when_the_watch_shows_it_not_at_the_next_tick(clus
             raise TimeoutError(f"{error}; operator log: {log.read_text()[-3000:]}") from None
         status = get_rollout("woken")["status"]
         assert status["rollbackReason"] == "Aborted" and status["weights"]["green"] == 0
-    # no operator left to finalize it: gone without its finalizer, not left to the next module's operator
-    kubectl.run(
-        "patch",
-        "mro",
-        "woken",
-        "-n",
-        NAMESPACE,
-        "--type=merge",
-        "-p",
-        '{"metadata":{"finalizers":null}}',
-        kubeconfig=cluster,
+    forget_without_operator(cluster, "woken")
+
+
+def forget_without_operator(kubeconfig: Path, name: str) -> None:
+    """No operator left to finalize it: gone without its finalizer, not left to the next module's operator."""
+    patch = '{"metadata":{"finalizers":null}}'
+    kubectl.run("patch", "mro", name, "-n", NAMESPACE, "--type=merge", "-p", patch, kubeconfig=kubeconfig)
+    kubectl.run("delete", "mro", name, "-n", NAMESPACE, "--wait=true", kubeconfig=kubeconfig)
+
+
+def start_router_replica(kubeconfig: Path, rollout: str, replica: str, log_dir: Path) -> Any:
+    """A real router process reporting as the router Pod ``replica`` (as in a cluster, where its Pod's name
+    comes from the downward API), with only the rights of the router's own ServiceAccount."""
+    account = kubectl.account_kubeconfig(
+        kubeconfig, f"{rollout}-router", NAMESPACE, log_dir / f"router-{rollout}.kubeconfig"
     )
-    kubectl.run("delete", "mro", "woken", "-n", NAMESPACE, "--wait=true", kubeconfig=cluster)
+    nowhere = f"http://{process.LOOPBACK}:{process.free_port()}"  # weights are applied without a request
+    return process.start(
+        f"router-{replica}",
+        [
+            sys.executable,
+            "-m",
+            "model_server.router",
+            "--rollout",
+            rollout,
+            "--namespace",
+            NAMESPACE,
+            "--kubeconfig",
+            str(account),
+            "--blue-url",
+            nowhere,
+            "--green-url",
+            nowhere,
+            "--port",
+            str(process.free_port()),
+            "--data-plane",
+            "python",
+            "--replica",
+            replica,
+        ],
+        log_dir=log_dir,
+    )
+
+
+def test_weights_count_as_applied_once_every_ready_router_replica_reports_them(cluster: Path, tmp_path: Path) -> None:
+    name = "twin"
+    with running_operator(cluster, MODELROLLOUT_ROUTER_REPLICAS="2") as log:
+        rollout = create_rollout(name, spec_body(), finalizers=())
+        process.wait_until(
+            lambda: api.read("PodDisruptionBudget", NAMESPACE, f"{name}-router") is not None,
+            timeout=60,
+            what="the router's disruption budget",
+        )
+        budget = api.read("PodDisruptionBudget", NAMESPACE, f"{name}-router")
+        assert budget is not None and budget["spec"]["maxUnavailable"] == 1
+        router = api.read("Deployment", NAMESPACE, f"{name}-router")
+        assert router is not None and router["spec"]["replicas"] == 2
+        env = router["spec"]["template"]["spec"]["containers"][0]["env"]
+        assert {
+            "name": "MODELROUTER_REPLICA",
+            "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}},
+        } in env
+        serving(rollout, constants.BLUE, "v1")
+        serving(rollout, constants.GREEN, "v2")
+
+        def ready_routers() -> list[str]:
+            return resources.serving_pods(pods(name, manifests.ROUTER))
+
+        process.wait_until(lambda: len(ready_routers()) == 2, timeout=60, what="two router pods ready")
+        first, second = ready_routers()
+        started = [start_router_replica(cluster, name, first, tmp_path)]
+        try:
+            # one replica serves the weights and says so; the other, Ready and sent traffic, has not: unconfirmed
+            def waiting_for_the_second() -> bool:
+                status = get_rollout(name).get("status") or {}
+                return f"router replica {second} has not reported" in (status.get("message") or "")
+
+            try:
+                process.wait_until(waiting_for_the_second, timeout=60, what="the rollout waiting for the 2nd router")
+            except TimeoutError as error:
+                raise TimeoutError(f"{error}; operator log: {log.read_text()[-3000:]}") from None
+            status = get_rollout(name)["status"]
+            asked = f"{status['weights']['revision']}/{status['weights']['green']}"
+            report = current_report(name) or {}
+            assert report.get(f"applied.{first}") == asked and f"applied.{second}" not in report
+            assert status.get("weightsConfirmedAt") is None and status.get("appliedRevision") is None
+            started.append(start_router_replica(cluster, name, second, tmp_path))
+            process.wait_until(
+                lambda: bool((get_rollout(name).get("status") or {}).get("weightsConfirmedAt")),
+                timeout=60,
+                what="the weights confirmed by both router replicas",
+            )
+            assert (current_report(name) or {}).get(f"applied.{second}") is not None
+        finally:
+            for each in started:
+                process.stop(each.pid)
+                each.poll()
+    forget_without_operator(cluster, name)
 
 
 def events_of(kubeconfig: Path, name: str) -> list[dict[str, Any]]:

@@ -252,9 +252,13 @@ def test_a_router_that_never_confirms_rolls_the_step_back_with_what_it_reports()
         Action.ROLL_BACK,
         "RouterNotConfirming",
         f"rolling back: waiting 31s for the router to confirm revision {advanced.weights.revision} at 50% green "
-        "(it reports nothing usable)",
+        "(it reports nothing usable: no report from the router)",
     )
     assert not waiting.status.router_stalled  # exactly the deadline: not yet
+    replicas = AppliedWeights(revision=None, green=None, note="router replica r-b has not reported")
+    assert tick(advanced, 20, router=replicas).message.endswith(
+        "(it reports nothing usable: router replica r-b has not reported)"
+    )
 
 
 # -- commands
@@ -456,7 +460,7 @@ def test_a_promotion_hands_traffic_back_to_blue_once_blue_serves_the_promoted_mo
         Action.WAIT,
         "WaitingForRouter",
         f"waiting 1s for the router to confirm revision {promoting.weights.revision} at 100% green "
-        "(it reports nothing usable)",
+        "(it reports nothing usable: no report from the router)",
     )
     stable = tick(promoting, 3)
     assert said(stable) == (
@@ -490,7 +494,7 @@ def test_an_unconfirmed_promotion_rolls_back_past_the_confirm_deadline() -> None
         Action.ROLL_BACK,
         "RouterNotConfirming",
         f"rolling back: waiting 31s for the router to confirm revision {promoting.weights.revision} at 100% green "
-        "(it reports nothing usable)",
+        "(it reports nothing usable: no report from the router)",
     )
 
 

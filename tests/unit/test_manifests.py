@@ -430,6 +430,7 @@ def test_keep_stable_keeps_blue_the_router_and_their_feedback_secret_only() -> N
         "Service",
         "ServiceAccount",
         "Role",
+        "PodDisruptionBudget",
         "RoleBinding",
     }
 

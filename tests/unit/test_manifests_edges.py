@@ -224,7 +224,12 @@ def rollout_spec(**traffic: Any) -> ModelRolloutSpec:
 
 def test_the_router_deployment_is_exactly_this() -> None:
     router = manifests.router_deployment(
-        rollout="digits", namespace="ml", spec=rollout_spec(stickyHeader="x-user"), owner=OWNER, image="release:1"
+        rollout="digits",
+        namespace="ml",
+        spec=rollout_spec(stickyHeader="x-user"),
+        owner=OWNER,
+        image="release:1",
+        replicas=2,
     )
     labels = {
         "app.kubernetes.io/name": "model-router",
@@ -242,7 +247,7 @@ def test_the_router_deployment_is_exactly_this() -> None:
           labels: {json.dumps(labels)}
           ownerReferences: [{json.dumps(OWNER)}]
         spec:
-          replicas: 1
+          replicas: 2
           selector:
             matchLabels: {{{constants.LABEL_ROLLOUT}: digits, {constants.LABEL_COLOUR}: router}}
           template:
@@ -252,6 +257,12 @@ def test_the_router_deployment_is_exactly_this() -> None:
             spec:
               serviceAccountName: digits-router
               securityContext: {{runAsNonRoot: true, seccompProfile: {{type: RuntimeDefault}}}}
+              topologySpreadConstraints:
+              - maxSkew: 1
+                topologyKey: kubernetes.io/hostname
+                whenUnsatisfiable: ScheduleAnyway
+                labelSelector:
+                  matchLabels: {{{constants.LABEL_ROLLOUT}: digits, {constants.LABEL_COLOUR}: router}}
               volumes: [{{name: tmp, emptyDir: {{sizeLimit: 1Gi}}}}]
               containers:
               - name: router
@@ -271,6 +282,8 @@ def test_the_router_deployment_is_exactly_this() -> None:
                 - {{name: MODELROUTER_STICKY_HEADER, value: x-user}}
                 - name: MODELROUTER_FEEDBACK_TOKEN
                   valueFrom: {{secretKeyRef: {{name: digits-feedback, key: token, optional: true}}}}
+                - name: MODELROUTER_REPLICA
+                  valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
                 ports: [{{name: http, containerPort: 8080}}]
                 readinessProbe:
                   httpGet: {{path: /readyz, port: http}}
@@ -293,6 +306,16 @@ def test_the_router_deployment_is_exactly_this() -> None:
     )
     names = [item["name"] for item in unsticky["spec"]["template"]["spec"]["containers"][0]["env"]]
     assert "MODELROUTER_STICKY_HEADER" not in names
+
+
+def test_the_routers_disruption_budget_lets_a_drain_take_one_replica_at_a_time() -> None:
+    budget = manifests.router_disruption_budget(rollout="digits", namespace="ml", owner=OWNER)
+    assert budget["kind"] == "PodDisruptionBudget" and budget["metadata"]["name"] == "digits-router"
+    assert budget["spec"] == {
+        "maxUnavailable": 1,  # never minAvailable: 1, which would block every drain of a single replica
+        "selector": {"matchLabels": {constants.LABEL_ROLLOUT: "digits", constants.LABEL_COLOUR: "router"}},
+    }
+    assert budget["metadata"]["ownerReferences"] == [OWNER]
 
 
 def test_the_stable_record_is_camel_case_json_without_empty_fields() -> None:

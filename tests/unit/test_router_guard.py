@@ -465,3 +465,23 @@ def test_trip_annotation_round_trip_and_unreadable_values() -> None:
     assert "20 of green's last 20 requests fail within 5s" in TRIP.describe()
     for text in (None, "", "{", '{"revision": "5"}', '{"revision": 5}', "[]"):
         assert parse_trip(text) is None
+
+
+def test_a_router_replica_reads_back_its_own_entry_and_is_held_by_another_replicas_trip() -> None:
+    """Two replicas of the router: a restarted one takes what it reported from its own entry, and a trip any
+    replica wrote (the operator has not acknowledged it yet) keeps it at 0% green too."""
+    plane, annotations = Plane(), Annotations()
+    follower = WeightsFollower(apply=plane.apply, report=annotations.report, replica="r-b")
+    plane.follower = follower
+    data = {
+        **report_data(uid="u1", revision=5, green=25, trip=None, replica="r-b"),
+        **report_data(uid="u1", revision=5, green=0, trip=TRIP, replica="r-a"),
+    }
+    follower.restart(rollout(green=25, revision=5), data)
+    assert follower.reported.revision == 5 and follower.reported.green == 25  # its own entry, not r-a's
+    assert follower.step()
+    assert plane.serving.green == 0  # r-a's trip holds it
+    assert annotations.applied == "5/0" and parse_trip(annotations.guard) == TRIP
+    # once acknowledged, a later canary is followed again
+    follower.observe(rollout(green=10, revision=9, acknowledged=TRIP.revision))
+    assert follower.step() and plane.serving.green == 10 and annotations.applied == "9/10"

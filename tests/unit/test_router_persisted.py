@@ -195,3 +195,25 @@ def test_a_failed_remember_is_tried_again_once_something_changes() -> None:
     assert follower.step()  # the failed remember does not fail the step: the weights are served
     assert len(calls) == 2  # tried again when the step settled
     assert follower.step() and len(calls) == 2  # kept now: not written again while nothing changes
+
+
+def test_a_router_replica_remembers_its_own_entry_and_serves_it_after_a_restart(tmp_path: Path) -> None:
+    kept: Kept = []
+    plane, annotations = Plane(), Annotations()
+    follower = WeightsFollower(
+        apply=plane.apply,
+        report=annotations.report,
+        remember=lambda obj, report: kept.append((obj, report)),
+        replica="digits-router-7f9c-x2",
+    )
+    plane.follower = follower
+    seen = rollout(green=25, revision=5)
+    follower.observe(seen)
+    assert follower.step()
+    assert kept == [(seen, report_data(uid="u1", revision=5, green=25, trip=None, replica="digits-router-7f9c-x2"))]
+    path = tmp_path / "weights.json"
+    persisted.save(path, namespace="ml", name="digits", rollout=seen, report=kept[-1][1])
+    loaded = persisted.load(path, namespace="ml", name="digits")
+    assert loaded is not None
+    assert persisted.served(loaded, "digits-router-7f9c-x2") == (5, 25)  # the container restarted: same Pod
+    assert persisted.served(loaded) is None  # not an entry of a router with no name

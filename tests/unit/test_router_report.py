@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 from modelrollout.api import constants
+from modelrollout.k8s import resources
+from modelrollout.routing.base import AppliedWeights
 from modelrollout.routing.guard import GuardTrip
-from modelrollout.routing.report import latest_trip, legacy_trip, report_data, report_of
+from modelrollout.routing.report import (
+    applied_by,
+    latest_trip,
+    legacy_trip,
+    replicas_in,
+    report_data,
+    report_of,
+    trip_of,
+)
 
 
 def trip(revision: int) -> GuardTrip:
@@ -42,3 +52,86 @@ def test_a_trip_on_the_rollout_itself_is_read_where_earlier_routers_wrote_it() -
     body = {"metadata": {"annotations": {"modelrollout.dev/router-guard": trip(6).to_json()}}}
     assert legacy_trip(body) == trip(6)
     assert legacy_trip({"metadata": {"annotations": None}}) is None and legacy_trip({}) is None
+
+
+def entries(*writes: dict[str, str]) -> dict[str, str]:
+    """The ConfigMap's data after each write was merged into it, in order."""
+    data: dict[str, str] = {}
+    for write in writes:
+        data.update(write)
+    return data
+
+
+def test_each_router_replica_writes_its_own_entry_and_reads_only_its_own_back() -> None:
+    a = report_data(uid="u1", revision=4, green=25, trip=None, replica="r-a")
+    b = report_data(uid="u1", revision=3, green=10, trip=trip(3), replica="r-b")
+    assert a == {"rollout-uid.r-a": "u1", "applied.r-a": "4/25", "guard.r-a": ""}
+    data = entries(a, b)
+    assert replicas_in(data) == ["r-a", "r-b"]
+    assert report_of(data, "u1", "r-a").applied == AppliedWeights(revision=4, green=25)
+    assert report_of(data, "u1", "r-b").applied == AppliedWeights(revision=3, green=10)
+    assert report_of(data, "u1").applied.revision is None  # no bare entry: nothing for a router with no name
+    assert replicas_in(entries(report_data(uid="u1", revision=1, green=0, trip=None), a)) == ["", "r-a"]
+    assert replicas_in({"applied.": "1/0", "unrelated": "x"}) == []
+
+
+def test_weights_count_as_applied_only_when_every_router_pod_that_may_be_sent_traffic_reports_them() -> None:
+    a4 = report_data(uid="u1", revision=4, green=25, trip=None, replica="r-a")
+    b3 = report_data(uid="u1", revision=3, green=10, trip=None, replica="r-b")
+    b4 = report_data(uid="u1", revision=4, green=25, trip=None, replica="r-b")
+    confirmed = AppliedWeights(revision=4, green=25)
+    assert applied_by(entries(a4, b4), "u1", ["r-a", "r-b"]) == confirmed
+    behind = applied_by(entries(a4, b3), "u1", ["r-a", "r-b"])
+    assert behind.revision is None and behind.note == "router replicas differ: r-a 4/25, r-b 3/10"
+    missing = applied_by(entries(a4), "u1", ["r-a", "r-b"])
+    assert missing.revision is None and missing.note == "router replica r-b has not reported"
+    # a replica that is gone (or not Ready: the Service sends it nothing) does not hold the others back
+    assert applied_by(entries(a4, b3), "u1", ["r-a"]) == confirmed
+    nobody = applied_by(entries(a4), "u1", [])
+    assert nobody.revision is None and nobody.note == "no router Pod is ready"
+    # not known which Pods serve: every entry must agree
+    assert applied_by(entries(a4, b3), "u1", None).revision is None
+    assert applied_by(entries(a4, b4), "u1", None) == confirmed
+    # an entry written for an earlier rollout of the same name confirms nothing
+    assert applied_by(entries(a4, b4), "u2", ["r-a", "r-b"]).revision is None
+
+
+def test_a_router_with_no_name_stands_for_the_only_router_pod_never_for_two() -> None:
+    bare = report_data(uid="u1", revision=4, green=25, trip=None)
+    assert applied_by(bare, "u1", ["r-x"]) == AppliedWeights(revision=4, green=25)
+    assert applied_by(bare, "u1", None) == AppliedWeights(revision=4, green=25)
+    two = applied_by(bare, "u1", ["r-x", "r-y"])
+    assert two.revision is None and two.note == "router replica r-x, r-y has not reported"
+    # a named entry wins over a bare one left by an earlier router version
+    named = report_data(uid="u1", revision=5, green=0, trip=None, replica="r-x")
+    assert applied_by(entries(bare, named), "u1", ["r-x"]) == AppliedWeights(revision=5, green=0)
+    assert applied_by(entries(bare, named), "u1", None).revision is None  # not known which serves: they differ
+
+
+def test_a_trip_of_any_replica_holds_the_rollout_even_when_that_replica_is_gone() -> None:
+    a = report_data(uid="u1", revision=4, green=25, trip=None, replica="r-a")
+    b = report_data(uid="u1", revision=3, green=0, trip=trip(3), replica="r-b")
+    assert trip_of(entries(a, b), "u1") == trip(3)
+    assert trip_of(entries(a, b), "u2") is None  # written for an earlier rollout of the same name
+    later = report_data(uid="u1", revision=6, green=0, trip=trip(6), replica="r-a")
+    assert trip_of(entries(a, b, later), "u1") == trip(6)
+    assert trip_of(report_data(uid="u1", revision=1, green=0, trip=trip(1)), "u1") == trip(1)  # a bare entry
+    assert trip_of(None, "u1") is None
+
+
+def pod(name: str, *, ready: bool = True, terminating: bool = False, phase: str = "Running") -> dict[str, object]:
+    return {
+        "metadata": {"name": name, "deletionTimestamp": "2026-11-24T00:00:00Z" if terminating else None},
+        "status": {"phase": phase, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
+
+
+def test_the_router_pods_that_may_be_sent_traffic_are_ready_and_not_leaving() -> None:
+    pods = [
+        pod("r-b"),
+        pod("r-a"),
+        pod("starting", ready=False),
+        pod("leaving", terminating=True),
+        pod("evicted", phase="Failed"),
+    ]
+    assert resources.serving_pods(pods) == ["r-a", "r-b"]

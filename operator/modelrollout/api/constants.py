@@ -12,6 +12,10 @@ SHORT_NAME = "mro"
 BLUE = "blue"
 GREEN = "green"
 COLOURS = (BLUE, GREEN)
+ROUTER = "router"
+"""The colour label of the builtin router's objects (``<rollout>-router``)."""
+OWNED_COLOURS = (BLUE, GREEN, ROUTER)
+"""Whose Deployments and pods a reconcile reads (k8s.owned): the model servers' and the builtin router's."""
 
 LABEL_ROLLOUT = f"{GROUP}/rollout"
 LABEL_COLOUR = f"{GROUP}/colour"

@@ -265,6 +265,8 @@ class Stage:
             "KUBECONFIG": str(self.operator_kubeconfig or self.kubeconfig),
             "MODELROLLOUT_METRICS_PORT": str(process.free_port()),
             "MODELROLLOUT_METRICS_HOST": process.LOOPBACK,
+            # one router process per rollout stands in for its router's Pods (it reports under no Pod's name)
+            "MODELROLLOUT_ROUTER_REPLICAS": "1",
             **self.operator_env,
         }
         return process.start(

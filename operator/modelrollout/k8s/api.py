@@ -119,6 +119,10 @@ def rbac() -> Any:
     return client.RbacAuthorizationV1Api(_client())
 
 
+def policy() -> Any:
+    return client.PolicyV1Api(_client())
+
+
 def api_client() -> Any:
     """The configured API client (for a module that needs its own settings on a copy of its configuration)."""
     return _client()
@@ -187,7 +191,16 @@ def replace_custom_status(
     return stored
 
 
-OWNED_KINDS = ("Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "Secret", "ConfigMap")
+OWNED_KINDS = (
+    "Deployment",
+    "Service",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "Secret",
+    "ConfigMap",
+    "PodDisruptionBudget",
+)
 
 
 def _calls(kind: str) -> tuple[Any, Any, Any]:
@@ -228,6 +241,13 @@ def _calls(kind: str) -> tuple[Any, Any, Any]:
             rbac_api.read_namespaced_role_binding,
             rbac_api.patch_namespaced_role_binding,
             rbac_api.delete_namespaced_role_binding,
+        )
+    if kind == "PodDisruptionBudget":
+        policy_api = policy()
+        return (
+            policy_api.read_namespaced_pod_disruption_budget,
+            policy_api.patch_namespaced_pod_disruption_budget,
+            policy_api.delete_namespaced_pod_disruption_budget,
         )
     raise ValueError(f"kind {kind!r} is not one the operator owns; valid: {OWNED_KINDS}")
 

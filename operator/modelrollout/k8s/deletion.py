@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import datetime
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import kopf
@@ -39,7 +39,7 @@ from modelrollout.api.status import StableStatus, Weights
 from modelrollout.k8s import api, manifests, resources
 from modelrollout.routing import factory
 from modelrollout.routing.base import AppliedWeights, RolloutRef, format_report
-from modelrollout.routing.report import report_name, report_of
+from modelrollout.routing.report import applied_for, report_name
 
 KEEP_STABLE = "keepStable"
 DELETE_ALL = "deleteAll"
@@ -53,7 +53,11 @@ RETRY_AFTER_ERROR_SECONDS = 5.0
 """How soon a step that failed on an API error tries again."""
 
 
-def rollout_ref(body: Mapping[str, Any], router_report: Mapping[str, str] | None = None) -> RolloutRef:
+def rollout_ref(
+    body: Mapping[str, Any],
+    router_report: Mapping[str, str] | None = None,
+    routers: Callable[[], Sequence[str]] | None = None,
+) -> RolloutRef:
     metadata = body["metadata"]
     return RolloutRef(
         namespace=metadata["namespace"],
@@ -61,6 +65,7 @@ def rollout_ref(body: Mapping[str, Any], router_report: Mapping[str, str] | None
         uid=metadata["uid"],
         body=dict(body),
         router_report=router_report,
+        routers=routers,
     )
 
 
@@ -115,12 +120,14 @@ def finalize(
     *,
     post: EventPoster,
     router_report: Mapping[str, str] | None = None,
+    routers: Callable[[], Sequence[str]] | None = None,
     now: datetime.datetime | None = None,
 ) -> None:
     """Carry out spec.deletionPolicy for the ModelRollout ``body`` (as last read), with the builtin router's
-    report as last seen (routing.report). Returns when the object may go; raises ``kopf.TemporaryError``
+    report as last seen (routing.report) and ``routers``, the names of its Pods that may be sent traffic
+    (RolloutRef.routers). Returns when the object may go; raises ``kopf.TemporaryError``
     while a step must wait or retry."""
-    rollout = rollout_ref(body, router_report)
+    rollout = rollout_ref(body, router_report, routers)
     spec = spec_of(body)
     elapsed = since_deletion(body, now or datetime.datetime.now(datetime.UTC))
     deadline = (spec.traffic if spec is not None else TrafficSpec()).confirm_deadline
@@ -216,7 +223,7 @@ def _all_traffic_to_blue(rollout: RolloutRef, *, post: EventPoster, elapsed: flo
         revision = (weights.revision if weights is not None else 0) + 1
         _patch_status(rollout, {"weights": Weights(blue=100, green=0, revision=revision).model_dump(by_alias=True)})
         post("Normal", "TrafficToStable", f"all traffic to blue (weights revision {revision}) before the deletion")
-    report = report_of(rollout.router_report, rollout.uid).applied
+    report = applied_for(rollout)
     blue = api.read("Deployment", rollout.namespace, f"{rollout.name}-{constants.BLUE}")
     blue_serving = bool(blue and ((blue.get("status") or {}).get("readyReplicas") or 0) > 0)
     outcome = confirmation(
@@ -256,8 +263,8 @@ def _patch_status(rollout: RolloutRef, status: dict[str, Any]) -> None:
 
 
 def stable_objects(rollout: str) -> list[tuple[str, str]]:
-    """(kind, name) of what keepStable keeps: blue, the builtin router with its account, role and report, and
-    the feedback Secret (without it their Pods would refuse feedback once restarted)."""
+    """(kind, name) of what keepStable keeps: blue, the builtin router with its account, role, report and
+    disruption budget, and the feedback Secret (without it their Pods would refuse feedback once restarted)."""
     blue, router = f"{rollout}-{constants.BLUE}", f"{rollout}-{manifests.ROUTER}"
     return [
         ("Secret", manifests.feedback_secret_name(rollout)),
@@ -269,6 +276,7 @@ def stable_objects(rollout: str) -> list[tuple[str, str]]:
         ("Role", router),
         ("RoleBinding", router),
         ("ConfigMap", report_name(rollout)),
+        ("PodDisruptionBudget", router),
     ]
 
 

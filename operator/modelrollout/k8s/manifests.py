@@ -12,8 +12,7 @@ from modelrollout.api.status import StableStatus
 from modelrollout.routing.report import report_name
 
 SERVER_PORT = 8080
-ROUTER = "router"
-"""The colour label of the builtin router's objects (``<rollout>-router``)."""
+ROUTER = constants.ROUTER
 LABEL_ORPHANED = f"{constants.GROUP}/orphaned"
 """``"true"`` on objects a deleted ModelRollout left serving (deletionPolicy keepStable); an apply by a
 rollout of the same name adopts them again and removes it."""
@@ -309,6 +308,21 @@ def feedback_secret_name(rollout: str) -> str:
     return f"{rollout}-feedback"
 
 
+def router_disruption_budget(*, rollout: str, namespace: str, owner: dict[str, Any]) -> dict[str, Any]:
+    """A voluntary disruption (a node drain, a cluster upgrade) takes one router at a time: with two replicas
+    or more one always serves (every request of the rollout passes through one), and a single replica never
+    blocks a drain (as ``minAvailable: 1`` would)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(f"{rollout}-router", namespace, owner, labels(rollout, ROUTER)),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": {constants.LABEL_ROLLOUT: rollout, constants.LABEL_COLOUR: ROUTER}},
+        },
+    }
+
+
 def feedback_token_env(name: str, rollout: str) -> dict[str, Any]:
     """An env entry read from the rollout's feedback Secret. Optional: a Pod started while the Secret is
     missing still serves (blue must never wait on it); with ``*_FEEDBACK_AUTH`` it then refuses feedback."""
@@ -333,11 +347,12 @@ def feedback_secret(*, rollout: str, namespace: str, owner: dict[str, Any], toke
 
 
 def router_deployment(
-    *, rollout: str, namespace: str, spec: ModelRolloutSpec, owner: dict[str, Any], image: str
+    *, rollout: str, namespace: str, spec: ModelRolloutSpec, owner: dict[str, Any], image: str, replicas: int = 1
 ) -> dict[str, Any]:
-    """The builtin router, running as ``<rollout>-router`` (see router_role_binding), from ``image``: the
-    operator's own release or the stable model's server image, never a candidate's (all traffic passes
-    through the router, and a candidate's image is not vetted yet)."""
+    """The builtin router, ``replicas`` of it, running as ``<rollout>-router`` (see router_role_binding), from
+    ``image``: the operator's own release or the stable model's server image, never a candidate's (all traffic
+    passes through the router, and a candidate's image is not vetted yet). Each replica reports under its Pod's
+    name (routing.report), and they are spread over nodes where they can be."""
     env = {
         "MODELROUTER_ROLLOUT": rollout,
         "MODELROUTER_NAMESPACE": namespace,
@@ -359,7 +374,7 @@ def router_deployment(
         "kind": "Deployment",
         "metadata": _metadata(f"{rollout}-router", namespace, owner, labels(rollout, ROUTER)),
         "spec": {
-            "replicas": 1,
+            "replicas": replicas,
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {
@@ -369,6 +384,14 @@ def router_deployment(
                 "spec": {
                     "serviceAccountName": f"{rollout}-router",  # it reads its rollout and reports on it
                     "securityContext": POD_SECURITY,
+                    "topologySpreadConstraints": [
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": "kubernetes.io/hostname",
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": {"matchLabels": selector},
+                        }
+                    ],
                     "volumes": [SCRATCH_VOLUME],  # nginx's config, temp files and pid
                     "containers": [
                         {
@@ -378,6 +401,10 @@ def router_deployment(
                             "env": [
                                 *({"name": k, "value": v} for k, v in sorted(env.items())),
                                 feedback_token_env("MODELROUTER_FEEDBACK_TOKEN", rollout),
+                                {  # its entry in the report
+                                    "name": "MODELROUTER_REPLICA",
+                                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                                },
                             ],
                             "ports": [{"name": "http", "containerPort": SERVER_PORT}],
                             "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2},

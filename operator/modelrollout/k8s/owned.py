@@ -70,7 +70,7 @@ class Cached:
         *,
         deployments: Mapping[DeploymentKey, Iterable[Mapping[str, Any]]],
         pods: Mapping[PodKey, Iterable[Mapping[str, Any]]],
-        colours: Iterable[str] = constants.COLOURS,
+        colours: Iterable[str] = constants.OWNED_COLOURS,
     ) -> None:
         self.scope = (namespace, rollout)
         found = {colour: list(deployments.get((namespace, f"{rollout}-{colour}"), ())) for colour in colours}
@@ -96,7 +96,7 @@ class Cached:
         return tuple(self._pods)
 
 
-def read_live(namespace: str, rollout: str, colours: Iterable[str] = constants.COLOURS) -> Cached:
+def read_live(namespace: str, rollout: str, colours: Iterable[str] = constants.OWNED_COLOURS) -> Cached:
     """A rollout's colours as the API server has them now (a GET and a LIST per colour), in Cached's form."""
     deployments: dict[DeploymentKey, list[Mapping[str, Any]]] = {}
     pods: dict[PodKey, list[Mapping[str, Any]]] = {}
@@ -221,15 +221,17 @@ Versions = Mapping[ObjectKey, tuple[str, int]]
 """Per owned object: its uid and its version (``version_of``), as an apply returned them or a watch shows them."""
 UNVERSIONED = {"ConfigMap"}
 """Kinds whose changes are not drift: the router writes its report's data (only its uid counts)."""
+GENERATIONED = {"Deployment", "PodDisruptionBudget"}
+"""Kinds whose status changes all the time: only their generation (their spec) counts."""
 
 
 def version_of(body: Mapping[str, Any], kind: str | None = None) -> int:
-    """What grows when someone changes an owned object's spec (a pure function): a Deployment's generation (its
-    status changes all the time), the resourceVersion of the rest; 0 for a kind in UNVERSIONED."""
+    """What grows when someone changes an owned object's spec (a pure function): the generation of a kind in
+    GENERATIONED, the resourceVersion of the rest; 0 for a kind in UNVERSIONED."""
     kind, metadata = kind or body.get("kind"), body.get("metadata") or {}
     if kind in UNVERSIONED:
         return 0
-    if kind == "Deployment":
+    if kind in GENERATIONED:
         return _generation(body)
     try:
         return int(metadata.get("resourceVersion") or 0)

@@ -138,12 +138,13 @@ def ensure(
     green_replicas: int,
     replace_green: bool = True,
     router_image: str = "",
+    router_replicas: int = 1,
 ) -> dict[ObjectKey, tuple[str, int]]:
     """Every owned object as it should be (idempotent): blue serves ``stable`` (and records it, see
     manifests.ANNOTATION_STABLE), green spec.green. Without ``replace_green`` green's Deployment is left
     as it is (it may still have traffic). The router runs ``router_image``, or else the stable model's
-    server image. Returns the uid and version of each object applied (owned.Versions), which the watches
-    should show from now on."""
+    server image, ``router_replicas`` of it. Returns the uid and version of each object applied
+    (owned.Versions), which the watches should show from now on."""
     owner = api.owner_reference(rollout)
     name, namespace = rollout.name, rollout.namespace
     refuse_older(api.read("Deployment", namespace, f"{name}-{constants.BLUE}"), stable)
@@ -184,8 +185,13 @@ def ensure(
         apply(manifests.router_role(rollout=name, namespace=namespace, owner=owner))
         apply(manifests.router_role_binding(rollout=name, namespace=namespace, owner=owner), _apply_binding)
         image = router_image or stable.server.image
-        apply(manifests.router_deployment(rollout=name, namespace=namespace, spec=spec, owner=owner, image=image))
+        apply(
+            manifests.router_deployment(
+                rollout=name, namespace=namespace, spec=spec, owner=owner, image=image, replicas=router_replicas
+            )
+        )
         apply(manifests.service(rollout=name, namespace=namespace, colour=manifests.ROUTER, owner=owner))
+        apply(manifests.router_disruption_budget(rollout=name, namespace=namespace, owner=owner))
     return applied
 
 
@@ -215,6 +221,14 @@ def _restarts(pod: Mapping[str, Any]) -> int:
     status = pod.get("status") or {}
     containers = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
     return sum(int(container.get("restartCount") or 0) for container in containers)
+
+
+def serving_pods(pods: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The names of the pods a Service sends traffic to (a pure function): Ready, not terminating, not
+    finished."""
+    return sorted(
+        str(pod["metadata"]["name"]) for pod in pods if _ready(pod) and not _terminating(pod) and not _finished(pod)
+    )
 
 
 def rolled_out(

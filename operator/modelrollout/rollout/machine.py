@@ -140,6 +140,8 @@ class _Draft:
     message: str = ""
     green_target: int | None = None
     """Set by a rule that chooses the weight itself (Finalizing hands traffic back to blue)."""
+    router_note: str = ""
+    """Why the router's report is not usable, when it is not (which router replica has not reported)."""
 
     def go(self, action: Action, reason: str, message: str, *, phase: Phase | None = None) -> None:
         self.action, self.reason, self.message = action, reason, message
@@ -155,6 +157,7 @@ def decide(
     s = draft.status
     s.invalid_spec = ""
     _observe_router(s, observations.router, now)
+    draft.router_note = observations.router.note if observations.router.revision is None else ""
     _follow_blue_until_promoted(s, spec)
     revision = steps.green_revision(spec)
     command = observations.command
@@ -271,6 +274,7 @@ def reject(status: ModelRolloutStatus, problem: str, observations: Observations,
     draft = _Draft(status=status.model_copy(deep=True))
     s = draft.status
     _observe_router(s, observations.router, now)
+    draft.router_note = observations.router.note if observations.router.revision is None else ""
     message = f"the spec cannot be rolled out: {problem}"
     if not s.green_revision:
         draft.go(Action.WAIT, "InvalidSpec", message, phase=Phase.FAILED)
@@ -515,9 +519,9 @@ def _analysed(draft: _Draft, spec: ModelRolloutSpec, observations: Observations,
     if not _confirmed(s):
         waited = _unconfirmed_for(s, now)
         if waited > spec.traffic.confirm_deadline:
-            _roll_back(draft, "RouterNotConfirming", _router_message(s, waited))
+            _roll_back(draft, "RouterNotConfirming", _router_message(draft, waited))
         else:
-            draft.go(Action.HOLD, "WaitingForRouter", _router_message(s, waited))
+            draft.go(Action.HOLD, "WaitingForRouter", _router_message(draft, waited))
         return
     if s.phase is Phase.PAUSED:
         draft.go(Action.HOLD, "Paused", f"paused at step {s.step_index}; resume or promote to continue")
@@ -572,9 +576,9 @@ def _promoting(draft: _Draft, spec: ModelRolloutSpec, observations: Observations
         return
     waited = _unconfirmed_for(s, now)
     if waited > spec.traffic.confirm_deadline:
-        _roll_back(draft, "RouterNotConfirming", _router_message(s, waited))
+        _roll_back(draft, "RouterNotConfirming", _router_message(draft, waited))
     else:
-        draft.go(Action.WAIT, "WaitingForRouter", _router_message(s, waited))
+        draft.go(Action.WAIT, "WaitingForRouter", _router_message(draft, waited))
 
 
 def _finalizing(draft: _Draft, spec: ModelRolloutSpec, observations: Observations, now: datetime.datetime) -> None:
@@ -601,7 +605,7 @@ def _finalizing(draft: _Draft, spec: ModelRolloutSpec, observations: Observation
         else:
             draft.go(Action.WAIT, "WaitingForBlue", f"blue is being redeployed with {version}; green keeps all traffic")
     else:
-        draft.go(Action.WAIT, "WaitingForRouter", _router_message(s, _unconfirmed_for(s, now)))
+        draft.go(Action.WAIT, "WaitingForRouter", _router_message(draft, _unconfirmed_for(s, now)))
 
 
 def _rolling_back(
@@ -612,7 +616,7 @@ def _rolling_back(
         done = Phase.ABORTED if s.rollback_reason == "Aborted" else Phase.ROLLED_BACK
         draft.go(Action.ROLLED_BACK, done.value, f"all traffic on blue: rolled back ({s.rollback_reason})", phase=done)
     else:
-        draft.go(Action.WAIT, "WaitingForRouter", _router_message(s, _unconfirmed_for(s, now)))
+        draft.go(Action.WAIT, "WaitingForRouter", _router_message(draft, _unconfirmed_for(s, now)))
 
 
 def _failed(draft: _Draft, spec: ModelRolloutSpec, observations: Observations, now: datetime.datetime) -> None:
@@ -688,9 +692,10 @@ def _set_weights(draft: _Draft, now: datetime.datetime, *, steps_weight: int, pr
         s.weights_changed_at, s.weights_confirmed_at = now, None
 
 
-def _router_message(s: ModelRolloutStatus, waited: float) -> str:
+def _router_message(draft: _Draft, waited: float) -> str:
+    s = draft.status
     reported = (
-        "nothing usable"
+        f"nothing usable{f': {draft.router_note}' if draft.router_note else ''}"
         if s.applied_revision is None
         else f"revision {s.applied_revision} at {s.applied_green_weight}% green"
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.routing.base import AppliedWeights, RolloutRef
-from modelrollout.routing.report import report_of
+from modelrollout.routing.report import applied_for
 
 
 class BuiltinRouter:
@@ -19,8 +19,9 @@ class BuiltinRouter:
         router watches."""
 
     def applied(self, rollout: RolloutRef, spec: ModelRolloutSpec) -> AppliedWeights:
-        """The router's report as last seen; without one, NOT_REPORTED."""
-        return report_of(rollout.router_report, rollout.uid).applied
+        """The routers' report as last seen (every router Pod that may be sent traffic must report the
+        weights); without one, NOT_REPORTED."""
+        return applied_for(rollout)
 
     def finalize(self, rollout: RolloutRef, spec: ModelRolloutSpec, *, keep_stable: bool = False) -> None:
         """The router is owned by the ModelRollout and goes with it."""

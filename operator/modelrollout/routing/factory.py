@@ -11,7 +11,7 @@ from modelrollout.routing import gateway_api
 from modelrollout.routing.base import NOT_REPORTED, AppliedWeights, RolloutRef, TrafficRouter
 from modelrollout.routing.builtin import BuiltinRouter
 from modelrollout.routing.gateway_api import GatewayApiRouter
-from modelrollout.routing.report import report_of
+from modelrollout.routing.report import applied_for
 
 PROVIDERS: dict[str, type[BuiltinRouter] | type[GatewayApiRouter]] = {
     "builtin": BuiltinRouter,
@@ -43,7 +43,7 @@ def applied_without_spec(rollout: RolloutRef) -> AppliedWeights:
     HTTPRoute labelled for this rollout (NOT_REPORTED when there are none or several)."""
     provider = ((rollout.body.get("spec") or {}).get("traffic") or {}).get("provider", "builtin")
     if provider != "gateway-api":
-        return report_of(rollout.router_report, rollout.uid).applied
+        return applied_for(rollout)
     try:
         routes = api.list_custom(
             gateway_api.GROUP,

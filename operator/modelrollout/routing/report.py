@@ -11,16 +11,22 @@ one ConfigMap, nothing else (never a ModelRollout's spec, status or annotations)
   (a kept router adopted again, a ConfigMap not yet garbage-collected) is no report, so it can never confirm
   the weights of the new one.
 
+Several router replicas (a Deployment of two or more) each write their own entry: the same three keys with
+``.<replica>`` appended, the replica being the router's Pod name (``MODELROUTER_REPLICA``, from the downward
+API). A router without a name (one run as a process, or a router version before replicas) writes the bare keys.
+The operator counts weights as applied only when every router Pod that may be sent traffic (Ready and not
+terminating) reports them (``applied_by``), and a trip in any entry for the rollout counts (``trip_of``).
+
 The operator reads it from a watch (handlers.router_reports), never with a request per reconcile.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from modelrollout.api import constants
-from modelrollout.routing.base import NOT_REPORTED, AppliedWeights, format_report, parse_report
+from modelrollout.routing.base import NOT_REPORTED, AppliedWeights, RolloutRef, format_report, parse_report
 from modelrollout.routing.guard import GuardTrip, parse_trip
 
 
@@ -37,27 +43,90 @@ class RouterReport:
 NO_REPORT = RouterReport(applied=NOT_REPORTED, trip=None)
 
 
-def report_of(data: Mapping[str, str] | None, uid: str) -> RouterReport:
-    """The report in a ConfigMap's ``data`` for the ModelRollout ``uid`` (a pure function): NO_REPORT without
-    one, and nothing usable when it was written for another rollout."""
-    if not data or not any(data.get(key) for key in (constants.REPORT_APPLIED, constants.REPORT_GUARD)):
+REPORT_KEYS = (constants.REPORT_APPLIED, constants.REPORT_GUARD, constants.REPORT_ROLLOUT_UID)
+
+
+def _key(key: str, replica: str) -> str:
+    return f"{key}.{replica}" if replica else key
+
+
+def report_of(data: Mapping[str, str] | None, uid: str, replica: str = "") -> RouterReport:
+    """One router's entry in a ConfigMap's ``data`` for the ModelRollout ``uid`` (a pure function): the bare
+    keys without ``replica``. NO_REPORT without one, and nothing usable when it was written for another
+    rollout."""
+    if not data or not any(data.get(_key(key, replica)) for key in (constants.REPORT_APPLIED, constants.REPORT_GUARD)):
         return NO_REPORT
-    if data.get(constants.REPORT_ROLLOUT_UID) != uid:
+    if data.get(_key(constants.REPORT_ROLLOUT_UID, replica)) != uid:
         stale = AppliedWeights(revision=None, green=None, note="the router's report is for an earlier rollout")
         return RouterReport(applied=stale, trip=None)
     return RouterReport(
-        applied=parse_report(data.get(constants.REPORT_APPLIED)), trip=parse_trip(data.get(constants.REPORT_GUARD))
+        applied=parse_report(data.get(_key(constants.REPORT_APPLIED, replica))),
+        trip=parse_trip(data.get(_key(constants.REPORT_GUARD, replica))),
     )
 
 
-def report_data(*, uid: str, revision: int, green: int, trip: GuardTrip | None) -> dict[str, str]:
-    """What the router writes, merged into the ConfigMap's data: every key, every time, so that nothing an
+def replicas_in(data: Mapping[str, str] | None) -> list[str]:
+    """The routers with an entry in ``data``: their replica names, ``""`` for the bare keys (a pure function)."""
+    found: set[str] = set()
+    for key in data or {}:
+        for known in REPORT_KEYS:
+            if key == known:
+                found.add("")
+            elif key.startswith(f"{known}.") and len(key) > len(known) + 1:
+                found.add(key[len(known) + 1 :])
+    return sorted(found)
+
+
+def trip_of(data: Mapping[str, str] | None, uid: str) -> GuardTrip | None:
+    """The latest trip any router wrote for the rollout ``uid`` (a pure function): a replica's trip holds the
+    rollout even when that replica is gone, until the operator acknowledges it."""
+    return latest_trip(*(report_of(data, uid, replica).trip for replica in replicas_in(data)))
+
+
+def applied_by(data: Mapping[str, str] | None, uid: str, serving: Iterable[str] | None) -> AppliedWeights:
+    """The weights the routers serve, as the operator counts them (a pure function): those that every router
+    in ``serving`` (the names of the router Pods that may be sent traffic) reports; otherwise nothing usable,
+    with a note naming the routers that have not reported or that differ. A bare entry stands for a router
+    with no name: the only router Pod, or all of them when ``serving`` is None (not known)."""
+    if serving is None:
+        names = replicas_in(data) or [""]
+        entries = {name or "the router": report_of(data, uid, name).applied for name in names}
+    else:
+        pods = sorted(set(serving))
+        if not pods:
+            return AppliedWeights(revision=None, green=None, note="no router Pod is ready")
+        bare = report_of(data, uid).applied if len(pods) == 1 else NOT_REPORTED
+        entries = {}
+        for pod in pods:
+            own = report_of(data, uid, pod).applied
+            entries[pod] = own if own.revision is not None else bare if bare.revision is not None else own
+    missing = sorted(name for name, applied in entries.items() if applied.revision is None)
+    reported = set(entries.values())
+    if len(reported) == 1 and (not missing or len(entries) == 1):
+        return next(iter(reported))
+    if missing:
+        note = f"router replica {', '.join(missing)} has not reported"
+    else:
+        note = "router replicas differ: " + ", ".join(
+            f"{name} {format_report(revision=applied.revision or 0, green=applied.green or 0)}"
+            for name, applied in sorted(entries.items())
+        )
+    return AppliedWeights(revision=None, green=None, note=note)
+
+
+def applied_for(rollout: RolloutRef) -> AppliedWeights:
+    """What the builtin routers of ``rollout`` serve, from its report as last seen (applied_by)."""
+    return applied_by(rollout.router_report, rollout.uid, None if rollout.routers is None else rollout.routers())
+
+
+def report_data(*, uid: str, revision: int, green: int, trip: GuardTrip | None, replica: str = "") -> dict[str, str]:
+    """What a router writes, merged into the ConfigMap's data: its every key, every time, so that nothing an
     earlier rollout of the same name wrote (a trip above all) survives under the new uid. ``guard`` is empty
     without a trip (the router keeps a trip of its rollout, restored after a restart, until it is gone)."""
     return {
-        constants.REPORT_ROLLOUT_UID: uid,
-        constants.REPORT_APPLIED: format_report(revision=revision, green=green),
-        constants.REPORT_GUARD: trip.to_json() if trip is not None else "",
+        _key(constants.REPORT_ROLLOUT_UID, replica): uid,
+        _key(constants.REPORT_APPLIED, replica): format_report(revision=revision, green=green),
+        _key(constants.REPORT_GUARD, replica): trip.to_json() if trip is not None else "",
     }
 
 
