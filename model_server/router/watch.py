@@ -47,7 +47,7 @@ from model_server.router import persisted
 from model_server.router.guard import guard_of
 from modelrollout.api import constants
 from modelrollout.api.spec import GuardSpec
-from modelrollout.routing.base import NOT_REPORTED, AppliedWeights, format_report
+from modelrollout.routing.base import NOT_REPORTED, AppliedWeights
 from modelrollout.routing.guard import ARMED_PHASES, HOLDING_PHASES, GuardTrip
 from modelrollout.routing.report import latest_trip, legacy_trip, report_data, report_name, report_of, trip_of
 
@@ -443,7 +443,7 @@ class RolloutWatcher:
                 raise
             # The ModelRollout was deleted, and its deletion moved all traffic to blue, the stable model, which
             # stays serving: so does this router (also when it restarts later), until a rollout appears again.
-            self.follower.restart(ROLLOUT_GONE, GONE_REPORT)
+            self.follower.restart(ROLLOUT_GONE, gone_report(self.follower.replica))
             self._stop.wait(GONE_RECHECK_SECONDS)
             return
         self.follower.restart(current, self._read_report())  # a failed read raises: nothing is applied
@@ -494,8 +494,12 @@ class RolloutWatcher:
 GONE_RECHECK_SECONDS = 5.0
 ROLLOUT_GONE: dict[str, Any] = {"status": {"weights": {"blue": 100, "green": 0, "revision": -1}}}
 """What a router follows once its ModelRollout is gone: all traffic to blue, nothing left to report."""
-GONE_REPORT = {constants.REPORT_ROLLOUT_UID: "", constants.REPORT_APPLIED: format_report(revision=-1, green=0)}
-"""What counts as reported then (ROLLOUT_GONE has no uid): so nothing is written."""
+
+
+def gone_report(replica: str) -> dict[str, str]:
+    """What counts as reported by router ``replica`` once its rollout is gone (ROLLOUT_GONE has no uid): so that
+    nothing is written."""
+    return report_data(uid="", revision=-1, green=0, trip=None, replica=replica)
 
 
 def _in_cluster_client() -> client.ApiClient:

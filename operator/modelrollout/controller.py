@@ -23,7 +23,7 @@ import structlog
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from modelrollout import metrics
+from modelrollout import lanes, metrics
 from modelrollout.analysis import run
 from modelrollout.analysis.prometheus import PrometheusProvider
 from modelrollout.analysis.provider import SharedQueries
@@ -115,7 +115,9 @@ FENCE_SECONDS = 30.0
 ROUTER_IMAGE = os.environ.get("MODELROLLOUT_ROUTER_IMAGE", "")
 """The builtin router's image (the Helm chart sets the operator's own); unset: the stable model's server
 image. Never the candidate's."""
-ROUTER_REPLICAS = max(1, int(os.environ.get("MODELROLLOUT_ROUTER_REPLICAS", "2")))
+ROUTER_REPLICAS = int(os.environ.get("MODELROLLOUT_ROUTER_REPLICAS", "2"))
+if ROUTER_REPLICAS < 1:
+    raise ValueError(f"MODELROLLOUT_ROUTER_REPLICAS must be at least 1, not {ROUTER_REPLICAS}")
 """Replicas of each builtin router (the Helm chart's ``router.replicas``): weights count as applied once every
 one that may be sent traffic reports them (routing.report.applied_by)."""
 _fence: Callable[[], bool] | None = None
@@ -252,7 +254,7 @@ def _ref(body: kopf.Body, router_report: Mapping[str, str] | None, owned: OwnedO
         uid=body["metadata"]["uid"],
         body=dict(body),
         router_report=router_report,
-        routers=lambda: resources.serving_pods(owned.pods(namespace, name, manifests.ROUTER)),
+        routers=lambda: resources.live_pods(owned.pods(namespace, name, manifests.ROUTER)),
     )
 
 
@@ -292,7 +294,7 @@ async def reconcile(
         return
     if fence is Fence.READ:
         try:
-            fresh = await asyncio.to_thread(
+            fresh = await lanes.in_thread(
                 api.get_custom, constants.GROUP, constants.VERSION, constants.PLURAL, ref.namespace, ref.name
             )
         except Exception as error:  # noqa: BLE001 - nothing is decided; the next tick reads again
@@ -320,7 +322,7 @@ async def reconcile(
         try:
             spec = _parse(body)
         except (ValidationError, ValueError) as error:
-            report = await asyncio.to_thread(factory.applied_without_spec, ref)
+            report = await lanes.in_thread(factory.applied_without_spec, ref)
             if status.stable is None and report.revision is not None:
                 # The status is lost (the router served weights it asked for) and the spec cannot say
                 # what green is: deciding now could send users to an older model. Nothing moves.
@@ -334,14 +336,14 @@ async def reconcile(
             return
         if status.stable is None or key not in _compared_with_record:
             try:
-                status = await asyncio.to_thread(_recovered, ref, spec, status, now)
+                status = await lanes.in_thread(_recovered, ref, spec, status, now)
                 _compared_with_record.add(key)
             except Exception as error:  # noqa: BLE001 - deciding now could pick spec.blue or an older copy
                 unread = f"reading what blue and green serve: {_describe(error)}; nothing moves until it is read"
                 kopf.event(body, type="Warning", reason="ReconcileError", message=unread[:1000])
                 log.warning("stable model not compared with blue's record", error=unread)
                 try:  # shown in status too (phase, weights and stable untouched)
-                    await asyncio.to_thread(_patch_status, ref, {"status": {"lastError": unread}})
+                    await lanes.in_thread(_patch_status, ref, {"status": {"lastError": unread}})
                 except Exception as failed:  # noqa: BLE001 - the Event and the log carry it
                     log.warning("status not written", error=_describe(failed))
                 return
@@ -364,7 +366,7 @@ async def reconcile(
             return
         try:
             router = factory.router_for(spec.traffic.provider)
-            await asyncio.to_thread(
+            await lanes.in_thread(
                 router.set_weights, ref, spec, green=decision.green_weight, revision=decision.weights_revision
             )
         except Exception as error:  # noqa: BLE001 - counted by the next reconcile
@@ -388,7 +390,7 @@ async def _record_promotion(
     if stable is None or stable.promoted_at is None or stable == status.stable:
         return True
     try:
-        applied = await asyncio.to_thread(
+        applied = await lanes.in_thread(
             resources.ensure,
             ref,
             _as_deployed(spec, decision.status, stable),
@@ -420,7 +422,7 @@ async def _leave_a_trace(body: kopf.Body, ref: RolloutRef, status: ModelRolloutS
     try:
         written = await _apply(body, ref, decision, time.monotonic())
         if written and decision.action is machine.Action.ROLL_BACK:
-            await asyncio.to_thread(factory.all_to_blue_without_spec, ref, revision=decision.weights_revision)
+            await lanes.in_thread(factory.all_to_blue_without_spec, ref, revision=decision.weights_revision)
     except Exception as failed:  # noqa: BLE001 - the Event and the log carry it
         log.error("status not written", error=_describe(failed))
     if not decision.recorded:
@@ -484,7 +486,7 @@ async def _reject(
     reported; a canary in flight rolls back to the stable model."""
     decision = machine.reject(status, problem, machine.Observations(router=report), now)
     if await _apply(body, ref, decision, begun) and decision.green_weight == 0:
-        await asyncio.to_thread(factory.all_to_blue_without_spec, ref, revision=decision.weights_revision)
+        await lanes.in_thread(factory.all_to_blue_without_spec, ref, revision=decision.weights_revision)
 
 
 def _recovered(
@@ -537,7 +539,7 @@ async def _gather(
         replace_green = not _green_has_traffic_to_lose(spec, status)
         begun_apply = time.monotonic()  # a relist while it applies counts as after it
         try:
-            applied = await asyncio.to_thread(
+            applied = await lanes.in_thread(
                 resources.ensure,
                 ref,
                 _as_deployed(spec, status, stable),
@@ -557,7 +559,7 @@ async def _gather(
             if isinstance(error, resources.StaleStable):
                 _compared_with_record.discard(key)  # the next tick takes the later promotion from the record
     blue_ready, green_ready = await asyncio.gather(
-        asyncio.to_thread(
+        lanes.in_thread(
             resources.available,
             ref,
             constants.BLUE,
@@ -565,7 +567,7 @@ async def _gather(
             revision=serving_revision(stable.model, stable.server),
             owned=owned,
         ),
-        asyncio.to_thread(
+        lanes.in_thread(
             resources.available,
             ref,
             constants.GREEN,
@@ -577,7 +579,7 @@ async def _gather(
     analysis = None
     if steps.analysis_due(spec, status, now):
         started = time.monotonic()
-        health = await asyncio.to_thread(
+        health = await lanes.in_thread(
             resources.pod_health, ref, constants.GREEN, revision=steps.green_revision(spec), owned=owned
         )
         analysis = await run.analyse(
@@ -595,7 +597,7 @@ async def _gather(
         )
         metrics.ANALYSIS_DURATION.observe(time.monotonic() - started)
     router = factory.router_for(spec.traffic.provider)
-    report = await asyncio.to_thread(router.applied, ref, spec)
+    report = await lanes.in_thread(router.applied, ref, spec)
     return machine.Observations(
         resources_ready=blue_ready and green_ready,
         blue_ready=blue_ready,
@@ -707,14 +709,14 @@ async def _apply(
         # Removed before the status says it was acted on: a command is acted on at most once, even when
         # the operator stops between the two writes (then it is lost, and the Event below says so).
         try:
-            await asyncio.to_thread(_consume_command, ref)
+            await lanes.in_thread(_consume_command, ref)
         except Exception as error:  # noqa: BLE001 - not acted on; the next tick sees the command again
             _failures[key] = f"removing the command annotation: {_describe(error)}"
             kopf.event(body, type="Warning", reason="ReconcileError", message=_failures[key][:1000])
             return False
     try:
         if key in _unreadable:  # what could not be read goes, rather than be read again on the next tick
-            replaced = await asyncio.to_thread(
+            replaced = await lanes.in_thread(
                 api.replace_custom_status,
                 constants.GROUP,
                 constants.VERSION,
@@ -726,7 +728,7 @@ async def _apply(
             _wrote(ref, replaced)
             _unreadable.discard(key)
         elif without_nulls(wanted) != dict(body.get("status") or {}):  # an unchanged status is not written again
-            await asyncio.to_thread(_patch_status, ref, {"status": wanted})
+            await lanes.in_thread(_patch_status, ref, {"status": wanted})
     except Exception as error:  # noqa: BLE001 - counted by the next reconcile, never a freeze
         _failures[key] = f"writing status: {_describe(error)}"
         if consumed_command:

@@ -21,7 +21,7 @@ import kopf
 import structlog
 from prometheus_client import start_http_server
 
-from modelrollout import controller, metrics, wakeups
+from modelrollout import controller, lanes, metrics, wakeups
 from modelrollout.api import constants
 from modelrollout.k8s import api, deletion, leader, manifests, owned, resources
 from modelrollout.routing.report import report_name
@@ -30,10 +30,6 @@ TICK_SECONDS = float(os.environ.get("MODELROLLOUT_TICK_SECONDS", "1.0"))
 STOP_WAIT_SECONDS = 10.0
 MIN_GAP_SECONDS = 0.2
 """Between the starts of two reconciles of one rollout, however often its watches wake it."""
-ROUTINE_RECONCILES = int(os.environ.get("MODELROLLOUT_ROUTINE_RECONCILES", "4"))
-"""Routine reconciles (ticks, reports, owned objects) in flight at a time; one for a command or a spec change
-goes ahead of them (wakeups.Turns). Fewer than asyncio's worker threads (min(32, CPUs + 4)), so that some are
-always free for it."""
 OWNED_FROM_API = os.environ.get("MODELROLLOUT_OWNED_READS", "watch") == "api"
 """``MODELROLLOUT_OWNED_READS=api``: read the colours' Deployments and pods from the API server on every tick
 (what the operator did before its watches; for comparing the two, and for ruling the cache out)."""
@@ -149,7 +145,6 @@ def deployed(body: kopf.Body) -> owned.Versions | None:
 
 
 WAKEUPS = wakeups.Wakeups()
-TURNS = wakeups.Turns(ROUTINE_RECONCILES)
 
 
 def _key(body: kopf.Body) -> wakeups.Key:
@@ -168,13 +163,15 @@ async def steer(body: kopf.Body, stopped: kopf.DaemonStopped, **kwargs: Any) -> 
     the watches below show something it acts on has changed (wakeups). ``body`` is kopf's live copy of the
     object, the latest the watch delivered."""
     key = _key(body)
-    woken = WAKEUPS.register(key)
+    woken, urgency = WAKEUPS.register(key)
     try:
         while not stopped:
             woken.clear()
+            urgent = urgency.is_set()
+            urgency.clear()
             begun = asyncio.get_running_loop().time()
             try:
-                async with TURNS.turn(WAKEUPS.urgency(key)):
+                with lanes.urgent(urgent):
                     await tick(body, **kwargs)
             except Exception as error:  # noqa: BLE001 - reconcile records its own failures; this is a bug's trace
                 structlog.get_logger("modelrollout").error("reconcile loop failed", error=repr(error)[:500])
@@ -234,7 +231,9 @@ async def owned_changed(
     if owned.SEEN.saw(type, namespace or "", resource.kind or str(body.get("kind") or ""), body):
         RESYNC.relisted()
         controller.relisted()
-    WAKEUPS.wake((namespace or "", labels.get(constants.LABEL_ROLLOUT, "")))
+    # the router reported (weights confirmed, or its guard tripped): acted on as urgently as a command
+    reported = resource.plural == "configmaps" and type is not None
+    WAKEUPS.wake((namespace or "", labels.get(constants.LABEL_ROLLOUT, "")), urgent=reported)
 
 
 @kopf.on.event("", "v1", "pods", labels={constants.LABEL_ROLLOUT: kopf.PRESENT})
@@ -246,9 +245,11 @@ async def pod_changed(namespace: str | None, labels: kopf.Labels, type: str | No
 
 
 @kopf.on.delete(constants.GROUP, constants.VERSION, constants.PLURAL)
-def deleted(body: kopf.Body, **kwargs: Any) -> None:
+async def deleted(body: kopf.Body, **kwargs: Any) -> None:
     """The finalizer: the object goes once spec.deletionPolicy is carried out (k8s.deletion); kopf calls
-    again while it raises kopf.TemporaryError (waiting for the router to confirm 100% blue)."""
+    again while it raises kopf.TemporaryError (waiting for the router to confirm 100% blue). The report and the
+    copy of the router's Pods are taken here, on the event loop (which alone changes kopf's indexes); the
+    finalizer's requests run on a worker thread."""
 
     if not may_act():
         raise kopf.TemporaryError("not the leader now: the lease was not renewed in time", delay=TICK_SECONDS)
@@ -258,11 +259,12 @@ def deleted(body: kopf.Body, **kwargs: Any) -> None:
 
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     view = owned_view(kwargs, body)
-    deletion.finalize(
+    await asyncio.to_thread(
+        deletion.finalize,
         body,
         post=post,
         router_report=report_for(kwargs, body),
-        routers=lambda: resources.serving_pods(view.pods(namespace, name, manifests.ROUTER)),
+        routers=lambda: resources.live_pods(view.pods(namespace, name, manifests.ROUTER)),
     )
     controller.forget(body)
     RESYNC.forget(body["metadata"]["namespace"], body["metadata"]["name"])

@@ -45,7 +45,7 @@ def clear_rollouts(kubeconfig: Path) -> None:
     kubectl.run("delete", "mro", "--all", "-A", "--wait=true", "--timeout=120s", kubeconfig=kubeconfig)
     kubectl.run(
         "delete",
-        "deployments,services,serviceaccounts,roles,rolebindings,configmaps",
+        "deployments,services,serviceaccounts,roles,rolebindings,configmaps,poddisruptionbudgets",
         "-A",
         "-l",
         "app.kubernetes.io/managed-by=modelrollout",

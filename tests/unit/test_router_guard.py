@@ -17,7 +17,7 @@ from model_server.router.metrics import RouterMetrics
 from model_server.router.nginx import AccessLog
 from model_server.router.proxy import Router, RouterState
 from model_server.router.upstream import Response, Upstream, UpstreamError
-from model_server.router.watch import Serving, Wanted, WeightsFollower, holding, target
+from model_server.router.watch import ROLLOUT_GONE, Serving, Wanted, WeightsFollower, gone_report, holding, target
 from modelrollout.api import constants
 from modelrollout.api.spec import GuardSpec
 from modelrollout.routing.guard import GuardTrip, parse_trip
@@ -485,3 +485,14 @@ def test_a_router_replica_reads_back_its_own_entry_and_is_held_by_another_replic
     # once acknowledged, a later canary is followed again
     follower.observe(rollout(green=10, revision=9, acknowledged=TRIP.revision))
     assert follower.step() and plane.serving.green == 10 and annotations.applied == "9/10"
+
+
+@pytest.mark.parametrize("replica", ["", "digits-router-7f9c-x2"])
+def test_a_router_whose_rollout_is_gone_serves_blue_and_writes_nothing(replica: str) -> None:
+    plane, annotations = Plane(), Annotations()
+    follower = WeightsFollower(apply=plane.apply, report=annotations.report, replica=replica)
+    plane.follower = follower
+    follower.restart(ROLLOUT_GONE, gone_report(replica))
+    assert follower.step()
+    assert plane.serving.green == 0
+    assert annotations.applied is None  # nothing to report to, for a named replica too

@@ -75,36 +75,54 @@ def test_each_router_replica_writes_its_own_entry_and_reads_only_its_own_back() 
     assert replicas_in({"applied.": "1/0", "unrelated": "x"}) == []
 
 
-def test_weights_count_as_applied_only_when_every_router_pod_that_may_be_sent_traffic_reports_them() -> None:
+READY = {"r-a": True, "r-b": True}
+
+
+def test_weights_count_as_applied_only_when_every_ready_router_pod_reports_them() -> None:
     a4 = report_data(uid="u1", revision=4, green=25, trip=None, replica="r-a")
     b3 = report_data(uid="u1", revision=3, green=10, trip=None, replica="r-b")
     b4 = report_data(uid="u1", revision=4, green=25, trip=None, replica="r-b")
     confirmed = AppliedWeights(revision=4, green=25)
-    assert applied_by(entries(a4, b4), "u1", ["r-a", "r-b"]) == confirmed
-    behind = applied_by(entries(a4, b3), "u1", ["r-a", "r-b"])
+    assert applied_by(entries(a4, b4), "u1", READY) == confirmed
+    behind = applied_by(entries(a4, b3), "u1", READY)
     assert behind.revision is None and behind.note == "router replicas differ: r-a 4/25, r-b 3/10"
-    missing = applied_by(entries(a4), "u1", ["r-a", "r-b"])
+    missing = applied_by(entries(a4), "u1", READY)
     assert missing.revision is None and missing.note == "router replica r-b has not reported"
-    # a replica that is gone (or not Ready: the Service sends it nothing) does not hold the others back
-    assert applied_by(entries(a4, b3), "u1", ["r-a"]) == confirmed
-    nobody = applied_by(entries(a4), "u1", [])
+    # a replica that is gone does not hold the others back
+    assert applied_by(entries(a4, b3), "u1", {"r-a": True}) == confirmed
+    nobody = applied_by(entries(a4), "u1", {})
     assert nobody.revision is None and nobody.note == "no router Pod is ready"
     # not known which Pods serve: every entry must agree
     assert applied_by(entries(a4, b3), "u1", None).revision is None
     assert applied_by(entries(a4, b4), "u1", None) == confirmed
     # an entry written for an earlier rollout of the same name confirms nothing
-    assert applied_by(entries(a4, b4), "u2", ["r-a", "r-b"]).revision is None
+    assert applied_by(entries(a4, b4), "u2", READY).revision is None
+
+
+def test_a_router_that_is_not_ready_counts_once_it_has_reported_for_the_rollout() -> None:
+    """Its container may come back and, when the API server cannot be read, serve what it reported from its
+    state file: it must have reported the weights too. One that never reported has nothing to come back to
+    (it turns Ready only once it serves what the rollout asks then)."""
+    a4 = report_data(uid="u1", revision=4, green=25, trip=None, replica="r-a")
+    b3 = report_data(uid="u1", revision=3, green=10, trip=None, replica="r-b")
+    restarting = {"r-a": True, "r-b": False}
+    assert applied_by(entries(a4, b3), "u1", restarting).revision is None
+    assert applied_by(entries(a4), "u1", restarting) == AppliedWeights(revision=4, green=25)
+    earlier = report_data(uid="u0", revision=9, green=50, trip=None, replica="r-b")  # another rollout's
+    assert applied_by(entries(a4, earlier), "u1", restarting) == AppliedWeights(revision=4, green=25)
 
 
 def test_a_router_with_no_name_stands_for_the_only_router_pod_never_for_two() -> None:
     bare = report_data(uid="u1", revision=4, green=25, trip=None)
-    assert applied_by(bare, "u1", ["r-x"]) == AppliedWeights(revision=4, green=25)
+    assert applied_by(bare, "u1", {"r-x": True}) == AppliedWeights(revision=4, green=25)
     assert applied_by(bare, "u1", None) == AppliedWeights(revision=4, green=25)
-    two = applied_by(bare, "u1", ["r-x", "r-y"])
+    two = applied_by(bare, "u1", {"r-x": True, "r-y": True})
     assert two.revision is None and two.note == "router replica r-x, r-y has not reported"
-    # a named entry wins over a bare one left by an earlier router version
+    # once any router wrote a named entry the bare one, left by an earlier router version, stands for none
     named = report_data(uid="u1", revision=5, green=0, trip=None, replica="r-x")
-    assert applied_by(entries(bare, named), "u1", ["r-x"]) == AppliedWeights(revision=5, green=0)
+    assert applied_by(entries(bare, named), "u1", {"r-x": True}) == AppliedWeights(revision=5, green=0)
+    fresh = applied_by(entries(bare, named), "u1", {"r-z": True})  # r-x gone, r-z not reported yet
+    assert fresh.revision is None and fresh.note == "router replica r-z has not reported"
     assert applied_by(entries(bare, named), "u1", None).revision is None  # not known which serves: they differ
 
 
@@ -126,7 +144,7 @@ def pod(name: str, *, ready: bool = True, terminating: bool = False, phase: str 
     }
 
 
-def test_the_router_pods_that_may_be_sent_traffic_are_ready_and_not_leaving() -> None:
+def test_the_live_router_pods_are_those_not_leaving_with_their_readiness() -> None:
     pods = [
         pod("r-b"),
         pod("r-a"),
@@ -134,4 +152,4 @@ def test_the_router_pods_that_may_be_sent_traffic_are_ready_and_not_leaving() ->
         pod("leaving", terminating=True),
         pod("evicted", phase="Failed"),
     ]
-    assert resources.serving_pods(pods) == ["r-a", "r-b"]
+    assert resources.live_pods(pods) == {"r-b": True, "r-a": True, "starting": False}

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
-from modelrollout import controller, wakeups
+from modelrollout import controller, lanes, wakeups
 from modelrollout.api import constants
 
 KEY = ("ml", "digits")
@@ -34,7 +35,7 @@ def test_a_status_write_is_no_trigger_and_a_command_a_spec_change_a_deletion_or_
 def test_a_loop_is_woken_by_a_trigger_it_has_not_seen_and_its_sleep_ends_then() -> None:
     async def scenario() -> None:
         wakes = wakeups.Wakeups()
-        woken = wakes.register(KEY)
+        woken, _ = wakes.register(KEY)
         wakes.noticed(KEY, body())
         assert woken.is_set()  # the first look at the object
         woken.clear()
@@ -47,7 +48,7 @@ def test_a_loop_is_woken_by_a_trigger_it_has_not_seen_and_its_sleep_ends_then() 
         await wakes.sleep(woken, 30, asyncio.sleep(3600))
         assert woken.is_set() and time.monotonic() - begun < 10
         # a loop that ended forgets only its own event: the next object of that name keeps its own
-        again = wakes.register(KEY)
+        again, _ = wakes.register(KEY)
         wakes.forget(KEY, woken)
         wakes.wake(KEY)
         assert again.is_set()
@@ -78,60 +79,42 @@ def test_a_reconcile_waits_for_the_watch_to_deliver_its_own_last_write() -> None
     controller._held.clear()
 
 
-def test_a_command_or_a_spec_change_is_urgent_and_a_report_or_a_tick_is_routine() -> None:
+def test_a_command_or_a_spec_change_is_urgent_and_a_pod_or_a_tick_is_routine() -> None:
     async def scenario() -> None:
         wakes = wakeups.Wakeups()
-        wakes.register(KEY)
-        wakes.wake(KEY)  # the router's report, an owned object, a pod
-        assert not wakes.urgency(KEY).is_set()
+        woken, urgency = wakes.register(KEY)
+        wakes.wake(KEY)  # an owned object, a pod
+        assert woken.is_set() and not urgency.is_set()
         wakes.noticed(KEY, body(annotations={constants.ANNOTATION_COMMAND: "abort"}))
-        assert wakes.urgency(KEY).is_set()
+        assert urgency.is_set()
+        # a rollout made again under the name has its own events: the old loop's never touch the new one's
+        urgency.clear()
+        _, again = wakes.register(KEY)
+        wakes.wake(KEY, urgent=True)
+        assert again.is_set() and not urgency.is_set()
 
     asyncio.run(scenario())
 
 
-def test_routine_reconciles_take_turns_and_an_urgent_one_never_waits_for_one() -> None:
+def test_an_urgent_reconciles_calls_never_queue_behind_routine_ones() -> None:
     async def scenario() -> None:
-        turns = wakeups.Turns(1)
-        calm, hurry = asyncio.Event(), asyncio.Event()
-        entered: list[str] = []
-
-        async def reconcile(name: str, urgency: asyncio.Event, hold: asyncio.Event) -> None:
-            async with turns.turn(urgency):
-                entered.append(name)
-                await hold.wait()
-
-        release_first = asyncio.Event()
-        first = asyncio.create_task(reconcile("first", asyncio.Event(), release_first))
-        await asyncio.sleep(0.01)
-        waiting = asyncio.create_task(reconcile("waiting", calm, asyncio.Event()))
-        hurry.set()
-        urgent = asyncio.create_task(reconcile("urgent", hurry, asyncio.Event()))
-        await asyncio.sleep(0.01)
-        assert entered == ["first", "urgent"]  # the routine one waits for the only turn; the urgent one does not
-        assert not hurry.is_set()  # the urgency was taken
-        calm.set()  # a command arrives for the one waiting: it stops waiting for a turn
-        await asyncio.sleep(0.01)
-        assert entered == ["first", "urgent", "waiting"]
-        # a routine reconcile stopped while it waits keeps no turn: the next one gets the turn freed by the first
-        stopped = asyncio.create_task(reconcile("stopped", asyncio.Event(), asyncio.Event()))
-        await asyncio.sleep(0.01)
-        stopped.cancel()
-        later = asyncio.create_task(reconcile("later", asyncio.Event(), asyncio.Event()))
-        release_first.set()
-        await asyncio.sleep(0.01)
-        assert entered[-1] == "later" and "stopped" not in entered
-        for task in (waiting, urgent, later):
-            task.cancel()
-        await asyncio.gather(first, waiting, urgent, stopped, later, return_exceptions=True)
+        release = threading.Event()
+        blockers = 40  # far more routine calls than asyncio has worker threads, all blocked
+        loop = asyncio.get_running_loop()
+        routine = [loop.create_task(lanes.in_thread(release.wait, 30)) for _ in range(blockers)]
+        await asyncio.sleep(0.05)
+        try:
+            with lanes.urgent(True):
+                assert lanes.is_urgent()
+                seen = await asyncio.wait_for(lanes.in_thread(lanes.is_urgent), timeout=5)
+            assert seen  # the call sees the reconcile's urgency (the context is carried to the thread)
+            assert not lanes.is_urgent()
+            late = asyncio.ensure_future(lanes.in_thread(lambda: "routine"))
+            await asyncio.sleep(0.05)
+            assert not late.done()  # a routine call queues behind the blocked ones, as before
+        finally:
+            release.set()
+        assert await late == "routine"
+        await asyncio.gather(*routine)
 
     asyncio.run(scenario())
-
-
-def test_turns_need_at_least_one_routine_slot() -> None:
-    try:
-        wakeups.Turns(0)
-    except ValueError as error:
-        assert "at least 1" in str(error)
-    else:
-        raise AssertionError("Turns(0) was accepted")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import datetime
 import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -56,7 +56,7 @@ RETRY_AFTER_ERROR_SECONDS = 5.0
 def rollout_ref(
     body: Mapping[str, Any],
     router_report: Mapping[str, str] | None = None,
-    routers: Callable[[], Sequence[str]] | None = None,
+    routers: Callable[[], Mapping[str, bool]] | None = None,
 ) -> RolloutRef:
     metadata = body["metadata"]
     return RolloutRef(
@@ -120,13 +120,12 @@ def finalize(
     *,
     post: EventPoster,
     router_report: Mapping[str, str] | None = None,
-    routers: Callable[[], Sequence[str]] | None = None,
+    routers: Callable[[], Mapping[str, bool]] | None = None,
     now: datetime.datetime | None = None,
 ) -> None:
     """Carry out spec.deletionPolicy for the ModelRollout ``body`` (as last read), with the builtin router's
-    report as last seen (routing.report) and ``routers``, the names of its Pods that may be sent traffic
-    (RolloutRef.routers). Returns when the object may go; raises ``kopf.TemporaryError``
-    while a step must wait or retry."""
+    report as last seen (routing.report) and ``routers``, its live Pods (RolloutRef.routers). Returns when the
+    object may go; raises ``kopf.TemporaryError`` while a step must wait or retry."""
     rollout = rollout_ref(body, router_report, routers)
     spec = spec_of(body)
     elapsed = since_deletion(body, now or datetime.datetime.now(datetime.UTC))

@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import structlog
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout.analysis.checks import PodHealth
@@ -20,6 +21,8 @@ from modelrollout.api.status import StableStatus
 from modelrollout.k8s import api, manifests
 from modelrollout.k8s.owned import LIVE, ObjectKey, OwnedObjects, pod_selector, versioned
 from modelrollout.routing.base import RolloutRef
+
+log = structlog.get_logger("modelrollout")
 
 
 def _union(left: Mapping[str, Any], right: Mapping[str, Any]) -> dict[str, Any]:
@@ -191,7 +194,14 @@ def ensure(
             )
         )
         apply(manifests.service(rollout=name, namespace=namespace, colour=manifests.ROUTER, owner=owner))
-        apply(manifests.router_disruption_budget(rollout=name, namespace=namespace, owner=owner))
+        try:  # a convenience: an operator without the rights to it (or a quota) still rolls out
+            apply(manifests.router_disruption_budget(rollout=name, namespace=namespace, owner=owner))
+        except ApiException as error:
+            log.warning(
+                "router disruption budget not applied",
+                rollout=f"{namespace}/{name}",
+                error=f"{error.status} {error.reason}",
+            )
     return applied
 
 
@@ -223,12 +233,10 @@ def _restarts(pod: Mapping[str, Any]) -> int:
     return sum(int(container.get("restartCount") or 0) for container in containers)
 
 
-def serving_pods(pods: Iterable[Mapping[str, Any]]) -> list[str]:
-    """The names of the pods a Service sends traffic to (a pure function): Ready, not terminating, not
-    finished."""
-    return sorted(
-        str(pod["metadata"]["name"]) for pod in pods if _ready(pod) and not _terminating(pod) and not _finished(pod)
-    )
+def live_pods(pods: Iterable[Mapping[str, Any]]) -> dict[str, bool]:
+    """The pods that serve, or may serve once their container is back (a pure function): not terminating and
+    not finished, by name, with whether each is Ready (a Service sends it traffic now)."""
+    return {str(pod["metadata"]["name"]): _ready(pod) for pod in pods if not _terminating(pod) and not _finished(pod)}
 
 
 def rolled_out(

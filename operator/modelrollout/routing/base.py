@@ -8,7 +8,7 @@ the data plane, so a stale or half-done report can never confirm a step, a promo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,9 +24,10 @@ class RolloutRef:
     """The ModelRollout as last read (metadata, spec, status)."""
     router_report: Mapping[str, str] | None = None
     """The builtin router's report (the data of its ConfigMap, routing.report) as last seen; None: none."""
-    routers: Callable[[], Sequence[str]] | None = None
-    """The names of the builtin router's Pods that may be sent traffic now (read when called, from the
-    watches); None: not known, and then every router with an entry in the report must agree."""
+    routers: Callable[[], Mapping[str, bool]] | None = None
+    """The builtin router's Pods that serve or may serve once their container is back (not terminating, not
+    finished), by name, with whether each is Ready; read when called, from the watches. None: not known, and
+    then every router with an entry in the report must agree."""
 
 
 @dataclass(frozen=True)

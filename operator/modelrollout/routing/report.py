@@ -14,15 +14,15 @@ one ConfigMap, nothing else (never a ModelRollout's spec, status or annotations)
 Several router replicas (a Deployment of two or more) each write their own entry: the same three keys with
 ``.<replica>`` appended, the replica being the router's Pod name (``MODELROUTER_REPLICA``, from the downward
 API). A router without a name (one run as a process, or a router version before replicas) writes the bare keys.
-The operator counts weights as applied only when every router Pod that may be sent traffic (Ready and not
-terminating) reports them (``applied_by``), and a trip in any entry for the rollout counts (``trip_of``).
+The operator counts weights as applied only when every router Pod that serves, or may serve once its container is
+back, reports them (``applied_by``), and a trip in any entry for the rollout counts (``trip_of``).
 
 The operator reads it from a watch (handlers.router_reports), never with a request per reconcile.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from modelrollout.api import constants
@@ -83,27 +83,32 @@ def trip_of(data: Mapping[str, str] | None, uid: str) -> GuardTrip | None:
     return latest_trip(*(report_of(data, uid, replica).trip for replica in replicas_in(data)))
 
 
-def applied_by(data: Mapping[str, str] | None, uid: str, serving: Iterable[str] | None) -> AppliedWeights:
-    """The weights the routers serve, as the operator counts them (a pure function): those that every router
-    in ``serving`` (the names of the router Pods that may be sent traffic) reports; otherwise nothing usable,
-    with a note naming the routers that have not reported or that differ. A bare entry stands for a router
-    with no name: the only router Pod, or all of them when ``serving`` is None (not known)."""
-    if serving is None:
+def _reported(data: Mapping[str, str] | None, uid: str, replica: str) -> bool:
+    return data is not None and data.get(_key(constants.REPORT_ROLLOUT_UID, replica)) == uid
+
+
+def applied_by(data: Mapping[str, str] | None, uid: str, routers: Mapping[str, bool] | None) -> AppliedWeights:
+    """The weights the routers serve, as the operator counts them (a pure function), from ``routers``: the router
+    Pods that are not terminating nor finished, by name, with whether each is Ready. Counted are the Ready ones
+    (a Service sends them traffic) and those that reported for this rollout before (a container that restarts
+    may serve what it served then, from its state file, when the API server cannot be read): the weights every
+    counted router reports; otherwise nothing usable, with a note naming the routers that have not reported or
+    that differ. The bare entry (a router with no name) stands for the only counted Pod while no router wrote a
+    named entry for this rollout. ``routers`` None (not known): every entry must agree."""
+    named = [name for name in replicas_in(data) if name and _reported(data, uid, name)]
+    if routers is None:
         names = replicas_in(data) or [""]
         entries = {name or "the router": report_of(data, uid, name).applied for name in names}
     else:
-        pods = sorted(set(serving))
-        if not pods:
+        counted = sorted(pod for pod, ready in routers.items() if ready or pod in named)
+        if not counted:
             return AppliedWeights(revision=None, green=None, note="no router Pod is ready")
-        bare = report_of(data, uid).applied if len(pods) == 1 else NOT_REPORTED
-        entries = {}
-        for pod in pods:
-            own = report_of(data, uid, pod).applied
-            entries[pod] = own if own.revision is not None else bare if bare.revision is not None else own
+        bare = report_of(data, uid).applied if len(counted) == 1 and not named else NOT_REPORTED
+        entries = {pod: report_of(data, uid, pod).applied if pod in named else bare for pod in counted}
     missing = sorted(name for name, applied in entries.items() if applied.revision is None)
     reported = set(entries.values())
-    if len(reported) == 1 and (not missing or len(entries) == 1):
-        return next(iter(reported))
+    if len(reported) == 1 and (not missing or routers is None):
+        return next(iter(reported))  # all agree, or the one router there is says why it confirms nothing
     if missing:
         note = f"router replica {', '.join(missing)} has not reported"
     else:
