@@ -827,7 +827,7 @@ def test_weights_count_as_applied_once_every_ready_router_replica_reports_them(c
         serving(rollout, constants.GREEN, "v2")
 
         def ready_routers() -> list[str]:
-            return resources.serving_pods(pods(name, manifests.ROUTER))
+            return sorted(pod for pod, ready in resources.live_pods(pods(name, manifests.ROUTER)).items() if ready)
 
         process.wait_until(lambda: len(ready_routers()) == 2, timeout=60, what="two router pods ready")
         first, second = ready_routers()
