@@ -51,6 +51,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--kubeconfig", default=_env("KUBECONFIG"), help="follow the rollout with this kubeconfig")
     parser.add_argument("--in-cluster", action="store_true", default=_env("IN_CLUSTER") == "true")
     parser.add_argument(
+        "--replicas",
+        type=int,
+        default=int(_env("REPLICAS", "1") or 1),
+        help="how many routers the rollout runs (one of several never turns Ready from its state file alone)",
+    )
+    parser.add_argument(
         "--replica",
         default=_env("REPLICA", ""),
         help="this router's name among its rollout's routers (in a cluster its Pod's): the entry it writes in the"
@@ -197,11 +203,14 @@ def main(argv: list[str] | None = None) -> int:
                 revision, green_weight = served
                 mirror = mirror_of(remembered.rollout)
                 state.apply(green_weight, mirror_percent=mirror, revision=revision)
-                # Ready only once the API server has answered (and its weights are served) or could not be
-                # read: a router restarted while it answers serves what the rollout asks now, never older
-                # weights, to a Service that has not routed to it yet.
+                # Ready only once the API server has answered (and its weights are served) or, for a router
+                # that runs alone, could not be read: a router restarted while it answers serves what the
+                # rollout asks now, never older weights, to a Service that has not routed to it yet. One of
+                # several replicas stays not Ready until it has read its rollout: the operator may have
+                # confirmed newer weights from the others while it was down, and they serve meanwhile.
                 state.known = False
-                watcher.on_unreachable = state.mark_known
+                if args.replicas <= 1:
+                    watcher.on_unreachable = state.mark_known
                 log.info("serving the remembered weights", revision=revision, green_weight=green_weight)
 
     async def startup() -> None:

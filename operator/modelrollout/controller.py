@@ -116,10 +116,10 @@ ROUTER_IMAGE = os.environ.get("MODELROLLOUT_ROUTER_IMAGE", "")
 """The builtin router's image (the Helm chart sets the operator's own); unset: the stable model's server
 image. Never the candidate's."""
 ROUTER_REPLICAS = int(os.environ.get("MODELROLLOUT_ROUTER_REPLICAS", "2"))
-if ROUTER_REPLICAS < 1:
-    raise ValueError(f"MODELROLLOUT_ROUTER_REPLICAS must be at least 1, not {ROUTER_REPLICAS}")
 """Replicas of each builtin router (the Helm chart's ``router.replicas``): weights count as applied once every
 one that may be sent traffic reports them (routing.report.applied_by)."""
+if ROUTER_REPLICAS < 1:
+    raise ValueError(f"MODELROLLOUT_ROUTER_REPLICAS must be at least 1, not {ROUTER_REPLICAS}")
 _fence: Callable[[], bool] | None = None
 
 
@@ -583,7 +583,7 @@ async def _gather(
             resources.pod_health, ref, constants.GREEN, revision=steps.green_revision(spec), owned=owned
         )
         analysis = await run.analyse(
-            provider_for(spec, ref.namespace),
+            await lanes.in_thread(provider_for, spec, ref.namespace),  # it may read a token Secret
             spec,
             namespace=ref.namespace,
             rollout=ref.name,

@@ -24,6 +24,7 @@ from prometheus_client import start_http_server
 from modelrollout import controller, lanes, metrics, wakeups
 from modelrollout.api import constants
 from modelrollout.k8s import api, deletion, leader, manifests, owned, resources
+from modelrollout.routing import report
 from modelrollout.routing.report import report_name
 
 TICK_SECONDS = float(os.environ.get("MODELROLLOUT_TICK_SECONDS", "1.0"))
@@ -231,9 +232,9 @@ async def owned_changed(
     if owned.SEEN.saw(type, namespace or "", resource.kind or str(body.get("kind") or ""), body):
         RESYNC.relisted()
         controller.relisted()
-    # the router reported (weights confirmed, or its guard tripped): acted on as urgently as a command
-    reported = resource.plural == "configmaps" and type is not None
-    WAKEUPS.wake((namespace or "", labels.get(constants.LABEL_ROLLOUT, "")), urgent=reported)
+    # a router's guard tripped: acted on as urgently as a command (a confirmation is routine)
+    tripped = resource.plural == "configmaps" and type is not None and report.tripped(body.get("data"))
+    WAKEUPS.wake((namespace or "", labels.get(constants.LABEL_ROLLOUT, "")), urgent=tripped)
 
 
 @kopf.on.event("", "v1", "pods", labels={constants.LABEL_ROLLOUT: kopf.PRESENT})
@@ -259,13 +260,14 @@ async def deleted(body: kopf.Body, **kwargs: Any) -> None:
 
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     view = owned_view(kwargs, body)
-    await asyncio.to_thread(
-        deletion.finalize,
-        body,
-        post=post,
-        router_report=report_for(kwargs, body),
-        routers=lambda: resources.live_pods(view.pods(namespace, name, manifests.ROUTER)),
-    )
+    with lanes.urgent(True):  # a deletion moves traffic: never queued behind routine reconciles
+        await lanes.in_thread(
+            deletion.finalize,
+            body,
+            post=post,
+            router_report=report_for(kwargs, body),
+            routers=lambda: resources.live_pods(view.pods(namespace, name, manifests.ROUTER)),
+        )
     controller.forget(body)
     RESYNC.forget(body["metadata"]["namespace"], body["metadata"]["name"])
     owned.SEEN.forget(body["metadata"]["namespace"], body["metadata"]["name"])

@@ -277,6 +277,7 @@ def test_the_router_deployment_is_exactly_this() -> None:
                 - {{name: MODELROUTER_LOG_FORMAT, value: json}}
                 - {{name: MODELROUTER_NAMESPACE, value: ml}}
                 - {{name: MODELROUTER_PORT, value: "8080"}}
+                - {{name: MODELROUTER_REPLICAS, value: "2"}}
                 - {{name: MODELROUTER_ROLLOUT, value: digits}}
                 - {{name: MODELROUTER_STATE_FILE, value: /tmp/modelrouter-weights.json}}
                 - {{name: MODELROUTER_STICKY_HEADER, value: x-user}}

@@ -14,6 +14,7 @@ from modelrollout.routing.report import (
     report_data,
     report_of,
     trip_of,
+    tripped,
 )
 
 
@@ -99,17 +100,14 @@ def test_weights_count_as_applied_only_when_every_ready_router_pod_reports_them(
     assert applied_by(entries(a4, b4), "u2", READY).revision is None
 
 
-def test_a_router_that_is_not_ready_counts_once_it_has_reported_for_the_rollout() -> None:
-    """Its container may come back and, when the API server cannot be read, serve what it reported from its
-    state file: it must have reported the weights too. One that never reported has nothing to come back to
-    (it turns Ready only once it serves what the rollout asks then)."""
+def test_a_router_that_is_not_ready_is_not_waited_for() -> None:
+    """No traffic reaches it, and it turns Ready again only once it serves what its rollout asks then: one
+    replica that cannot come back never holds the rollout (nor rolls it back for want of confirmation)."""
     a4 = report_data(uid="u1", revision=4, green=25, trip=None, replica="r-a")
     b3 = report_data(uid="u1", revision=3, green=10, trip=None, replica="r-b")
-    restarting = {"r-a": True, "r-b": False}
-    assert applied_by(entries(a4, b3), "u1", restarting).revision is None
-    assert applied_by(entries(a4), "u1", restarting) == AppliedWeights(revision=4, green=25)
-    earlier = report_data(uid="u0", revision=9, green=50, trip=None, replica="r-b")  # another rollout's
-    assert applied_by(entries(a4, earlier), "u1", restarting) == AppliedWeights(revision=4, green=25)
+    assert applied_by(entries(a4, b3), "u1", {"r-a": True, "r-b": False}) == AppliedWeights(revision=4, green=25)
+    none_ready = applied_by(entries(a4, b3), "u1", {"r-a": False, "r-b": False})
+    assert none_ready.revision is None and none_ready.note == "no router Pod is ready"
 
 
 def test_a_router_with_no_name_stands_for_the_only_router_pod_never_for_two() -> None:
@@ -153,3 +151,9 @@ def test_the_live_router_pods_are_those_not_leaving_with_their_readiness() -> No
         pod("evicted", phase="Failed"),
     ]
     assert resources.live_pods(pods) == {"r-b": True, "r-a": True, "starting": False}
+
+
+def test_a_report_holding_a_trip_is_told_apart_from_a_confirmation() -> None:
+    assert not tripped(None) and not tripped(report_data(uid="u1", revision=4, green=25, trip=None, replica="r-a"))
+    assert tripped(report_data(uid="u1", revision=4, green=0, trip=trip(4), replica="r-a"))
+    assert tripped(report_data(uid="u1", revision=4, green=0, trip=trip(4)))

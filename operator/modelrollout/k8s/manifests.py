@@ -365,6 +365,7 @@ def router_deployment(
         "MODELROUTER_FEEDBACK_AUTH": "true",
         # on the Pod's emptyDir: a restarted container serves what it served, even with no API server
         "MODELROUTER_STATE_FILE": ROUTER_STATE_FILE,
+        "MODELROUTER_REPLICAS": str(replicas),
     }
     if spec.traffic.sticky_header:
         env["MODELROUTER_STICKY_HEADER"] = spec.traffic.sticky_header

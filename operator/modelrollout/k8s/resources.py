@@ -197,6 +197,8 @@ def ensure(
         try:  # a convenience: an operator without the rights to it (or a quota) still rolls out
             apply(manifests.router_disruption_budget(rollout=name, namespace=namespace, owner=owner))
         except ApiException as error:
+            if error.status not in (403, 404, 422):  # refused (rights, quota, admission), not a passing failure
+                raise
             log.warning(
                 "router disruption budget not applied",
                 rollout=f"{namespace}/{name}",

@@ -77,6 +77,14 @@ def replicas_in(data: Mapping[str, str] | None) -> list[str]:
     return sorted(found)
 
 
+def tripped(data: Mapping[str, str] | None) -> bool:
+    """Whether any router's entry in ``data`` holds a trip (a pure function; of any rollout: a cheap test)."""
+    return any(
+        value and (key == constants.REPORT_GUARD or key.startswith(f"{constants.REPORT_GUARD}."))
+        for key, value in (data or {}).items()
+    )
+
+
 def trip_of(data: Mapping[str, str] | None, uid: str) -> GuardTrip | None:
     """The latest trip any router wrote for the rollout ``uid`` (a pure function): a replica's trip holds the
     rollout even when that replica is gone, until the operator acknowledges it."""
@@ -89,18 +97,19 @@ def _reported(data: Mapping[str, str] | None, uid: str, replica: str) -> bool:
 
 def applied_by(data: Mapping[str, str] | None, uid: str, routers: Mapping[str, bool] | None) -> AppliedWeights:
     """The weights the routers serve, as the operator counts them (a pure function), from ``routers``: the router
-    Pods that are not terminating nor finished, by name, with whether each is Ready. Counted are the Ready ones
-    (a Service sends them traffic) and those that reported for this rollout before (a container that restarts
-    may serve what it served then, from its state file, when the API server cannot be read): the weights every
-    counted router reports; otherwise nothing usable, with a note naming the routers that have not reported or
-    that differ. The bare entry (a router with no name) stands for the only counted Pod while no router wrote a
-    named entry for this rollout. ``routers`` None (not known): every entry must agree."""
+    Pods that are not terminating nor finished, by name, with whether each is Ready. Counted are the Ready ones,
+    which a Service sends traffic to: the weights every counted router reports; otherwise nothing usable, with a
+    note naming the routers that have not reported or that differ. One that is not Ready is not waited for: it
+    turns Ready again only once it serves what its rollout asks then (one of several replicas never turns Ready
+    from its state file, see model_server.router). The bare entry (a router with no name) stands for the only
+    counted Pod while no router wrote a named entry for this rollout. ``routers`` None (not known): every entry
+    must agree."""
     named = [name for name in replicas_in(data) if name and _reported(data, uid, name)]
     if routers is None:
         names = replicas_in(data) or [""]
         entries = {name or "the router": report_of(data, uid, name).applied for name in names}
     else:
-        counted = sorted(pod for pod, ready in routers.items() if ready or pod in named)
+        counted = sorted(pod for pod, ready in routers.items() if ready)
         if not counted:
             return AppliedWeights(revision=None, green=None, note="no router Pod is ready")
         bare = report_of(data, uid).applied if len(counted) == 1 and not named else NOT_REPORTED
