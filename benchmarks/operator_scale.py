@@ -55,13 +55,8 @@ NAMESPACE = "default"
 INTERVAL_SECONDS = 5.0
 """spec.analysis.interval of every rollout here (the default)."""
 FIRST_WEIGHT = 10
-UNLIMITED = {
-    "MODELROLLOUT_API_QPS": "1000000",
-    "MODELROLLOUT_API_BURST": "1000000",
-    "MODELROLLOUT_ROUTER_REPLICAS": "1",
-}
-"""The client-side rate limit set out of the way, so that it caps neither side of the comparison; one router
-replica per rollout (the benchmark reports for it, as one router does: no Pod name)."""
+UNLIMITED = {"MODELROLLOUT_API_QPS": "1000000", "MODELROLLOUT_API_BURST": "1000000"}
+"""The client-side rate limit set out of the way, so that it caps neither side of the comparison."""
 MODES = {"watches": UNLIMITED, "api-reads": {**UNLIMITED, "MODELROLLOUT_OWNED_READS": "api"}}
 GOALS = {
     "decision_latency_p99_s": ("<=", 1.0),
@@ -234,6 +229,8 @@ class Operator:
                 "KUBECONFIG": str(kubeconfig),
                 "MODELROLLOUT_METRICS_PORT": str(self.port),
                 "MODELROLLOUT_METRICS_HOST": process.LOOPBACK,
+                # one router per rollout: the benchmark reports for it as one router does (with no Pod name)
+                "MODELROLLOUT_ROUTER_REPLICAS": "1",
                 **env,
             },
         )

@@ -446,7 +446,7 @@ def test_router_keeps_last_weights_when_the_api_server_is_gone(
         router = RouterProcess(
             data_plane=data_plane, blue=blue, green=green, args=[*follow, "--state-file", str(state_file)]
         )
-        restarted = forgetful = None
+        restarted = forgetful = replica = None
         try:
             process.wait_until(lambda: router.state()["greenWeight"] == 100, timeout=60, what="router at 100%")
             process.wait_until(state_file.exists, timeout=10, what="the served weights kept")
@@ -472,8 +472,22 @@ def test_router_keeps_last_weights_when_the_api_server_is_gone(
             assert send(restarted, stream, 100) == {"v2": 100}
             forgetful = RouterProcess(data_plane=data_plane, blue=blue, green=green, args=follow)
             assert send(forgetful, stream, 100) == {"v1": 100}  # what the file is for
+            # one of two replicas: the operator may have confirmed newer weights from the other while it was
+            # down, so it stays not Ready until it has read its rollout, whatever its file says
+            replica = RouterProcess(
+                data_plane=data_plane,
+                blue=blue,
+                green=green,
+                args=[*follow, "--state-file", str(state_file), "--replicas", "2"],  # the same file, its entry
+            )
+            process.wait_until(
+                lambda: "watch interrupted; keeping the last weights" in replica.log_file.read_text(),
+                timeout=60,
+                what="the replica's read of the rollout to fail",
+            )
+            assert httpx.get(f"{replica.url}/readyz", timeout=2).status_code == 503
         finally:
-            for each in (router, restarted, forgetful):
+            for each in (router, restarted, forgetful, replica):
                 if each is not None:
                     each.stop()
 
