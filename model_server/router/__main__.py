@@ -195,7 +195,12 @@ def main(argv: list[str] | None = None) -> int:
             state_file=args.state_file,
             replica=args.replica,
         )
-        if args.state_file is not None:
+        if args.state_file is not None and args.replicas > 1:
+            # One of several replicas serves nothing from its state file and is not Ready until it has read its
+            # rollout: the operator may have confirmed newer weights from the others while it was down, and
+            # they serve meanwhile.
+            log.info("one of several router replicas: not Ready until the rollout is read", replicas=args.replicas)
+        elif args.state_file is not None:
             remembered = persisted.load(args.state_file, namespace=args.namespace, name=args.rollout)
             served = None if remembered is None else persisted.served(remembered, args.replica)
             if remembered is not None and served is not None:
@@ -203,14 +208,11 @@ def main(argv: list[str] | None = None) -> int:
                 revision, green_weight = served
                 mirror = mirror_of(remembered.rollout)
                 state.apply(green_weight, mirror_percent=mirror, revision=revision)
-                # Ready only once the API server has answered (and its weights are served) or, for a router
-                # that runs alone, could not be read: a router restarted while it answers serves what the
-                # rollout asks now, never older weights, to a Service that has not routed to it yet. One of
-                # several replicas stays not Ready until it has read its rollout: the operator may have
-                # confirmed newer weights from the others while it was down, and they serve meanwhile.
+                # Ready only once the API server has answered (and its weights are served) or could not be
+                # read: a router restarted while it answers serves what the rollout asks now, never older
+                # weights, to a Service that has not routed to it yet.
                 state.known = False
-                if args.replicas <= 1:
-                    watcher.on_unreachable = state.mark_known
+                watcher.on_unreachable = state.mark_known
                 log.info("serving the remembered weights", revision=revision, green_weight=green_weight)
 
     async def startup() -> None:
