@@ -222,7 +222,7 @@ def test_each_rollout_gets_a_random_feedback_token_once_and_a_users_own_is_kept(
         live = api.read("Deployment", NAMESPACE, deployment)
         assert live is not None
         env = live["spec"]["template"]["spec"]["containers"][0]["env"]
-        refs = [item["valueFrom"]["secretKeyRef"] for item in env if "valueFrom" in item]
+        refs = [item["valueFrom"]["secretKeyRef"] for item in env if "secretKeyRef" in item.get("valueFrom", {})]
         assert refs == [{"name": "fed-a-feedback", "key": "token", "optional": True}], deployment
 
 
@@ -527,7 +527,7 @@ def test_keep_stable_moves_traffic_to_blue_then_keeps_blue_and_the_router(cluste
 
     body = get_rollout("keep")
     assert body["status"]["weights"] == {"blue": 100, "green": 0, "revision": 5}
-    assert waits >= 1  # it waited for the router
+    assert waits >= 1, events  # it waited for the router
     # green was deleted only after the router confirmed 100% blue
     assert router.green_there_when_reported.get("5/0") is True, router.green_there_when_reported
     assert reasons(events) == ["TrafficToStable", "TrafficConfirmed", "StableKept", "CandidateDeleted"]
