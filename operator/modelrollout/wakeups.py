@@ -6,9 +6,9 @@ Of the ModelRollout itself only what a reconcile acts on besides its status coun
 own status writes do not wake its loop. Its applies of owned objects do (once, as the watch shows them), and so
 does a burst of pod events; the loop runs at most once per handlers.MIN_GAP_SECONDS all the same.
 
-A wake is *urgent* when a user asked for something (a command, a spec change), the router reported (a confirmation
-or a guard trip), or a reconcile held back for its own last write may go on: that reconcile's blocking calls run on
-threads of their own (lanes), never queued behind those of the routine ones (ticks, owned objects, pods), so that a
+A wake is *urgent* when a user asked for something (a command, a spec change), a router reported a guard trip, or
+a reconcile held back for its own last write may go on: that reconcile's blocking calls run on threads of their
+own (lanes), never queued behind those of the routine ones (ticks, confirmations, owned objects, pods), so that a
 user's abort does not wait for the analysis rounds of every other rollout (they tend to fall in the same second).
 
 Used from the event loop only (kopf's async handlers); each rollout's loop is one task (handlers.steer), so a

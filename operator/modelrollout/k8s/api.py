@@ -191,65 +191,28 @@ def replace_custom_status(
     return stored
 
 
-OWNED_KINDS = (
-    "Deployment",
-    "Service",
-    "ServiceAccount",
-    "Role",
-    "RoleBinding",
-    "Secret",
-    "ConfigMap",
-    "PodDisruptionBudget",
-)
+_OWNED: dict[str, tuple[Callable[[], Any], str]] = {
+    "Deployment": (apps, "deployment"),
+    "Service": (core, "service"),
+    "ServiceAccount": (core, "service_account"),
+    "Role": (rbac, "role"),
+    "RoleBinding": (rbac, "role_binding"),
+    "Secret": (core, "secret"),
+    "ConfigMap": (core, "config_map"),
+    "PodDisruptionBudget": (policy, "pod_disruption_budget"),
+}
+"""Each kind the operator owns: the client API that serves it and the name its calls carry."""
+OWNED_KINDS = tuple(_OWNED)
 
 
 def _calls(kind: str) -> tuple[Any, Any, Any]:
     """(read, patch, delete) of the API for one owned kind."""
-    if kind == "Deployment":
-        apps_api = apps()
-        return (
-            apps_api.read_namespaced_deployment,
-            apps_api.patch_namespaced_deployment,
-            apps_api.delete_namespaced_deployment,
-        )
-    if kind == "Service":
-        core_api = core()
-        return core_api.read_namespaced_service, core_api.patch_namespaced_service, core_api.delete_namespaced_service
-    if kind == "ServiceAccount":
-        core_api = core()
-        return (
-            core_api.read_namespaced_service_account,
-            core_api.patch_namespaced_service_account,
-            core_api.delete_namespaced_service_account,
-        )
-    if kind == "Secret":
-        core_api = core()
-        return core_api.read_namespaced_secret, core_api.patch_namespaced_secret, core_api.delete_namespaced_secret
-    if kind == "ConfigMap":
-        core_api = core()
-        return (
-            core_api.read_namespaced_config_map,
-            core_api.patch_namespaced_config_map,
-            core_api.delete_namespaced_config_map,
-        )
-    if kind == "Role":
-        rbac_api = rbac()
-        return rbac_api.read_namespaced_role, rbac_api.patch_namespaced_role, rbac_api.delete_namespaced_role
-    if kind == "RoleBinding":
-        rbac_api = rbac()
-        return (
-            rbac_api.read_namespaced_role_binding,
-            rbac_api.patch_namespaced_role_binding,
-            rbac_api.delete_namespaced_role_binding,
-        )
-    if kind == "PodDisruptionBudget":
-        policy_api = policy()
-        return (
-            policy_api.read_namespaced_pod_disruption_budget,
-            policy_api.patch_namespaced_pod_disruption_budget,
-            policy_api.delete_namespaced_pod_disruption_budget,
-        )
-    raise ValueError(f"kind {kind!r} is not one the operator owns; valid: {OWNED_KINDS}")
+    if kind not in _OWNED:
+        raise ValueError(f"kind {kind!r} is not one the operator owns; valid: {OWNED_KINDS}")
+    group, name = _OWNED[kind]
+    served = group()
+    read, patch, delete = (getattr(served, f"{verb}_namespaced_{name}") for verb in ("read", "patch", "delete"))
+    return read, patch, delete
 
 
 def _as_dict(found: Any) -> dict[str, Any]:

@@ -14,8 +14,8 @@ one ConfigMap, nothing else (never a ModelRollout's spec, status or annotations)
 Several router replicas (a Deployment of two or more) each write their own entry: the same three keys with
 ``.<replica>`` appended, the replica being the router's Pod name (``MODELROUTER_REPLICA``, from the downward
 API). A router without a name (one run as a process, or a router version before replicas) writes the bare keys.
-The operator counts weights as applied only when every router Pod that serves, or may serve once its container is
-back, reports them (``applied_by``), and a trip in any entry for the rollout counts (``trip_of``).
+The operator counts weights as applied only when every Ready router Pod reports them (``applied_by``), and a trip
+in any entry for the rollout counts (``trip_of``).
 
 The operator reads it from a watch (handlers.router_reports), never with a request per reconcile.
 """
