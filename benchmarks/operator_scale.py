@@ -5,22 +5,29 @@ at once, model servers included) and no
 model server or router process runs: the benchmark itself confirms each rollout's weights in its router
 report, as a router would, so that the operator sees exactly what it sees in a cluster.
 
-Per size, on a fresh cluster:
+Per size, on a fresh cluster, the rollouts in mixed phases: at most ``--progressing`` of them (100) move at
+once, as on a cluster where most models are not being rolled out; of the others, ``--paused-share`` (a tenth)
+are paused by a user and the rest are settled (aborted, at 0% green). At 10 and 100 rollouts all of them
+progress. Then:
 
-1. every rollout is held Progressing by its analysis: a real Prometheus with no samples, so each check is
-   Inconclusive and the step never passes, while every analysis round asks Prometheus;
+1. the progressing rollouts are held there by their analysis: a real Prometheus with no samples, so each check
+   is Inconclusive and the step never passes, while every analysis round asks Prometheus;
 2. in that state, rounds alternate the operator reading the colours' Deployments and pods from its watches
    (the default) and from the API server on every tick (``MODELROLLOUT_OWNED_READS=api``, what it did before),
    each round with a window in which no operator runs: the operator's API requests are those of its window
    less those of the window without it (kwok, the controller-manager and the scheduler make some too). The
    counts come from the API server's own ``apiserver_request_total`` (every verb but WATCH);
-3. some rollouts are aborted one at a time (the rest still progressing): the time from the command to the
-   operator's decision (``status.weights`` asking 0% green), and to the router report confirming it;
+3. some progressing rollouts are aborted one at a time (the others still progressing): the time from the
+   command to the operator's decision (``status.weights`` asking 0% green), and to the router report
+   confirming it;
 4. at the first size, two operators with leader election: the leader is killed (SIGKILL, no hand-back) and a
    command is given at once: the time until the other replica has acted on it;
 5. every rollout aborted and confirmed (settled), and the windows of 2. again.
 
-Results in benchmarks/results/operator_scale.json; each figure per size, so that its growth with N shows.
+A progressing rollout's requests are the mixed windows' less what the paused and settled ones cost, counted
+at the settled windows' rate per rollout (so anything a paused rollout costs more is counted against the
+progressing ones). Results in benchmarks/results/operator_scale.json; each figure per size, so that its
+growth with N shows.
 """
 
 from __future__ import annotations
@@ -65,11 +72,14 @@ GOALS = {
 }
 
 
-def rollout(name: str, prometheus_url: str) -> dict[str, Any]:
+def rollout(name: str, prometheus_url: str, *, aborted: bool = False) -> dict[str, Any]:
+    """A rollout that analysis holds Progressing at its first step; ``aborted``: one created with an abort
+    command, which the operator carries out at once (it settles at 0% green without an analysis)."""
+    command = {constants.ANNOTATION_COMMAND: "abort", constants.ANNOTATION_COMMAND_ID: f"created-{name}"}
     return {
         "apiVersion": constants.API_VERSION,
         "kind": constants.KIND,
-        "metadata": {"name": name, "namespace": NAMESPACE},
+        "metadata": {"name": name, "namespace": NAMESPACE, "annotations": command if aborted else {}},
         "spec": {
             "server": {"runtime": "onnx", "replicas": 1},
             "blue": {"model": {"uri": "file:///models/digits-fp32.onnx", "version": "v1"}},
@@ -340,7 +350,12 @@ def settled(obj: dict[str, Any]) -> bool:
     )
 
 
-def abort(custom: client.CustomObjectsApi, name: str, command_id: str) -> None:
+def paused(obj: dict[str, Any]) -> bool:
+    status = obj.get("status") or {}
+    return bool(status.get("phase") == "Paused" and status.get("weightsConfirmedAt"))
+
+
+def command(custom: client.CustomObjectsApi, name: str, command_id: str, verb: str = "abort") -> None:
     custom.patch_namespaced_custom_object(
         constants.GROUP,
         constants.VERSION,
@@ -349,7 +364,7 @@ def abort(custom: client.CustomObjectsApi, name: str, command_id: str) -> None:
         name,
         {
             "metadata": {
-                "annotations": {constants.ANNOTATION_COMMAND: "abort", f"{constants.GROUP}/command-id": command_id}
+                "annotations": {constants.ANNOTATION_COMMAND: verb, constants.ANNOTATION_COMMAND_ID: command_id}
             }
         },
     )
@@ -361,7 +376,7 @@ def time_abort(custom: client.CustomObjectsApi, routers: Routers, name: str) -> 
     before = custom.get_namespaced_custom_object(constants.GROUP, constants.VERSION, NAMESPACE, constants.PLURAL, name)
     revision = int(((before.get("status") or {}).get("weights") or {}).get("revision") or 0)
     begun = time.monotonic()
-    abort(custom, name, f"bench-{name}")
+    command(custom, name, f"bench-{name}")
     decided_at = None
     while time.monotonic() - begun < 120:
         if decided_at is None:
@@ -406,7 +421,7 @@ def failover(custom: client.CustomObjectsApi, kubeconfig: Path, log_dir: Path, n
         leader.process.kill()
         leader.process.wait()
         begun = time.monotonic()
-        abort(custom, name, f"failover-{name}")
+        command(custom, name, f"failover-{name}")
         process.wait_until(
             lambda: (
                 (
@@ -427,40 +442,66 @@ def failover(custom: client.CustomObjectsApi, kubeconfig: Path, log_dir: Path, n
         second.stop()
 
 
+def composition(size: int, args: argparse.Namespace) -> dict[str, int]:
+    """How many rollouts of ``size`` progress, are paused and are settled while measuring."""
+    moving = min(size, args.progressing)
+    paused_count = round((size - moving) * args.paused_share)
+    return {"progressing": moving, "paused": paused_count, "settled": size - moving - paused_count}
+
+
 def one_size(size: int, args: argparse.Namespace, *, with_failover: bool) -> dict[str, Any]:
     log_dir = Path(tempfile.mkdtemp(prefix=f"operator-scale-{size}-"))
     nodes = max(2, -(-3 * size // 100) + 1)  # a model-server Pod per colour and a router Pod per rollout
-    with cluster.LocalCluster(nodes=nodes, model_servers_ready=True) as local, PrometheusServer() as prometheus:
+    phases = composition(size, args)
+    with (
+        cluster.LocalCluster(nodes=nodes, model_servers_ready=True, controller_qps=args.controller_qps) as local,
+        PrometheusServer() as prometheus,
+    ):
         kubeconfig = local.kubeconfig_path
         kubectl.install_crd(kubeconfig)
         api_client = config.new_client_from_config(str(kubeconfig))
         custom = client.CustomObjectsApi(api_client)
         names = [f"r{index:04d}" for index in range(size)]
+        moving = names[: phases["progressing"]]
+        to_pause = names[phases["progressing"] : phases["progressing"] + phases["paused"]]
+        resting = names[len(moving) + len(to_pause) :]
         with Routers(api_client) as routers:
             for name in names:
                 custom.create_namespaced_custom_object(
-                    constants.GROUP, constants.VERSION, NAMESPACE, constants.PLURAL, rollout(name, prometheus.url)
+                    constants.GROUP,
+                    constants.VERSION,
+                    NAMESPACE,
+                    constants.PLURAL,
+                    rollout(name, prometheus.url, aborted=name in resting),
                 )
             begun = time.monotonic()
             with operator(kubeconfig, log_dir, "operator-setup"):
                 process.wait_until(
-                    lambda: all_in(custom, names, progressing),
+                    lambda: all_in(custom, moving + to_pause, progressing) and all_in(custom, resting, settled),
                     timeout=args.settle_timeout,
                     interval=2,
-                    what=f"{size} rollouts progressing",
+                    what=f"{len(moving) + len(to_pause)} rollouts progressing and {len(resting)} settled",
                 )
-            result: dict[str, Any] = {"rollouts": size, "kwok_nodes": nodes}
-            result["seconds_to_all_progressing"] = round(time.monotonic() - begun, 1)
+                for name in to_pause:
+                    command(custom, name, f"pause-{name}", "pause")
+                process.wait_until(
+                    lambda: all_in(custom, to_pause, paused),
+                    timeout=args.settle_timeout,
+                    interval=2,
+                    what=f"{len(to_pause)} rollouts paused",
+                )
+            result: dict[str, Any] = {"rollouts": size, "kwok_nodes": nodes, "phases": phases}
+            result["seconds_to_set_up"] = round(time.monotonic() - begun, 1)
             rounds = functools.partial(
                 compare, api_client, kubeconfig, log_dir, rounds=args.rounds, seconds=args.window, warm=args.warm
             )
             result["progressing"] = rounds(modes=tuple(args.modes.split(",")))
             with operator(kubeconfig, log_dir, "operator-aborts", UNLIMITED):
                 past_startup(api_client, args.warm)  # commands are timed against a steady operator
-                still = [name for name in names if all_in(custom, [name], progressing)]
-                result["not_progressing_before_aborts"] = len(names) - len(still)
+                still = [name for name in moving if all_in(custom, [name], progressing)]
+                result["not_progressing_before_aborts"] = len(moving) - len(still)
                 result["model_server_pods_not_ready_before_aborts"] = pods_not_ready(api_client)
-                samples = still[: max(5, min(args.aborts, size // 2))]
+                samples = still[: max(5, min(args.aborts, len(moving) // 2))]
                 latencies = [time_abort(custom, routers, name) for name in samples]
             status_latency = [latency[0] for latency in latencies]
             report_latency = [latency[1] for latency in latencies]
@@ -478,8 +519,8 @@ def one_size(size: int, args: argparse.Namespace, *, with_failover: bool) -> dic
                 spare = next(name for name in still[len(samples) :] if all_in(custom, [name], progressing))
                 result["leader_failover_s"] = round(failover(custom, kubeconfig, log_dir, spare, args.lease), 2)
             with operator(kubeconfig, log_dir, "operator-settle"):
-                for name in names:
-                    abort(custom, name, f"settle-{name}")
+                for name in moving + to_pause:
+                    command(custom, name, f"settle-{name}")
                 process.wait_until(
                     lambda: all_in(custom, names, settled),
                     timeout=args.settle_timeout,
@@ -507,8 +548,11 @@ def summary(sizes: list[dict[str, Any]]) -> dict[str, Any]:
     sees: the re-apply every 15 minutes, and for a progressing rollout the check of its copy."""
     largest = sizes[-1]
     size = largest["rollouts"]
-    progressing_rate = largest["progressing"]["watches"]["operator_requests_per_s"]["median"]
+    phases = largest.get("phases") or {"progressing": size, "paused": 0, "settled": 0}
     settled_rate = largest["settled"]["watches"]["operator_requests_per_s"]["median"]
+    resting_rate = settled_rate / size * (phases["paused"] + phases["settled"])
+    progressing_rate = max(0.0, largest["progressing"]["watches"]["operator_requests_per_s"]["median"] - resting_rate)
+    moving = phases["progressing"]
     queries = {
         entry["rollouts"]: round(entry["progressing"]["watches"]["queries_per_s"]["median"] * INTERVAL_SECONDS, 1)
         for entry in sizes
@@ -521,10 +565,10 @@ def summary(sizes: list[dict[str, Any]]) -> dict[str, Any]:
         "api_requests_per_settled_rollout_per_min": round(settled_rate * 60 / size + settled_periodic, 3),
         "api_requests_per_settled_rollout_per_min_measured": round(settled_rate * 60 / size, 3),
         "api_requests_per_progressing_rollout_per_interval": round(
-            progressing_rate * INTERVAL_SECONDS / size + progressing_periodic, 3
+            progressing_rate * INTERVAL_SECONDS / moving + progressing_periodic, 3
         ),
         "api_requests_per_progressing_rollout_per_interval_measured": round(
-            progressing_rate * INTERVAL_SECONDS / size, 3
+            progressing_rate * INTERVAL_SECONDS / moving, 3
         ),
         "periodic_note": (
             f"each request figure is the measured steady state plus the periodic work a window does not see: the"
@@ -554,7 +598,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--modes", default=",".join(MODES), help="what to compare while progressing (watches alone at 1,000)"
     )
-    parser.add_argument("--aborts", type=int, default=20, help="rollouts aborted one at a time per size")
+    parser.add_argument(
+        "--progressing", type=int, default=100, help="most rollouts progressing at once (the others rest)"
+    )
+    parser.add_argument(
+        "--paused-share", type=float, default=0.1, help="of the rollouts that rest, the share paused (others settled)"
+    )
+    parser.add_argument(
+        "--controller-qps", type=int, default=100, help="the controller-manager's API rate (20 by default)"
+    )
+    parser.add_argument("--aborts", type=int, default=20, help="progressing rollouts aborted one at a time, per size")
     parser.add_argument("--lease", type=float, default=15.0, help="leader election's lease seconds")
     parser.add_argument("--settle-timeout", type=float, default=1800.0)
     parser.add_argument("--output", type=Path, default=RESULTS)

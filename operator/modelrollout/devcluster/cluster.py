@@ -219,11 +219,21 @@ def nodes_schedulable(node: dict[str, Any]) -> bool:
 class LocalCluster:
     """Starts and stops one local control plane; usable as a context manager."""
 
-    def __init__(self, directory: Path | None = None, *, nodes: int = 2, model_servers_ready: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path | None = None,
+        *,
+        nodes: int = 2,
+        model_servers_ready: bool = False,
+        controller_qps: int | None = None,
+    ) -> None:
         self.directory = directory or Path(tempfile.mkdtemp(prefix="modelrollout-cluster-"))
         self.nodes = nodes
         self.model_servers_ready = model_servers_ready
         """kwok makes model-server Pods Ready itself (no kubelet stand-in runs their processes)."""
+        self.controller_qps = controller_qps
+        """The controller-manager's API rate (its default, 20 a second, when None): thousands of Deployments
+        take minutes to get their Pods at the default."""
         self._processes: dict[str, Any] = {}
         self.state: ClusterState | None = None
 
@@ -350,6 +360,11 @@ class LocalCluster:
                 # The fake nodes' heartbeats come from kwok, which a starved CPU can delay past the default
                 # grace period; a node marked NotReady would make every Pod on it unready for good.
                 "--node-monitor-grace-period=10m",
+                *(
+                    [f"--kube-api-qps={self.controller_qps}", f"--kube-api-burst={2 * self.controller_qps}"]
+                    if self.controller_qps
+                    else []
+                ),
             ],
             logs,
         )
