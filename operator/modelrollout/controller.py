@@ -576,6 +576,15 @@ async def _gather(
             owned=owned,
         ),
     )
+    failures = []
+    if not (blue_ready and green_ready):
+        for colour, ready, revision in (
+            (constants.BLUE, blue_ready, serving_revision(stable.model, stable.server)),
+            (constants.GREEN, green_ready, steps.green_revision(spec)),
+        ):
+            why = "" if ready else await lanes.in_thread(resources.failing_to_start, ref, colour, revision, owned)
+            if why:
+                failures.append(f"{colour}: {why}")
     analysis = None
     if steps.analysis_due(spec, status, now):
         started = time.monotonic()
@@ -601,6 +610,7 @@ async def _gather(
     return machine.Observations(
         resources_ready=blue_ready and green_ready,
         blue_ready=blue_ready,
+        start_failures="; ".join(failures),
         analysis=analysis,
         router=report,
         command=command,

@@ -282,17 +282,17 @@ def _rules(schema: dict[str, Any]) -> list[str]:
 def test_model_uri_and_version_rules_are_the_models_patterns() -> None:
     """The API server and the operator refuse the same URIs and versions."""
     model = SPEC_SCHEMA["properties"]["green"]["properties"]["model"]["properties"]
-    assert f"self.matches('{spec.SERVED_URI.pattern}')" in _rules(model["uri"])
+    assert f"self.matches('{spec.MODEL_URI.pattern}')" in _rules(model["uri"])
     assert f"self.matches('{spec.SERVED_URI.pattern}')" in _rules(model["goldenSet"])
     assert f"self.matches('{spec.LABEL_VALUE.pattern}')" in _rules(model["version"])
     assert model == SPEC_SCHEMA["properties"]["blue"]["properties"]["model"]["properties"]
 
 
-def test_the_description_no_longer_offers_http() -> None:
+def test_the_description_says_which_schemes_are_served() -> None:
     model = SPEC_SCHEMA["properties"]["green"]["properties"]["model"]["properties"]
-    for field in ("uri", "goldenSet"):
-        assert "http(s)" not in model[field]["description"], field
-    assert "(http, https, s3) are not served yet" in model["uri"]["description"]
+    assert "http(s)" not in model["goldenSet"]["description"]
+    assert "or an http:// or https:// URL, fetched by the Pod's init container" in model["uri"]["description"]
+    assert "Other schemes (s3, pvc) are not served yet" in model["uri"]["description"]
 
 
 def test_the_rollout_name_fits_the_router_service_name() -> None:

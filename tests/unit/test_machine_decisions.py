@@ -106,6 +106,24 @@ def test_a_new_canary_waits_for_its_model_servers_then_starts_step_zero() -> Non
     assert started.status.step_started_at == at(2)
 
 
+def test_why_a_model_server_cannot_start_is_said_while_waiting_and_still_rolls_back_at_the_deadline() -> None:
+    created = tick(ModelRolloutStatus(), 0, resources_ready=False).status
+    why = "green: container fetch-model of pod digits-green-1: model not fetched: https://s/m.onnx: HTTP 404"
+    waiting = tick(created, 30, resources_ready=False, start_failures=why)
+    assert said(waiting) == (
+        Action.WAIT,
+        "ModelServerFailing",
+        f"waiting for the blue and green model servers to be ready: {why}",
+    )
+    assert waiting.status.phase is Phase.PENDING
+    late = tick(waiting.status, 61, resources_ready=False, start_failures=why)
+    assert said(late) == (
+        Action.ROLL_BACK,
+        "ProgressDeadlineExceeded",
+        f"rolling back: model servers not ready within the progress deadline: {why}",
+    )
+
+
 def test_model_servers_get_the_whole_progress_deadline_to_become_ready() -> None:
     created = tick(ModelRolloutStatus(), 0, resources_ready=False).status
     assert tick(created, 60, resources_ready=False).reason == "WaitingForModelServers"

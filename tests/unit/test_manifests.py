@@ -183,10 +183,82 @@ def test_feedback_authentication_is_not_a_setting(name: str, value: str) -> None
         ServerSpec(settings={name: value})
 
 
-@pytest.mark.parametrize("uri", ["https://example.invalid/m.onnx", "s3://bucket/m.onnx"])
-def test_remote_model_uris_are_refused_with_the_reason(uri: str) -> None:
+@pytest.mark.parametrize("uri", ["s3://bucket/m.onnx", "pvc://models/m.onnx"])
+def test_model_uris_not_served_yet_are_refused_with_the_reason(uri: str) -> None:
     with pytest.raises(ValueError, match="only file://"):
         manifests.model_path(uri)
+
+
+@pytest.mark.parametrize(
+    ("uri", "path"),
+    [
+        ("https://store.example/models/llama-q4.gguf?sig=a/b", "/mnt/models/llama-q4.gguf"),
+        ("http://store.example:8080/m/digits int8.onnx", "/mnt/models/digits_int8.onnx"),
+        ("https://store.example/m/", "/mnt/models/model"),
+        ("https://store.example/..", "/mnt/models/model"),
+        ("file:///models/m.onnx", "/models/m.onnx"),
+    ],
+)
+def test_a_fetched_model_lands_in_the_emptydir_under_its_urls_last_segment(uri: str, path: str) -> None:
+    assert manifests.model_path(uri) == path
+
+
+def test_a_model_over_https_gets_an_init_container_that_fetches_and_checks_it() -> None:
+    sha = "a" * 64
+    model = ModelRef(uri="https://store.example/m/digits.onnx", version="v2", sha256=sha)
+    server = ServerSpec(image="example/server:1")
+    body = manifests.model_deployment(
+        rollout="digits", namespace="ml", colour="green", model=model, server=server, owner={}, replicas=1
+    )
+    pod_spec = body["spec"]["template"]["spec"]
+    (fetch,) = pod_spec["initContainers"]
+    assert fetch["image"] == "example/server:1"
+    assert fetch["args"] == [
+        "python", "-m", "model_server.fetch", "https://store.example/m/digits.onnx", "/mnt/models/digits.onnx",
+        "--sha256", sha,
+    ]  # fmt: skip
+    assert fetch["securityContext"] == manifests.CONTAINER_SECURITY
+    assert fetch["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert {"name": "models", "mountPath": "/mnt/models"} in fetch["volumeMounts"]
+    (container,) = pod_spec["containers"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["MODELSERVER_MODEL_PATH"] == "/mnt/models/digits.onnx"
+    assert env["MODELSERVER_MODEL_URI"] == "https://store.example/m/digits.onnx"
+    assert env["MODELSERVER_MODEL_SHA256"] == sha  # checked again when the server loads it
+    assert {"name": "models", "mountPath": "/mnt/models", "readOnly": True} in container["volumeMounts"]
+    assert {"name": "models", "emptyDir": {}} in pod_spec["volumes"]
+
+
+def test_a_model_in_the_image_gets_no_init_container() -> None:
+    body = manifests.model_deployment(
+        rollout="digits", namespace="ml", colour="green", model=ModelRef(uri="/models/m.onnx", version="v2"),
+        server=ServerSpec(), owner={}, replicas=1,
+    )  # fmt: skip
+    assert "initContainers" not in body["spec"]["template"]["spec"]
+    assert body["spec"]["template"]["spec"]["volumes"] == [manifests.SCRATCH_VOLUME]
+
+
+def test_what_a_deployment_of_a_fetched_model_serves_is_read_back_with_its_url() -> None:
+    model = ModelRef(uri="https://store.example/m/digits.onnx", version="v2")
+    server = ServerSpec()
+    body = manifests.model_deployment(
+        rollout="digits", namespace="ml", colour="blue", model=model, server=server, owner={}, replicas=1
+    )
+    other = (ModelRef(uri="/models/other.onnx", version="v3"), server)
+    served = manifests.served_by(body, rollout="digits", namespace="ml", candidate=other)
+    assert served is not None
+    assert served[0].uri == "https://store.example/m/digits.onnx"
+    assert "MODELSERVER_MODEL_URI" not in served[1].settings
+
+
+def test_why_pods_cannot_start_comes_from_a_failed_containers_termination_message() -> None:
+    failing = pod(ready=False, init_restarts=(2,), init_failure="model not fetched: https://s/m.onnx: HTTP 404")
+    failing["metadata"]["name"] = "digits-green-1"
+    assert resources.start_failure([pod(), failing], revision="r2") == (
+        "container fetch-model of pod digits-green-1: model not fetched: https://s/m.onnx: HTTP 404"
+    )
+    assert resources.start_failure([failing], revision="r1") == ""  # another revision's pod
+    assert resources.start_failure([pod(ready=False, init_restarts=(2,))], revision="r2") == ""  # nothing said
 
 
 def nginx(**overrides: object) -> str:
@@ -258,6 +330,7 @@ def pod(
     phase: str = "Running",
     restarts: tuple[int, ...] = (0,),
     init_restarts: tuple[int, ...] = (),
+    init_failure: str = "",
 ) -> dict[str, Any]:
     metadata: dict[str, Any] = {"labels": {constants.LABEL_VERSION: version, constants.LABEL_REVISION: revision}}
     if terminating:
@@ -268,7 +341,18 @@ def pod(
             "phase": phase,
             "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
             "containerStatuses": [{"restartCount": count} for count in restarts],
-            "initContainerStatuses": [{"restartCount": count} for count in init_restarts],
+            "initContainerStatuses": [
+                {
+                    "name": "fetch-model",
+                    "restartCount": count,
+                    **(
+                        {"lastState": {"terminated": {"exitCode": 1, "message": init_failure, "reason": "Error"}}}
+                        if init_failure
+                        else {}
+                    ),
+                }
+                for count in init_restarts
+            ],
         },
     }
 

@@ -59,6 +59,7 @@ PODS = [
     pod("v1", terminating=True),
     pod("v1", ready=False, phase="Failed"),
     pod(restarts=(2, 1), init_restarts=(1,)),
+    pod(ready=False, init_restarts=(3,), init_failure="model not fetched: https://models.example/m.onnx: HTTP 404"),
 ]
 
 
@@ -76,6 +77,9 @@ def test_what_the_cache_keeps_decides_as_the_object_does(found: dict[str, Any] |
             served, served_pods, revision=revision
         )
         assert resources.health_of(kept_pods, revision=revision) == resources.health_of(served_pods, revision=revision)
+        assert resources.start_failure(kept_pods, revision=revision) == resources.start_failure(
+            served_pods, revision=revision
+        )
 
 
 def test_the_cases_above_can_tell_the_difference() -> None:
@@ -83,12 +87,13 @@ def test_the_cases_above_can_tell_the_difference() -> None:
     assert resources.rolled_out(deployment(), [pod(), pod()], version="v2", revision="r2")
     assert not resources.rolled_out(deployment(), [pod(), pod(terminating=True)], version="v2", revision="r2")
     assert resources.health_of([pod(restarts=(2, 1), init_restarts=(1,))], revision="r2").restarts == 4
+    assert resources.start_failure([pod(ready=False, init_restarts=(1,), init_failure="no")], revision="r2")
 
 
 def test_the_cache_keeps_no_bulk() -> None:
     kept = owned.trimmed_pod(as_served(pod()))
     assert "managedFields" not in kept["metadata"]
-    assert kept["status"]["containerStatuses"] == [{"restartCount": 0}]
+    assert kept["status"]["containerStatuses"] == [{"name": None, "restartCount": 0}]
     assert kept["status"]["conditions"] == [{"type": "Ready", "status": "True"}]
     assert "spec" not in owned.trimmed_deployment(as_served(deployment()))["spec"]["template"]
 

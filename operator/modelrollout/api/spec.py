@@ -82,6 +82,7 @@ class ApiModel(BaseModel):
 RESERVED_SETTINGS = frozenset(
     {
         "MODELSERVER_MODEL_PATH",
+        "MODELSERVER_MODEL_URI",
         "MODELSERVER_MODEL_NAME",
         "MODELSERVER_MODEL_VERSION",
         "MODELSERVER_RUNTIME",
@@ -132,7 +133,10 @@ def _sha256(value: str | None) -> str | None:
 
 
 SERVED_URI = re.compile(r"^(file://)?/")
-"""Model URIs the server can load today: ``file:///path`` or ``/path`` inside the image."""
+"""Files inside the server image: ``file:///path`` or ``/path``."""
+MODEL_URI = re.compile(r"^((file://)?/|https?://[^/]+/.)")
+"""Model URIs the server can serve: a file inside the image, or an ``http://`` or ``https://`` URL that the
+Pod's init container fetches (k8s.manifests); the CRD's CEL rule is the same expression."""
 LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 """A Kubernetes label value: versions become the ``modelrollout.dev/version`` label."""
 
@@ -140,6 +144,14 @@ LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 def _served_uri(value: str) -> str:
     if not SERVED_URI.match(value):
         raise ValueError(f"{value!r} cannot be served: use file:///path/in/image or /path/in/image")
+    return value
+
+
+def _model_uri(value: str) -> str:
+    if not MODEL_URI.match(value):
+        raise ValueError(
+            f"{value!r} cannot be served: use file:///path/in/image, /path/in/image, or an http:// or https:// URL"
+        )
     return value
 
 
@@ -153,9 +165,10 @@ def _label_safe(value: str) -> str:
 
 
 class ModelRef(ApiModel):
-    uri: Annotated[str, AfterValidator(_served_uri)] = Field(min_length=1)
-    """Where the model file is: ``file:///path`` or ``/path`` inside the server image. Other schemes (http,
-    https, s3) are not served yet."""
+    uri: Annotated[str, AfterValidator(_model_uri)] = Field(min_length=1)
+    """Where the model file is: ``file:///path`` or ``/path`` inside the server image, or an ``http://`` or
+    ``https://`` URL, fetched by the Pod's init container into an emptyDir before the server starts (retried,
+    at most 20 GiB; set ``sha256`` to have it checked). Other schemes (s3, pvc) are not served yet."""
     version: Annotated[str, AfterValidator(_label_safe)] = Field(min_length=1, max_length=63)
     """The model's version, shown in status and used as the ``modelrollout.dev/version`` label. A label
     value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit."""

@@ -11,6 +11,11 @@ this stand-in does what a kubelet would:
   waits for (ready) before it deletes the old Pod;
 - a process that dies is started again after a back-off that doubles up to a ceiling (kubelet's
   CrashLoopBackOff, shortened for drills), and the Pod's ``restartCount`` counts it;
+- init containers (the fetch of an http(s) model) run first, each to completion, as processes: ``python`` is
+  this interpreter and the Pod's emptyDir volumes (``/tmp`` aside, which the processes of this machine share)
+  are directories of the Pod's own, put in place of their mount paths in the init containers' arguments and the
+  server's env. One that fails is run again after the back-off, and its termination message (the file a
+  kubelet would read, ``MODELSERVER_TERMINATION_LOG`` here) goes on the Pod's ``initContainerStatuses``;
 - the readiness probe (``/v2/health/ready`` on the Pod's own address) decides the Pod's ``Ready`` and
   ``ContainersReady`` conditions and ``containerStatuses[].ready``; with ``restartCount``, ``state`` and
   ``lastState`` (exit code 137 after a SIGKILL) they are written on the Pod's status, as a kubelet does.
@@ -41,6 +46,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -110,6 +116,9 @@ class Container:
     restart_at: float = 0.0
     last_termination: dict[str, Any] | None = None
     ready: bool = False
+    init: list[InitContainer] = field(default_factory=list)
+    """The Pod's init containers not yet run to completion, in order."""
+    done_init: list[InitContainer] = field(default_factory=list)
 
     @property
     def port(self) -> int:
@@ -126,6 +135,22 @@ class Container:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+
+@dataclass
+class InitContainer:
+    """One init container of a followed Pod, run as a process before the server's."""
+
+    name: str
+    args: list[str]
+    termination_log: Path
+    process: subprocess.Popen[bytes] | None = None
+    started_at: str = ""
+    restart_count: int = 0
+    crashes: int = 0
+    restart_at: float = 0.0
+    last_termination: dict[str, Any] | None = None
+    completed: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -216,6 +241,7 @@ class Kubelet:
             self._containers.clear()
             self._stopping.clear()
         for container in going:
+            _stop_init(container)
             if container.process is not None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(container.process.pid, signal.SIGTERM)
@@ -389,19 +415,36 @@ class Kubelet:
     def _container(self, pod: dict[str, Any]) -> Container:
         colour = pod["metadata"]["labels"][constants.LABEL_COLOUR]
         spec = next(c for c in pod["spec"]["containers"] if c["name"] == CONTAINER)
+        volumes = self._volumes(pod)
+        settings = {key: _on_volumes(value, spec, volumes) for key, value in self._settings(colour, spec).items()}
+        name = pod["metadata"]["name"]
+        init = [
+            InitContainer(
+                name=item["name"],
+                args=[sys.executable if arg == "python" else _on_volumes(arg, item, volumes) for arg in item["args"]],
+                termination_log=self.log_dir / f"{name}-{item['name']}.termination-log",
+            )
+            for item in pod["spec"].get("initContainers") or []
+        ]
         container = Container(
-            pod=pod["metadata"]["name"],
+            pod=name,
             uid=pod["metadata"]["uid"],
             colour=colour,
             image=spec.get("image", ""),
-            settings=self._settings(colour, spec),
+            settings=settings,
             reserved=process.reserve_port(),
+            init=init,
         )
         if self.prometheus is not None:
             labels = {"namespace": self.namespace, "pod": container.pod, "service": f"{self.rollout}-{colour}"}
             add_target(self.prometheus, container.address, labels)
         log.info("pod followed", pod=container.pod, version=container.version, address=container.address)
         return container
+
+    def _volumes(self, pod: dict[str, Any]) -> dict[str, Path]:
+        """The Pod's emptyDir volumes, as directories of its own (``/tmp`` aside, see the module)."""
+        base = self.log_dir / f"{pod['metadata']['name']}-volumes"
+        return {item["name"]: base / item["name"] for item in pod["spec"].get("volumes") or [] if "emptyDir" in item}
 
     def _settings(self, colour: str, spec: dict[str, Any]) -> dict[str, str]:
         """The Pod's env (values, and keys of Secrets as a kubelet reads them), the drill's settings for the
@@ -439,6 +482,7 @@ class Kubelet:
     def _retire(self, container: Container) -> None:
         """The Pod is gone: SIGTERM its process (SIGKILL after the grace period), forget it once it exited."""
         log.info("pod gone", pod=container.pod)
+        _stop_init(container)
         if container.alive():
             assert container.process is not None
             pid = container.process.pid
@@ -466,9 +510,52 @@ class Kubelet:
             if not live and colour in self._listeners:
                 self._listeners.pop(colour).close()
 
+    def _check_init(self, container: Container, now: float) -> bool:
+        """Run the Pod's init containers one after the other; whether they have all completed."""
+        while container.init:
+            step = container.init[0]
+            proc = step.process
+            if proc is not None and proc.poll() is None:
+                return False
+            if proc is not None:
+                step.process = None
+                termination = {
+                    "exitCode": _exit_code(proc.returncode),
+                    "reason": "Error" if proc.returncode else "Completed",
+                    "startedAt": step.started_at,
+                    "finishedAt": _now(),
+                }
+                if proc.returncode == 0:
+                    step.completed = termination
+                    container.done_init.append(container.init.pop(0))
+                    continue
+                message = step.termination_log.read_text() if step.termination_log.exists() else ""
+                step.last_termination = {**termination, "message": message} if message else termination
+                step.crashes += 1
+                step.restart_at = now + min(self.backoff * 2 ** (step.crashes - 1), self.max_backoff)
+                log.info("init container failed", pod=container.pod, container=step.name, message=message)
+            if now < step.restart_at:
+                return False
+            if step.started_at:
+                step.restart_count += 1
+            step.termination_log.unlink(missing_ok=True)
+            step.termination_log.touch()
+            step.started_at = _now()
+            step.process = process.start(
+                f"{container.pod}-{step.name}",
+                step.args,
+                log_dir=self.log_dir,
+                env={"MODELSERVER_TERMINATION_LOG": str(step.termination_log)},
+            )
+            self._wake_on_exit(step.process)
+            return False
+        return True
+
     def _check(self, container: Container) -> None:
         """Notice a death, restart after the back-off, probe readiness."""
         now = time.monotonic()
+        if not self._check_init(container, now):
+            return
         proc = container.process
         if proc is not None and proc.poll() is not None:
             ran = now - container.started_monotonic
@@ -510,14 +597,17 @@ class Kubelet:
             container.restart_count += 1
         container.started_at = _now()
         container.started_monotonic = time.monotonic()
-        proc = container.process
+        self._wake_on_exit(container.process)
+        log.info("container started", pod=container.pod, pid=container.process.pid, restarts=container.restart_count)
 
-        def wake_on_exit() -> None:
+    def _wake_on_exit(self, proc: subprocess.Popen[bytes]) -> None:
+        """A round as soon as ``proc`` exits, not at the next period."""
+
+        def wait() -> None:
             proc.wait()
             self._wake.set()
 
-        threading.Thread(target=wake_on_exit, daemon=True, name=f"wait-{proc.pid}").start()
-        log.info("container started", pod=container.pod, pid=proc.pid, restarts=container.restart_count)
+        threading.Thread(target=wait, daemon=True, name=f"wait-{proc.pid}").start()
 
     def _answers(self, container: Container) -> bool:
         assert self._probe is not None
@@ -528,10 +618,29 @@ class Kubelet:
 
     # -- Pod status ----------------------------------------------------------------------------------------
 
+    def _init_statuses(self, container: Container) -> list[dict[str, Any]]:
+        statuses = []
+        for step in container.done_init:
+            statuses.append(_init_status(container, step, {"terminated": step.completed}, ready=True))
+        for index, step in enumerate(container.init):
+            state: dict[str, Any]
+            if step.process is not None:
+                state = {"running": {"startedAt": step.started_at}}
+            elif index > 0 or step.last_termination is None:
+                state = {"waiting": {"reason": "PodInitializing"}}
+            else:
+                delay = max(0.0, step.restart_at - time.monotonic())
+                message = f"back-off {delay:.0f}s restarting failed container={step.name} pod={container.pod}"
+                state = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
+            statuses.append(_init_status(container, step, state, ready=False))
+        return statuses
+
     def _container_status(self, container: Container) -> dict[str, Any]:
         state: dict[str, Any]
         if container.process is not None:
             state = {"running": {"startedAt": container.started_at}}
+        elif container.init:
+            state = {"waiting": {"reason": "PodInitializing"}}
         elif container.last_termination is None:
             state = {"waiting": {"reason": "ContainerCreating"}}
         else:
@@ -566,7 +675,13 @@ class Kubelet:
         conditions = observed.get("conditions") or []
         ready_now = {c["type"]: c.get("status") for c in conditions}
         truth = "True" if container.ready else "False"
-        if _essence(current) == _essence(wanted) and all(ready_now.get(t) == truth for t in _READY_CONDITIONS):
+        init_wanted = self._init_statuses(container)
+        init_now = [_essence(s) for s in observed.get("initContainerStatuses") or []]
+        if (
+            _essence(current) == _essence(wanted)
+            and init_now == [_essence(s) for s in init_wanted]
+            and all(ready_now.get(t) == truth for t in _READY_CONDITIONS)
+        ):
             return
         updated = [c for c in conditions if c["type"] not in _READY_CONDITIONS]
         for kind in _READY_CONDITIONS:
@@ -582,7 +697,9 @@ class Kubelet:
                 }
             updated.append(condition)
         others = [s for s in observed.get("containerStatuses") or [] if s.get("name") != CONTAINER]
-        patch = {"status": {"conditions": updated, "containerStatuses": [*others, wanted]}}
+        patch: dict[str, Any] = {"status": {"conditions": updated, "containerStatuses": [*others, wanted]}}
+        if init_wanted:
+            patch["status"]["initContainerStatuses"] = init_wanted
         try:
             self._core.patch_namespaced_pod_status(
                 pod["metadata"]["name"], self.namespace, patch, _content_type=MERGE_PATCH, _request_timeout=5
@@ -593,6 +710,38 @@ class Kubelet:
 
 
 _READY_CONDITIONS = ("Ready", "ContainersReady")
+
+
+def _on_volumes(value: str, spec: Mapping[str, Any], volumes: Mapping[str, Path]) -> str:
+    """``value`` with the mount path of one of the container's emptyDir volumes replaced by its directory."""
+    for mount in spec.get("volumeMounts") or []:
+        path, directory = mount["mountPath"], volumes.get(mount["name"])
+        if directory is None or path == "/tmp":  # noqa: S108 - the machine's own /tmp is the processes' scratch
+            continue
+        if value == path or value.startswith(path + "/"):
+            directory.mkdir(parents=True, exist_ok=True)
+            return str(directory) + value[len(path) :]
+    return value
+
+
+def _stop_init(container: Container) -> None:
+    """Stop an init container still running (a Pod deleted while it fetches its model)."""
+    for step in container.init:
+        if step.process is not None and step.process.poll() is None:
+            process.stop(step.process.pid, grace_seconds=5)
+            step.process.poll()
+
+
+def _init_status(container: Container, step: InitContainer, state: dict[str, Any], *, ready: bool) -> dict[str, Any]:
+    return {
+        "name": step.name,
+        "image": container.image,
+        "imageID": "",
+        "ready": ready,
+        "restartCount": step.restart_count,
+        "state": state,
+        "lastState": {"terminated": step.last_termination} if step.last_termination else {},
+    }
 
 
 def _essence(status: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -3,6 +3,7 @@ and for the builtin provider the router's Deployment and Service."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,12 +31,48 @@ STARTUP_FAILURE_THRESHOLD = 60
 the kubelet restarts it; liveness only counts once it has started, so a slow load never crash-loops."""
 
 
+FETCHED_DIR = "/mnt/models"
+"""Where the init container puts a model fetched over http(s): an emptyDir shared with the server."""
+FETCH_CONTAINER = "fetch-model"
+FETCH_RESOURCES: dict[str, Any] = {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
+"""The fetch streams the body to disk a MiB at a time: little memory, whatever the model's size."""
+FETCHED_VOLUME: dict[str, Any] = {"name": "models", "emptyDir": {}}
+
+
+def fetched(uri: str) -> bool:
+    """Whether the model at ``uri`` is fetched by the init container (http, https) rather than in the image."""
+    return urlsplit(uri).scheme in ("http", "https")
+
+
 def model_path(uri: str) -> str:
-    """The path the model server loads: ``file:///models/x.onnx`` and ``/models/x.onnx`` give ``/models/x.onnx``."""
+    """The path the model server loads: ``file:///models/x.onnx`` and ``/models/x.onnx`` give ``/models/x.onnx``;
+    ``https://host/dir/x.onnx`` gives ``/mnt/models/x.onnx``, where the init container puts it (the name keeps
+    the URL's last segment, so that its extension still picks the runtime)."""
     parts = urlsplit(uri)
     if parts.scheme in ("", "file"):
         return parts.path
-    raise ValueError(f"model uri {uri!r}: only file:// URIs and paths inside the image are supported for now")
+    if fetched(uri):
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", parts.path.rsplit("/", 1)[-1]).lstrip(".") or "model"
+        return f"{FETCHED_DIR}/{name}"
+    raise ValueError(f"model uri {uri!r}: only file:// URIs, paths inside the image and http(s) URLs are served")
+
+
+def fetch_container(model: ModelRef, server: ServerSpec) -> dict[str, Any]:
+    """The init container that fetches an http(s) model into the emptyDir (``model_server.fetch``): retried,
+    size-capped, checked against ``sha256`` when given; on failure its reason is the container's termination
+    message, which the operator reports."""
+    args = ["python", "-m", "model_server.fetch", model.uri, model_path(model.uri)]
+    if model.sha256:
+        args += ["--sha256", model.sha256]
+    return {
+        "name": FETCH_CONTAINER,
+        "image": server.image,
+        "args": args,
+        "resources": FETCH_RESOURCES,
+        "securityContext": CONTAINER_SECURITY,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": FETCHED_VOLUME["name"], "mountPath": FETCHED_DIR}, SCRATCH_MOUNT],
+    }
 
 
 def labels(rollout: str, colour: str, model: ModelRef | None = None) -> dict[str, str]:
@@ -99,6 +136,8 @@ def model_deployment(
     }
     if model.sha256:
         env["MODELSERVER_MODEL_SHA256"] = model.sha256
+    if fetched(model.uri):
+        env["MODELSERVER_MODEL_URI"] = model.uri
     if model.golden_set:
         env["MODELSERVER_GOLDEN_SET"] = model_path(model.golden_set)
     container: dict[str, Any] = {
@@ -122,6 +161,17 @@ def model_deployment(
     }
     if server.resources:
         container["resources"] = server.resources
+    pod_spec: dict[str, Any] = {
+        # a model server never calls the Kubernetes API: no token in its Pods
+        "automountServiceAccountToken": False,
+        "securityContext": POD_SECURITY,
+        "containers": [container],
+        "volumes": [SCRATCH_VOLUME],
+    }
+    if fetched(model.uri):
+        pod_spec["initContainers"] = [fetch_container(model, server)]
+        pod_spec["volumes"].append(FETCHED_VOLUME)
+        container["volumeMounts"].append({"name": FETCHED_VOLUME["name"], "mountPath": FETCHED_DIR, "readOnly": True})
     pod_labels = {**labels(rollout, colour, model), constants.LABEL_REVISION: serving_revision(model, server)}
     metadata = _metadata(f"{rollout}-{colour}", namespace, owner, pod_labels)
     if annotations:
@@ -142,13 +192,7 @@ def model_deployment(
                         "prometheus.io/path": "/metrics",
                     },
                 },
-                "spec": {
-                    # a model server never calls the Kubernetes API: no token in its Pods
-                    "automountServiceAccountToken": False,
-                    "securityContext": POD_SECURITY,
-                    "containers": [container],
-                    "volumes": [SCRATCH_VOLUME],
-                },
+                "spec": pod_spec,
             },
         },
     }
@@ -219,7 +263,7 @@ def served_by(
         return candidate
     golden = env.get("MODELSERVER_GOLDEN_SET")
     served = ModelRef(
-        uri=f"file://{env['MODELSERVER_MODEL_PATH']}",
+        uri=env.get("MODELSERVER_MODEL_URI") or f"file://{env['MODELSERVER_MODEL_PATH']}",
         version=env["MODELSERVER_MODEL_VERSION"],
         sha256=env.get("MODELSERVER_MODEL_SHA256") or None,
         golden_set=f"file://{golden}" if golden else None,

@@ -347,8 +347,9 @@ def trimmed_deployment(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def trimmed_pod(body: Mapping[str, Any]) -> dict[str, Any]:
-    """What resources.rolled_out, runs_only and health_of read of a pod (a pure function): labels, whether it
-    is terminating, its phase, its Ready condition and its containers' restart counts."""
+    """What resources.rolled_out, runs_only, health_of and start_failure read of a pod (a pure function):
+    labels, whether it is terminating, its phase, its Ready condition, and its containers' restart counts and
+    failed terminations (exit code and message, the message cut to its last 512 characters)."""
     metadata, status = body.get("metadata") or {}, body.get("status") or {}
     return {
         "metadata": {
@@ -369,4 +370,18 @@ def trimmed_pod(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _restart_counts(containers: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
-    return [{"restartCount": container.get("restartCount")} for container in containers or []]
+    return [
+        {"name": container.get("name"), "restartCount": container.get("restartCount"), **_failed(container)}
+        for container in containers or []
+    ]
+
+
+def _failed(container: Mapping[str, Any]) -> dict[str, Any]:
+    """A container's current or last termination, when it ended in an error (else nothing)."""
+    kept = {}
+    for key in ("state", "lastState"):
+        terminated = (container.get(key) or {}).get("terminated") or {}
+        if terminated.get("exitCode"):
+            message = str(terminated.get("message") or "")[-512:]
+            kept[key] = {"terminated": {"exitCode": terminated["exitCode"], "message": message}}
+    return kept

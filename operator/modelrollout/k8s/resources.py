@@ -235,6 +235,24 @@ def _restarts(pod: Mapping[str, Any]) -> int:
     return sum(int(container.get("restartCount") or 0) for container in containers)
 
 
+def start_failure(pods: Iterable[Mapping[str, Any]], *, revision: str) -> str:
+    """Why the pods of ``revision`` cannot start, from their containers' last failure (a pure function): the
+    termination message of an init or server container that exited with an error, such as the fetch of a
+    model that failed ("" when none did, or none said why). The first pod's, by name, so it does not flicker."""
+    for pod in sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("name") or "")):
+        if _labels(pod).get(constants.LABEL_REVISION) != revision or _terminating(pod) or _ready(pod):
+            continue
+        status = pod.get("status") or {}
+        for container in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+            for state in (container.get("state") or {}, container.get("lastState") or {}):
+                terminated = state.get("terminated") or {}
+                message = str(terminated.get("message") or "").strip()
+                if terminated.get("exitCode") and message:
+                    name = (pod.get("metadata") or {}).get("name")
+                    return f"container {container.get('name')} of pod {name}: {message[-512:]}"
+    return ""
+
+
 def live_pods(pods: Iterable[Mapping[str, Any]]) -> dict[str, bool]:
     """The pods that serve, or may serve once their container is back (a pure function): not terminating and
     not finished, by name, with whether each is Ready (a Service sends it traffic now)."""
@@ -317,6 +335,11 @@ def health_of(pods: Iterable[Mapping[str, Any]], *, revision: str) -> PodHealth:
 def pod_health(rollout: RolloutRef, colour: str, *, revision: str, owned: OwnedObjects = LIVE) -> PodHealth:
     """PodHealth of the colour's pods of ``revision``, as ``owned`` sees them."""
     return health_of(owned.pods(rollout.namespace, rollout.name, colour), revision=revision)
+
+
+def failing_to_start(rollout: RolloutRef, colour: str, revision: str, owned: OwnedObjects = LIVE) -> str:
+    """See ``start_failure``, for the colour's pods as ``owned`` sees them."""
+    return start_failure(owned.pods(rollout.namespace, rollout.name, colour), revision=revision)
 
 
 def deployment(rollout: RolloutRef, colour: str) -> dict[str, Any] | None:

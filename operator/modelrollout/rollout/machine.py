@@ -100,6 +100,9 @@ class Observations:
     """Blue runs the stable model and green the candidate, every pod of both ready."""
     blue_ready: bool = False
     """Blue runs the stable model, every pod ready (what a promotion waits for before handing back)."""
+    start_failures: str = ""
+    """Why a colour's model servers cannot start, from their Pods ("" when nothing says): a model that could
+    not be fetched, for example. Shown while the rollout waits for them."""
     analysis: AnalysisOutcome | None = None
     """A fresh analysis, when one was due (see steps.analysis_due)."""
     router: AppliedWeights = NOT_REPORTED
@@ -491,7 +494,14 @@ def _pending(draft: _Draft, spec: ModelRolloutSpec, observations: Observations, 
         weight = steps.step_weight(spec.traffic.steps, 0)
         draft.go(Action.START, "ModelServersReady", f"model servers ready: step 0 sends {weight}% to green")
     elif steps.seconds_since(s.started_at, now) > spec.analysis.progress_deadline:
-        _roll_back(draft, "ProgressDeadlineExceeded", "model servers not ready within the progress deadline")
+        why = f": {observations.start_failures}" if observations.start_failures else ""
+        _roll_back(draft, "ProgressDeadlineExceeded", f"model servers not ready within the progress deadline{why}")
+    elif observations.start_failures:
+        draft.go(
+            Action.WAIT,
+            "ModelServerFailing",
+            f"waiting for the blue and green model servers to be ready: {observations.start_failures}",
+        )
     else:
         draft.go(Action.WAIT, "WaitingForModelServers", "waiting for the blue and green model servers to be ready")
 

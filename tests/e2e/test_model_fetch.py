@@ -1,0 +1,131 @@
+"""A model delivered over HTTP: the Pod's init container fetches it into an emptyDir before the server starts,
+and a model that cannot be fetched is named, with the reason, in the rollout's status. The init container runs
+as a real process (the kubelet stand-in runs init containers first) against a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from modelrollout.devcluster import kubectl, process
+from modelrollout.devcluster.stage import DRILL_STEPS, Stage, rollout_manifest
+from modelrollout.k8s import manifests
+from tests.e2e.conftest import clear_rollouts
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    fetched: list[str]
+
+    def do_GET(self) -> None:
+        self.fetched.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def model_store(demo_models: Path) -> Iterator[tuple[str, list[str]]]:
+    """The demo's models over HTTP on loopback: the base URL, and the paths asked for."""
+    fetched: list[str] = []
+    handler = type("Handler", (_Quiet,), {"fetched": fetched})
+    server = http.server.ThreadingHTTPServer(
+        (process.LOOPBACK, 0), functools.partial(handler, directory=str(demo_models))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://{process.LOOPBACK}:{server.server_address[1]}", fetched
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def stage(kubeconfig: Path, demo_models: Path) -> Iterator[Stage]:
+    try:
+        with Stage(kubeconfig=kubeconfig, models=demo_models) as running:
+            yield running
+    finally:
+        clear_rollouts(kubeconfig)
+
+
+def _pods(kubeconfig: Path, name: str, colour: str) -> list[dict[str, Any]]:
+    found = kubectl.run(
+        "get",
+        "pods",
+        "-l",
+        f"modelrollout.dev/rollout={name},modelrollout.dev/colour={colour}",
+        "-o",
+        "json",
+        kubeconfig=kubeconfig,
+    )
+    items: list[dict[str, Any]] = json.loads(found.stdout)["items"]
+    return items
+
+
+def test_a_green_model_over_http_is_fetched_by_the_init_container_and_served(
+    stage: Stage, model_store: tuple[str, list[str]], demo_models: Path
+) -> None:
+    base, fetched = model_store
+    served = stage.serve("fetched")
+    manifest = rollout_manifest(
+        "fetched",
+        models=demo_models,
+        green_model="digits-int8.onnx",
+        green_version="v2",
+        prometheus_url=stage.prometheus.url,
+        steps=DRILL_STEPS,
+    )
+    sha256 = hashlib.sha256((demo_models / "digits-int8.onnx").read_bytes()).hexdigest()
+    manifest["spec"]["green"]["model"] = {"uri": f"{base}/digits-int8.onnx?sig=abc", "version": "v2", "sha256": sha256}
+    stage.apply(manifest)  # waits until green's Pod is Ready: fetched, checked and loaded
+
+    assert fetched == ["/digits-int8.onnx?sig=abc"]
+    (pod,) = _pods(stage.kubeconfig, "fetched", "green")
+    (init,) = pod["status"]["initContainerStatuses"]
+    assert init["name"] == manifests.FETCH_CONTAINER
+    assert init["state"]["terminated"]["exitCode"] == 0
+    assert pod["spec"]["initContainers"][0]["args"][-2:] == ["--sha256", sha256]
+    model = httpx.get(f"{served.green.url}/v2/models/fetched", timeout=5).json()
+    assert model["versions"] == ["v2"]
+    body = stage.wait_for_phase("fetched", {"Progressing"}, timeout=60)
+    assert body["status"]["weights"]["green"] == DRILL_STEPS[0]["weight"]
+
+
+def test_a_model_that_cannot_be_fetched_is_named_with_the_reason_in_the_status(
+    stage: Stage, model_store: tuple[str, list[str]], demo_models: Path
+) -> None:
+    base, fetched = model_store
+    stage.serve("unfetched")
+    manifest = rollout_manifest(
+        "unfetched",
+        models=demo_models,
+        green_model="digits-int8.onnx",
+        green_version="v2",
+        prometheus_url=stage.prometheus.url,
+        steps=DRILL_STEPS,
+    )
+    manifest["spec"]["green"]["model"] = {"uri": f"{base}/no-such-model.onnx", "version": "v2"}
+    stage.apply(manifest, wait=False)
+
+    def reported() -> bool:
+        return "HTTP 404" in (stage.get("unfetched").get("status") or {}).get("message", "")
+
+    process.wait_until(reported, timeout=90, what="the fetch failure in the status", interval=0.5)
+    status = stage.get("unfetched")["status"]
+    assert status["phase"] == "Pending"
+    assert status["message"].startswith(
+        "waiting for the blue and green model servers to be ready: green: container fetch-model of pod unfetched-green-"
+    )
+    assert f"model not fetched: {base}/no-such-model.onnx: HTTP 404" in status["message"]
+    assert "/no-such-model.onnx" in fetched
+    assert not [c for c in status.get("conditions", []) if c["type"] == "Ready" and c["status"] == "True"]
