@@ -285,7 +285,7 @@ def test_a_spec_broken_mid_rollout_sends_gateway_api_traffic_back_to_blue(stage:
     process.wait_until(lambda: green_weight() == 30, timeout=60, what="the HTTPRoute at 30% green")
     # An API server with an older CRD (no check of the URI scheme) accepts what the operator cannot serve.
     with crd_without_uri_checks(kubeconfig):
-        broken = json.dumps({"spec": {"green": {"model": {"uri": "https://models.example/digits.onnx"}}}})
+        broken = json.dumps({"spec": {"green": {"model": {"uri": "s3://models/digits.onnx"}}}})
         kubectl.run("patch", "mro", name, "--type=merge", "-p", broken, kubeconfig=kubeconfig)
         body = stage.wait_for_phase(name, {"RolledBack"}, timeout=30)
     assert body["status"]["rollbackReason"] == "InvalidSpec"
