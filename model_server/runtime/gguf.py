@@ -20,6 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from model_server.fetch import sha256_of
 from model_server.runtime.base import (
     Completion,
     InputRejected,
@@ -29,7 +30,6 @@ from model_server.runtime.base import (
     TensorSpec,
     TextSink,
 )
-from model_server.runtime.onnx import sha256_of
 from model_server.runtime.prompt_cache import PromptCache
 
 P = ParamSpec("P")

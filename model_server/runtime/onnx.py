@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from model_server.fetch import sha256_of
 from model_server.runtime.base import ModelLoadError, ModelMetadata, Tensors, TensorSpec
 
 # onnxruntime's tensor type names -> OIP v2 datatypes
@@ -26,14 +26,6 @@ ONNX_TO_OIP = {
     "tensor(bool)": "BOOL",
     "tensor(string)": "BYTES",
 }
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _shape(dims: list[int | str | None]) -> tuple[int, ...]:

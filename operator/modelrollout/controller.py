@@ -558,13 +558,17 @@ async def _gather(
             refused = f"applying the owned objects: {_describe(error)}"
             if isinstance(error, resources.StaleStable):
                 _compared_with_record.discard(key)  # the next tick takes the later promotion from the record
+    revisions = {
+        constants.BLUE: serving_revision(stable.model, stable.server),
+        constants.GREEN: steps.green_revision(spec),
+    }
     blue_ready, green_ready = await asyncio.gather(
         lanes.in_thread(
             resources.available,
             ref,
             constants.BLUE,
             version=stable.model.version,
-            revision=serving_revision(stable.model, stable.server),
+            revision=revisions[constants.BLUE],
             owned=owned,
         ),
         lanes.in_thread(
@@ -572,24 +576,20 @@ async def _gather(
             ref,
             constants.GREEN,
             version=spec.green.model.version,
-            revision=steps.green_revision(spec),
+            revision=revisions[constants.GREEN],
             owned=owned,
         ),
     )
     failures = []
-    if not (blue_ready and green_ready):
-        for colour, ready, revision in (
-            (constants.BLUE, blue_ready, serving_revision(stable.model, stable.server)),
-            (constants.GREEN, green_ready, steps.green_revision(spec)),
-        ):
-            why = "" if ready else await lanes.in_thread(resources.failing_to_start, ref, colour, revision, owned)
-            if why:
-                failures.append(f"{colour}: {why}")
+    for colour, ready in ((constants.BLUE, blue_ready), (constants.GREEN, green_ready)):
+        why = "" if ready else await lanes.in_thread(resources.failing_to_start, ref, colour, revisions[colour], owned)
+        if why:
+            failures.append(f"{colour}: {why}")
     analysis = None
     if steps.analysis_due(spec, status, now):
         started = time.monotonic()
         health = await lanes.in_thread(
-            resources.pod_health, ref, constants.GREEN, revision=steps.green_revision(spec), owned=owned
+            resources.pod_health, ref, constants.GREEN, revision=revisions[constants.GREEN], owned=owned
         )
         analysis = await run.analyse(
             await lanes.in_thread(provider_for, spec, ref.namespace),  # it may read a token Secret

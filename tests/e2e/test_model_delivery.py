@@ -72,22 +72,30 @@ def _pods(kubeconfig: Path, name: str, colour: str) -> list[dict[str, Any]]:
     return items
 
 
-def test_a_green_model_over_http_is_fetched_by_the_init_container_and_served(
-    stage: Stage, model_store: tuple[str, list[str]], demo_models: Path
-) -> None:
-    base, fetched = model_store
-    served = stage.serve("fetched")
+def _green_from(stage: Stage, name: str, models: Path, model: dict[str, str]) -> dict[str, Any]:
+    """A drill rollout of the demo's models whose green is ``model`` (spec.green.model)."""
     manifest = rollout_manifest(
-        "fetched",
-        models=demo_models,
+        name,
+        models=models,
         green_model="digits-int8.onnx",
         green_version="v2",
         prometheus_url=stage.prometheus.url,
         steps=DRILL_STEPS,
     )
+    manifest["spec"]["green"]["model"] = model
+    return manifest
+
+
+def test_a_green_model_over_http_is_fetched_by_the_init_container_and_served(
+    stage: Stage, model_store: tuple[str, list[str]], demo_models: Path
+) -> None:
+    base, fetched = model_store
+    served = stage.serve("fetched")
     sha256 = hashlib.sha256((demo_models / "digits-int8.onnx").read_bytes()).hexdigest()
-    manifest["spec"]["green"]["model"] = {"uri": f"{base}/digits-int8.onnx?sig=abc", "version": "v2", "sha256": sha256}
-    stage.apply(manifest)  # waits until green's Pod is Ready: fetched, checked and loaded
+    model = {"uri": f"{base}/digits-int8.onnx?sig=abc", "version": "v2", "sha256": sha256}
+    stage.apply(
+        _green_from(stage, "fetched", demo_models, model)
+    )  # waits until green's Pod is Ready: fetched, checked and loaded
 
     assert fetched == ["/digits-int8.onnx?sig=abc"]
     (pod,) = _pods(stage.kubeconfig, "fetched", "green")
@@ -106,16 +114,8 @@ def test_a_model_that_cannot_be_fetched_is_named_with_the_reason_in_the_status(
 ) -> None:
     base, fetched = model_store
     stage.serve("unfetched")
-    manifest = rollout_manifest(
-        "unfetched",
-        models=demo_models,
-        green_model="digits-int8.onnx",
-        green_version="v2",
-        prometheus_url=stage.prometheus.url,
-        steps=DRILL_STEPS,
-    )
-    manifest["spec"]["green"]["model"] = {"uri": f"{base}/no-such-model.onnx", "version": "v2"}
-    stage.apply(manifest, wait=False)
+    model = {"uri": f"{base}/no-such-model.onnx", "version": "v2"}
+    stage.apply(_green_from(stage, "unfetched", demo_models, model), wait=False)
 
     def reported() -> bool:
         return "HTTP 404" in (stage.get("unfetched").get("status") or {}).get("message", "")

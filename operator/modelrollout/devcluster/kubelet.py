@@ -519,12 +519,7 @@ class Kubelet:
                 return False
             if proc is not None:
                 step.process = None
-                termination = {
-                    "exitCode": _exit_code(proc.returncode),
-                    "reason": "Error" if proc.returncode else "Completed",
-                    "startedAt": step.started_at,
-                    "finishedAt": _now(),
-                }
+                termination = _termination(proc, step.started_at)
                 if proc.returncode == 0:
                     step.completed = termination
                     container.done_init.append(container.init.pop(0))
@@ -532,7 +527,7 @@ class Kubelet:
                 message = step.termination_log.read_text() if step.termination_log.exists() else ""
                 step.last_termination = {**termination, "message": message} if message else termination
                 step.crashes += 1
-                step.restart_at = now + min(self.backoff * 2 ** (step.crashes - 1), self.max_backoff)
+                step.restart_at = self._backoff_until(now, step.crashes)
                 log.info("init container failed", pod=container.pod, container=step.name, message=message)
             if now < step.restart_at:
                 return False
@@ -551,6 +546,10 @@ class Kubelet:
             return False
         return True
 
+    def _backoff_until(self, now: float, crashes: int) -> float:
+        """When a container that died ``crashes`` times in a row is started again."""
+        return now + min(self.backoff * 2.0 ** (crashes - 1), self.max_backoff)
+
     def _check(self, container: Container) -> None:
         """Notice a death, restart after the back-off, probe readiness."""
         now = time.monotonic()
@@ -560,13 +559,8 @@ class Kubelet:
         if proc is not None and proc.poll() is not None:
             ran = now - container.started_monotonic
             container.crashes = 1 if ran >= self.stable_after else container.crashes + 1
-            container.restart_at = now + min(self.backoff * 2 ** (container.crashes - 1), self.max_backoff)
-            container.last_termination = {
-                "exitCode": _exit_code(proc.returncode),
-                "reason": "Error" if proc.returncode else "Completed",
-                "startedAt": container.started_at,
-                "finishedAt": _now(),
-            }
+            container.restart_at = self._backoff_until(now, container.crashes)
+            container.last_termination = _termination(proc, container.started_at)
             container.process = None
             container.ready = False
             log.info("container died", pod=container.pod, exit_code=_exit_code(proc.returncode))
@@ -629,9 +623,7 @@ class Kubelet:
             elif index > 0 or step.last_termination is None:
                 state = {"waiting": {"reason": "PodInitializing"}}
             else:
-                delay = max(0.0, step.restart_at - time.monotonic())
-                message = f"back-off {delay:.0f}s restarting failed container={step.name} pod={container.pod}"
-                state = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
+                state = _crash_loop(step.restart_at, step.name, container.pod)
             statuses.append(_init_status(container, step, state, ready=False))
         return statuses
 
@@ -644,13 +636,7 @@ class Kubelet:
         elif container.last_termination is None:
             state = {"waiting": {"reason": "ContainerCreating"}}
         else:
-            delay = max(0.0, container.restart_at - time.monotonic())
-            state = {
-                "waiting": {
-                    "reason": "CrashLoopBackOff",
-                    "message": f"back-off {delay:.0f}s restarting failed container={CONTAINER} pod={container.pod}",
-                }
-            }
+            state = _crash_loop(container.restart_at, CONTAINER, container.pod)
         status: dict[str, Any] = {
             "name": CONTAINER,
             "image": container.image,
@@ -722,6 +708,23 @@ def _on_volumes(value: str, spec: Mapping[str, Any], volumes: Mapping[str, Path]
             directory.mkdir(parents=True, exist_ok=True)
             return str(directory) + value[len(path) :]
     return value
+
+
+def _termination(proc: subprocess.Popen[bytes], started_at: str) -> dict[str, Any]:
+    """A container's ``terminated`` state, for a process that has exited."""
+    return {
+        "exitCode": _exit_code(proc.returncode),
+        "reason": "Error" if proc.returncode else "Completed",
+        "startedAt": started_at,
+        "finishedAt": _now(),
+    }
+
+
+def _crash_loop(restart_at: float, name: str, pod: str) -> dict[str, Any]:
+    """The ``waiting`` state of a container that died and waits out its back-off."""
+    delay = max(0.0, restart_at - time.monotonic())
+    message = f"back-off {delay:.0f}s restarting failed container={name} pod={pod}"
+    return {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
 
 
 def _stop_init(container: Container) -> None:
