@@ -51,6 +51,39 @@ _unreadable: set[str] = set()
 """Rollouts whose stored status could not be read: the next status written replaces it whole."""
 _failures: dict[str, str] = {}
 """Per rollout: what failed after the last decision (writing weights), counted by the next reconcile."""
+_repeated_rounds: dict[str, tuple[str, str, datetime.datetime]] = {}
+"""Per rollout: the uid and resourceVersion of its stored status when an analysis round gave the stored result
+again, and that round's time (see repeats_stored_round). The round is not written; the time is kept here so
+that the next round is due an interval after it, not at once."""
+
+
+def repeats_stored_round(wanted: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
+    """Whether status ``wanted`` differs from ``stored`` only in the time of its analysis (a pure function): a
+    round that found what the stored round found, with the same decision. Such a round is not written (a
+    rollout held by its analysis costs no write per round; ``status.analysis.time`` says since when this
+    result holds). Losing it costs nothing: without it, the stored result is older, so a step that needs a
+    fresh analysis waits for the next round, which is due at once."""
+    wanted_analysis, stored_analysis = wanted.get("analysis"), stored.get("analysis")
+    if not isinstance(wanted_analysis, Mapping) or not isinstance(stored_analysis, Mapping):
+        return False
+    if wanted_analysis.get("time") == stored_analysis.get("time"):
+        return False
+    return {**wanted, "analysis": {**wanted_analysis, "time": stored_analysis.get("time")}} == dict(stored)
+
+
+def _with_repeated_round(key: str, body: kopf.Body, status: ModelRolloutStatus) -> ModelRolloutStatus:
+    """``status`` with its analysis dated by the last round that repeated it, while the stored status is the one
+    that round saw (any write to the rollout, by anyone, makes the stored time count again)."""
+    remembered = _repeated_rounds.get(key)
+    if remembered is None:
+        return status
+    uid, version, at = remembered
+    if (uid, version) != ((body.get("metadata") or {}).get("uid"), _resource_version(body)):
+        _repeated_rounds.pop(key, None)
+        return status
+    if status.analysis is None or at <= status.analysis.time:
+        return status
+    return status.model_copy(update={"analysis": status.analysis.model_copy(update={"time": at})})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,7 +341,7 @@ async def reconcile(
         ref = _ref(body, router_report, owned)
     now = datetime.datetime.now(datetime.UTC)
     try:
-        status = ModelRolloutStatus.model_validate(dict(body.get("status") or {}))
+        status = _with_repeated_round(key, body, ModelRolloutStatus.model_validate(dict(body.get("status") or {})))
     except ValidationError as error:
         # Edited by hand, or written by another version: read as a lost status, which is recovered from
         # what the cluster runs (see _recovered) rather than left to freeze the rollout.
@@ -737,8 +770,13 @@ async def _apply(
             )
             _wrote(ref, replaced)
             _unreadable.discard(key)
-        elif without_nulls(wanted) != dict(body.get("status") or {}):  # an unchanged status is not written again
-            await lanes.in_thread(_patch_status, ref, {"status": wanted})
+        else:  # an unchanged status is not written again, nor one that only repeats its analysis round
+            stored = dict(body.get("status") or {})
+            analysis = decision.status.analysis
+            if analysis is not None and repeats_stored_round(without_nulls(wanted), stored):
+                _repeated_rounds[key] = (ref.uid, _resource_version(body), analysis.time)
+            elif without_nulls(wanted) != stored:
+                await lanes.in_thread(_patch_status, ref, {"status": wanted})
     except Exception as error:  # noqa: BLE001 - counted by the next reconcile, never a freeze
         _failures[key] = f"writing status: {_describe(error)}"
         if consumed_command:
@@ -779,3 +817,4 @@ def forget(body: kopf.Body) -> None:
     _unreadable.discard(key)
     _written.pop(key, None)
     _held.pop(key, None)
+    _repeated_rounds.pop(key, None)

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kopf
 import pytest
 from kubernetes.client.exceptions import ApiException
@@ -30,6 +31,7 @@ from modelrollout.api import constants
 from modelrollout.api.spec import ModelRolloutSpec, serving_revision
 from modelrollout.api.status import StableStatus
 from modelrollout.devcluster import kubectl, process
+from modelrollout.devcluster.prometheus import PrometheusServer
 from modelrollout.k8s import api, deletion, manifests, resources
 from modelrollout.rollout import steps
 from modelrollout.routing.base import RolloutRef
@@ -764,6 +766,75 @@ def test_a_command_is_acted_on_when_the_watch_shows_it_not_at_the_next_tick(clus
     forget_without_operator(cluster, "woken")
 
 
+def ready_pods(rollout: str, colour: str) -> list[str]:
+    return sorted(pod for pod, ready in resources.live_pods(pods(rollout, colour)).items() if ready)
+
+
+def analysis_rounds(port: int) -> float:
+    """How many analysis rounds the operator has run (its modelrollout_analysis_duration_seconds histogram)."""
+    text = httpx.get(f"http://{process.LOOPBACK}:{port}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith("modelrollout_analysis_duration_seconds_count"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_rollout_held_by_the_same_inconclusive_result_is_not_written_each_round(
+    cluster: Path, tmp_path: Path, prometheus_server: PrometheusServer
+) -> None:
+    name, interval = "held", 3.0
+    port = process.free_port()
+    # a real Prometheus with no samples of this rollout: every round is Inconclusive, with the same messages
+    analysis = {"prometheus": {"url": prometheus_server.url}, "interval": f"{interval:.0f}s", "progressDeadline": "1h"}
+    with running_operator(cluster, MODELROLLOUT_METRICS_PORT=str(port)) as log:
+        rollout = create_rollout(name, spec_body(analysis=analysis), finalizers=())
+        serving(rollout, constants.BLUE, "v1")
+        serving(rollout, constants.GREEN, "v2")
+        process.wait_until(lambda: bool(ready_pods(name, manifests.ROUTER)), timeout=60, what="the router pod ready")
+        router = start_router_replica(cluster, name, ready_pods(name, manifests.ROUTER)[0], tmp_path)
+        try:
+
+            def held() -> bool:
+                status = get_rollout(name).get("status") or {}
+                # the first round after the weights were confirmed, and the decision it led to, are written
+                return "Inconclusive: no data" in (status.get("message") or "")
+
+            try:
+                process.wait_until(held, timeout=90, what="the rollout held by an Inconclusive analysis")
+            except TimeoutError as error:
+                raise TimeoutError(f"{error}; operator log: {log.read_text()[-3000:]}") from None
+            stored = get_rollout(name)
+            rounds, began = analysis_rounds(port), time.monotonic()
+            process.wait_until(
+                lambda: analysis_rounds(port) >= rounds + 4, timeout=60, what="four more analysis rounds"
+            )
+            elapsed, ran = time.monotonic() - began, analysis_rounds(port) - rounds
+            now = get_rollout(name)
+            assert now["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"], (
+                f"a round was written: {json.dumps(stored['status'])} then {json.dumps(now['status'])}"
+            )
+            assert now["status"]["analysis"] == stored["status"]["analysis"]
+            # each round is due an interval after the last one, remembered though not written (not every tick)
+            assert ran <= elapsed / interval + 2, f"{ran} rounds in {elapsed:.1f}s at an interval of {interval}s"
+            # a round that finds something else is written: a pause command changes the status at once
+            command = {constants.ANNOTATION_COMMAND: "pause", constants.ANNOTATION_COMMAND_ID: "pause-held"}
+            api.patch_custom(
+                constants.GROUP,
+                constants.VERSION,
+                constants.PLURAL,
+                NAMESPACE,
+                name,
+                {"metadata": {"annotations": command}},
+            )
+            process.wait_until(
+                lambda: (get_rollout(name).get("status") or {}).get("phase") == "Paused", timeout=30, what="paused"
+            )
+        finally:
+            process.stop(router.pid)
+            router.poll()
+    forget_without_operator(cluster, name)
+
+
 def forget_without_operator(kubeconfig: Path, name: str) -> None:
     """No operator left to finalize it: gone without its finalizer, not left to the next module's operator."""
     patch = '{"metadata":{"finalizers":null}}'
@@ -826,11 +897,10 @@ def test_weights_count_as_applied_once_every_ready_router_replica_reports_them(c
         serving(rollout, constants.BLUE, "v1")
         serving(rollout, constants.GREEN, "v2")
 
-        def ready_routers() -> list[str]:
-            return sorted(pod for pod, ready in resources.live_pods(pods(name, manifests.ROUTER)).items() if ready)
-
-        process.wait_until(lambda: len(ready_routers()) == 2, timeout=60, what="two router pods ready")
-        first, second = ready_routers()
+        process.wait_until(
+            lambda: len(ready_pods(name, manifests.ROUTER)) == 2, timeout=60, what="two router pods ready"
+        )
+        first, second = ready_pods(name, manifests.ROUTER)
         started = [start_router_replica(cluster, name, first, tmp_path)]
         try:
             # one replica serves the weights and says so; the other, Ready and sent traffic, has not: unconfirmed

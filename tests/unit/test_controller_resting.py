@@ -169,3 +169,49 @@ def test_with_the_watches_all_is_applied_again_after_the_long_period_or_a_relist
     last = controller.Ensured(fingerprint, 100.0, APPLIED)
     assert not controller.ensure_due(last, fingerprint, APPLIED, now=110.0, relisted_at=90.0)
     assert controller.ensure_due(last, fingerprint, APPLIED, now=110.0, relisted_at=105.0)
+
+
+# --- a round that repeats the stored analysis ------------------------------------------------------------------
+
+STORED = {
+    "phase": "Progressing",
+    "message": "step 0: latency Inconclusive: no samples",
+    "analysis": {"time": "2026-11-24T10:00:00Z", "verdict": "Inconclusive", "stepIndex": 0, "checks": []},
+}
+
+
+def test_a_round_that_only_repeats_the_stored_result_is_not_a_change() -> None:
+    again = {**STORED, "analysis": {**STORED["analysis"], "time": "2026-11-24T10:00:05Z"}}  # type: ignore[dict-item]
+    assert controller.repeats_stored_round(again, STORED)
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"message": "step 0: latency Inconclusive: 3 samples"},
+        {"analysis": {"time": "2026-11-24T10:00:05Z", "verdict": "Passed", "stepIndex": 0, "checks": []}},
+        {"analysis": {"time": "2026-11-24T10:00:05Z", "verdict": "Inconclusive", "stepIndex": 1, "checks": []}},
+        {"phase": "Paused", "analysis": {**STORED["analysis"], "time": "2026-11-24T10:00:05Z"}},  # type: ignore[dict-item]
+        {"analysis": STORED["analysis"]},  # the same round: unchanged, not a repeat
+        {"analysis": None},
+    ],
+)
+def test_a_round_that_changes_anything_else_is_written(changed: dict[str, object]) -> None:
+    wanted = {key: value for key, value in {**STORED, **changed}.items() if value is not None}
+    assert not controller.repeats_stored_round(wanted, STORED)
+    assert not controller.repeats_stored_round(STORED, {key: v for key, v in STORED.items() if key != "analysis"})
+
+
+def test_a_repeated_round_dates_the_analysis_only_while_the_stored_status_is_the_one_it_saw() -> None:
+    stored = ModelRolloutStatus.model_validate(STORED)
+    assert stored.analysis is not None
+    later = stored.analysis.time + datetime.timedelta(seconds=5)
+    body = {"metadata": {"uid": "u1", "resourceVersion": "7"}, "status": STORED}
+    controller._repeated_rounds["default/r"] = ("u1", "7", later)
+    seen = controller._with_repeated_round("default/r", body, stored)  # type: ignore[arg-type]
+    assert seen.analysis is not None and seen.analysis.time == later
+    assert stored.analysis.time < later  # the status read is not changed in place
+    written = {"metadata": {"uid": "u1", "resourceVersion": "8"}, "status": STORED}  # any write: forgotten
+    seen = controller._with_repeated_round("default/r", written, stored)  # type: ignore[arg-type]
+    assert seen.analysis is not None and seen.analysis.time == stored.analysis.time
+    assert "default/r" not in controller._repeated_rounds
