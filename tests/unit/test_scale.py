@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
+import time
 from collections.abc import Sequence
 from types import SimpleNamespace
 
 import pytest
+import urllib3
+from kubernetes import client
 
 from modelrollout import metrics
 from modelrollout.analysis import provider as provider_module
 from modelrollout.analysis.provider import ProviderError, QueryResult, Sample, Samples, SharedQueries
 from modelrollout.analysis.run import _ours
 from modelrollout.api.status import Phase
-from modelrollout.k8s.api import TokenBucket, limit
+from modelrollout.k8s.api import TokenBucket, bounded, limit
 
 
 def linear_pick(samples: Sequence[Sample], *, namespace: str, rollout: str) -> list[Sample]:
@@ -145,6 +149,26 @@ def test_every_request_of_the_operators_client_takes_a_token() -> None:
     api_client.rest_client.request("PATCH", "/apis/modelrollout.dev/v1alpha1/x")
     assert sent == ["/api/v1/pods", "/apis/modelrollout.dev/v1alpha1/x"]
     assert taken == [0, 1]  # each token taken before its request went out
+
+
+def test_a_request_to_an_api_server_that_never_answers_gives_up_at_the_timeout() -> None:
+    """A real client against a loopback socket that accepts and then says nothing (a connection lost without a
+    reset): the request fails after the timeout instead of holding its thread for good; one that names its own
+    timeout keeps it."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        configuration = client.Configuration(host=f"http://127.0.0.1:{silent.getsockname()[1]}")
+        configuration.retries = False
+        api_client = bounded(client.ApiClient(configuration), 0.3)
+        started = time.monotonic()
+        with pytest.raises(urllib3.exceptions.HTTPError):
+            client.CoreV1Api(api_client).list_namespace()
+        assert time.monotonic() - started < 10
+        started = time.monotonic()
+        with pytest.raises(urllib3.exceptions.HTTPError):
+            client.CoreV1Api(api_client).list_namespace(_request_timeout=1.2)
+        assert time.monotonic() - started >= 1.0  # its own timeout, not the default
 
 
 async def test_a_cancelled_first_asker_leaves_no_waiter_hanging() -> None:

@@ -38,6 +38,13 @@ API_BURST = int(os.environ.get("MODELROLLOUT_API_BURST", "400"))
 in bursts of at most API_BURST; a request over the limit waits for its turn (client-go's QPS and burst)."""
 
 
+REQUEST_TIMEOUT_SECONDS = float(os.environ.get("MODELROLLOUT_API_TIMEOUT_SECONDS", "30"))
+"""How long one of the operator's own requests may take to connect and then to answer (kopf's watches are
+not bounded by it): a request lost on the way (a connection dropped without a reset, an API server that
+stopped answering) fails after this and is counted by the next reconcile, instead of holding a worker
+thread, and the rollout's loop waiting on it, for good."""
+
+
 class TokenBucket:
     """``rate`` tokens a second, at most ``burst`` saved up; ``acquire`` takes one, waiting until there is one
     (thread-safe). Returns the seconds it waited."""
@@ -84,6 +91,19 @@ def limit(api_client: Any, bucket: TokenBucket) -> Any:
     return api_client
 
 
+def bounded(api_client: Any, seconds: float) -> Any:
+    """Every request ``api_client`` sends that names no timeout of its own gives up after ``seconds``."""
+    send = api_client.rest_client.request
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("_request_timeout") is None:
+            kwargs["_request_timeout"] = seconds
+        return send(*args, **kwargs)
+
+    api_client.rest_client.request = timed
+    return api_client
+
+
 def configure(kubeconfig: str | None = None) -> None:
     global _api_client
     if kubeconfig:
@@ -94,7 +114,7 @@ def configure(kubeconfig: str | None = None) -> None:
         except config.ConfigException:
             config.load_kube_config()
         _api_client = client.ApiClient()
-    limit(_api_client, TokenBucket(API_QPS, API_BURST))
+    limit(bounded(_api_client, REQUEST_TIMEOUT_SECONDS), TokenBucket(API_QPS, API_BURST))
 
 
 def _client() -> Any:
