@@ -51,18 +51,18 @@ _unreadable: set[str] = set()
 """Rollouts whose stored status could not be read: the next status written replaces it whole."""
 _failures: dict[str, str] = {}
 """Per rollout: what failed after the last decision (writing weights), counted by the next reconcile."""
-_repeated_rounds: dict[str, tuple[str, str, datetime.datetime]] = {}
-"""Per rollout: the uid and resourceVersion of its stored status when an analysis round gave the stored result
-again, and that round's time (see repeats_stored_round). The round is not written; the time is kept here so
-that the next round is due an interval after it, not at once."""
+_repeated_rounds: dict[str, tuple[str, str, str, datetime.datetime]] = {}
+"""Per rollout: the uid, resourceVersion and stored analysis time (as written) of the status an analysis round
+found again, and that round's time (see repeats_stored_round). The round is not written; its time is kept here
+so that the next round is due an interval after it, not at once."""
 
 
 def repeats_stored_round(wanted: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
     """Whether status ``wanted`` differs from ``stored`` only in the time of its analysis (a pure function): a
     round that found what the stored round found, with the same decision. Such a round is not written (a
-    rollout held by its analysis costs no write per round; ``status.analysis.time`` says since when this
-    result holds). Losing it costs nothing: without it, the stored result is older, so a step that needs a
-    fresh analysis waits for the next round, which is due at once."""
+    rollout held by its analysis costs no write per round; ``status.analysis.time`` is then that of an earlier
+    round that found the same). Losing it costs nothing: without it, the stored result is older, so a step that
+    needs a fresh analysis waits for the next round, which is due at once."""
     wanted_analysis, stored_analysis = wanted.get("analysis"), stored.get("analysis")
     if not isinstance(wanted_analysis, Mapping) or not isinstance(stored_analysis, Mapping):
         return False
@@ -71,14 +71,17 @@ def repeats_stored_round(wanted: Mapping[str, Any], stored: Mapping[str, Any]) -
     return {**wanted, "analysis": {**wanted_analysis, "time": stored_analysis.get("time")}} == dict(stored)
 
 
-def _with_repeated_round(key: str, body: kopf.Body, status: ModelRolloutStatus) -> ModelRolloutStatus:
-    """``status`` with its analysis dated by the last round that repeated it, while the stored status is the one
-    that round saw (any write to the rollout, by anyone, makes the stored time count again)."""
+def _with_repeated_round(key: str, body: Mapping[str, Any], status: ModelRolloutStatus) -> ModelRolloutStatus:
+    """``status`` with its analysis dated by the last round that found it again, while the stored status is the
+    one that round saw (the same uid, resourceVersion and analysis time: any write to the rollout, by anyone,
+    makes the stored time count again)."""
     remembered = _repeated_rounds.get(key)
     if remembered is None:
         return status
-    uid, version, at = remembered
-    if (uid, version) != ((body.get("metadata") or {}).get("uid"), _resource_version(body)):
+    uid, version, stored_time, at = remembered
+    stored = dict(body.get("status") or {}).get("analysis") or {}
+    seen = ((body.get("metadata") or {}).get("uid"), _resource_version(body), stored.get("time"))
+    if seen != (uid, version, stored_time):
         _repeated_rounds.pop(key, None)
         return status
     if status.analysis is None or at <= status.analysis.time:
@@ -774,7 +777,8 @@ async def _apply(
             stored = dict(body.get("status") or {})
             analysis = decision.status.analysis
             if analysis is not None and repeats_stored_round(without_nulls(wanted), stored):
-                _repeated_rounds[key] = (ref.uid, _resource_version(body), analysis.time)
+                stored_time = str(stored["analysis"]["time"])
+                _repeated_rounds[key] = (ref.uid, _resource_version(body), stored_time, analysis.time)
             elif without_nulls(wanted) != stored:
                 await lanes.in_thread(_patch_status, ref, {"status": wanted})
     except Exception as error:  # noqa: BLE001 - counted by the next reconcile, never a freeze

@@ -816,7 +816,7 @@ def test_a_rollout_held_by_the_same_inconclusive_result_is_not_written_each_roun
             assert now["status"]["analysis"] == stored["status"]["analysis"]
             # each round is due an interval after the last one, remembered though not written (not every tick)
             assert ran <= elapsed / interval + 2, f"{ran} rounds in {elapsed:.1f}s at an interval of {interval}s"
-            # a round that finds something else is written: a pause command changes the status at once
+            # a change is still written at once (a round that finds something else: tests/unit/test_controller_resting)
             command = {constants.ANNOTATION_COMMAND: "pause", constants.ANNOTATION_COMMAND_ID: "pause-held"}
             api.patch_custom(
                 constants.GROUP,

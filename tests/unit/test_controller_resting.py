@@ -3,16 +3,20 @@ are due to be re-applied (or should now look different, as green scaled down aft
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import time
+from typing import Any
 
 import pytest
 
 from modelrollout import controller
 from modelrollout.api.spec import ModelRolloutSpec
-from modelrollout.api.status import ModelRolloutStatus, Phase, StableStatus
+from modelrollout.api.status import AnalysisStatus, ModelRolloutStatus, Phase, StableStatus, without_nulls
+from modelrollout.rollout import machine, steps
 from modelrollout.rollout.commands import Command, CommandName
+from modelrollout.routing.base import RolloutRef
 
 SPEC = ModelRolloutSpec.model_validate(
     {
@@ -199,19 +203,85 @@ def test_a_round_that_only_repeats_the_stored_result_is_not_a_change() -> None:
 def test_a_round_that_changes_anything_else_is_written(changed: dict[str, object]) -> None:
     wanted = {key: value for key, value in {**STORED, **changed}.items() if value is not None}
     assert not controller.repeats_stored_round(wanted, STORED)
+
+
+def test_a_first_analysis_is_not_a_repeat() -> None:
     assert not controller.repeats_stored_round(STORED, {key: v for key, v in STORED.items() if key != "analysis"})
 
 
-def test_a_repeated_round_dates_the_analysis_only_while_the_stored_status_is_the_one_it_saw() -> None:
-    stored = ModelRolloutStatus.model_validate(STORED)
-    assert stored.analysis is not None
-    later = stored.analysis.time + datetime.timedelta(seconds=5)
-    body = {"metadata": {"uid": "u1", "resourceVersion": "7"}, "status": STORED}
-    controller._repeated_rounds["default/r"] = ("u1", "7", later)
-    seen = controller._with_repeated_round("default/r", body, stored)  # type: ignore[arg-type]
-    assert seen.analysis is not None and seen.analysis.time == later
-    assert stored.analysis.time < later  # the status read is not changed in place
-    written = {"metadata": {"uid": "u1", "resourceVersion": "8"}, "status": STORED}  # any write: forgotten
-    seen = controller._with_repeated_round("default/r", written, stored)  # type: ignore[arg-type]
-    assert seen.analysis is not None and seen.analysis.time == stored.analysis.time
+T0 = datetime.datetime(2026, 11, 24, 10, 0, tzinfo=datetime.UTC)
+FIVE = datetime.timedelta(seconds=5)
+
+
+def held(at: datetime.datetime, message: str = "step 0: latency Inconclusive: no data") -> ModelRolloutStatus:
+    """A rollout held at step 0 by an Inconclusive analysis taken at ``at``."""
+    return ModelRolloutStatus(
+        phase=Phase.PROGRESSING,
+        green_revision=steps.green_revision(SPEC),
+        message=message,
+        observed_generation=3,
+        analysis=AnalysisStatus(time=at, verdict="Inconclusive", step_index=0),
+    )
+
+
+def stored_body(version: str, status: ModelRolloutStatus, uid: str = "u1") -> dict[str, Any]:
+    metadata = {"namespace": "default", "name": "r", "uid": uid, "resourceVersion": version, "generation": 3}
+    return {"metadata": metadata, "status": without_nulls(status.to_api())}
+
+
+def apply(body: dict[str, Any], status: ModelRolloutStatus, patched: list[dict[str, Any]]) -> None:
+    ref = RolloutRef(namespace="default", name="r", uid=body["metadata"]["uid"], body=body)
+    decision = machine.Decision(machine.Action.HOLD, status, "AnalysisInconclusive", status.message)
+    assert asyncio.run(controller._apply(body, ref, decision, time.monotonic()))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def patched(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The status patches _apply sends (the API server's side is tested in tests/e2e/test_owned_objects.py)."""
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(controller, "_patch_status", lambda ref, patch: sent.append(patch))
+    monkeypatch.setattr(controller, "_repeated_rounds", {})
+    return sent
+
+
+def test_a_repeated_round_is_remembered_not_written_and_schedules_the_next_one(patched: list[dict[str, Any]]) -> None:
+    body = stored_body("7", held(T0))
+    apply(body, held(T0 + FIVE), patched)
+    assert patched == []
+    stored_time = body["status"]["analysis"]["time"]
+    assert controller._repeated_rounds["default/r"] == ("u1", "7", stored_time, T0 + FIVE)
+    read = ModelRolloutStatus.model_validate(body["status"])
+    seen = controller._with_repeated_round("default/r", body, read)
+    now = T0 + datetime.timedelta(seconds=6)
+    assert seen.analysis is not None and seen.analysis.time == T0 + FIVE
+    assert not steps.analysis_due(SPEC, seen, now)  # the next round is an interval after the one not written
+    assert steps.analysis_due(SPEC, read, now)  # (without the memory it would be due at once)
+    assert read.analysis is not None and read.analysis.time == T0  # the status read is not changed in place
+    # a round that finds something else is written, with its own time
+    apply(body, held(T0 + datetime.timedelta(seconds=10), "step 0: latency Inconclusive: 3 samples"), patched)
+    assert len(patched) == 1 and patched[0]["status"]["message"].endswith("3 samples")
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        stored_body("8", held(T0)),  # written since (by anyone)
+        stored_body("7", held(T0), uid="u2"),  # another rollout of the same name
+        stored_body("7", held(T0 - datetime.timedelta(seconds=1))),  # another stored result, same version
+    ],
+)
+def test_a_remembered_round_counts_only_for_the_status_it_saw(other: dict[str, Any], patched: list[Any]) -> None:
+    stored_time = stored_body("7", held(T0))["status"]["analysis"]["time"]
+    controller._repeated_rounds["default/r"] = ("u1", "7", stored_time, T0 + FIVE)
+    read = ModelRolloutStatus.model_validate(other["status"])
+    seen = controller._with_repeated_round("default/r", other, read)
+    assert seen.analysis == read.analysis
     assert "default/r" not in controller._repeated_rounds
+
+
+def test_a_remembered_round_never_dates_the_analysis_back(patched: list[Any]) -> None:
+    body = stored_body("7", held(T0))
+    controller._repeated_rounds["default/r"] = ("u1", "7", body["status"]["analysis"]["time"], T0 - FIVE)
+    read = ModelRolloutStatus.model_validate(body["status"])
+    seen = controller._with_repeated_round("default/r", body, read)
+    assert seen.analysis is not None and seen.analysis.time == T0

@@ -168,7 +168,9 @@ class ModelRolloutStatus(StatusModel):
     observed_generation: int = 0
     """The metadata.generation of the spec this status was written for."""
     analysis: AnalysisStatus | None = None
-    """The latest analysis: when, its verdict, and each check's value, limit and evidence."""
+    """The latest analysis result: its verdict, and each check's value, limit and evidence, with the time of a
+    round that found it (a round that finds exactly the stored result is not written again; the operator's
+    modelrollout_analysis_duration_seconds_count counts every round)."""
     consecutive_errors: int = 0
     """Consecutive reconciles or analyses that failed for lack of an answer (metrics provider, API server,
     router): at spec.analysis.consecutiveErrorLimit (reconciles: failing for at least that many analysis
