@@ -146,6 +146,15 @@ def deployed(body: kopf.Body) -> owned.Versions | None:
 
 
 WAKEUPS = wakeups.Wakeups()
+RECONCILING: dict[wakeups.Key, asyncio.Lock] = {}
+"""Per rollout: held by its reconcile while it runs, and by its finalizer. kopf sets a deleted rollout's loop to
+stop and calls the finalizer at once, without waiting for a reconcile in flight: one that moves the weights
+after the finalizer asked the router for 100% blue could leave the kept router sending users to the candidate
+being deleted. The finalizer waits for it (bounded by the API request timeout), then the loop stops."""
+
+
+def reconciling(key: wakeups.Key) -> asyncio.Lock:
+    return RECONCILING.setdefault(key, asyncio.Lock())
 
 
 def _key(body: kopf.Body) -> wakeups.Key:
@@ -185,9 +194,10 @@ async def steer(body: kopf.Body, stopped: kopf.DaemonStopped, **kwargs: Any) -> 
 
 
 async def tick(body: kopf.Body, **kwargs: Any) -> None:
-    if not may_act():
-        return
-    await controller.reconcile(body, report_for(kwargs, body), owned_view(kwargs, body), deployed=deployed(body))
+    async with reconciling(_key(body)):
+        if not may_act() or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return  # a rollout being deleted is its finalizer's alone
+        await controller.reconcile(body, report_for(kwargs, body), owned_view(kwargs, body), deployed=deployed(body))
 
 
 @kopf.on.event(constants.GROUP, constants.VERSION, constants.PLURAL)
@@ -260,14 +270,16 @@ async def deleted(body: kopf.Body, **kwargs: Any) -> None:
 
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     view = owned_view(kwargs, body)
-    with lanes.urgent(True):  # a deletion moves traffic: never queued behind routine reconciles
-        await lanes.in_thread(
-            deletion.finalize,
-            body,
-            post=post,
-            router_report=report_for(kwargs, body),
-            routers=lambda: resources.live_pods(view.pods(namespace, name, manifests.ROUTER)),
-        )
+    async with reconciling(_key(body)):  # after a reconcile in flight has written what it decided
+        with lanes.urgent(True):  # a deletion moves traffic: never queued behind routine reconciles
+            await lanes.in_thread(
+                deletion.finalize,
+                body,
+                post=post,
+                router_report=report_for(kwargs, body),
+                routers=lambda: resources.live_pods(view.pods(namespace, name, manifests.ROUTER)),
+            )
+    RECONCILING.pop(_key(body), None)
     controller.forget(body)
     RESYNC.forget(body["metadata"]["namespace"], body["metadata"]["name"])
     owned.SEEN.forget(body["metadata"]["namespace"], body["metadata"]["name"])

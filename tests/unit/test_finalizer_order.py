@@ -1,0 +1,66 @@
+"""The finalizer never runs beside a reconcile of the same rollout: kopf calls it as soon as the deletion shows,
+while the rollout's loop may still be in a reconcile that will write weights; it waits for that reconcile."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kopf
+import pytest
+
+from modelrollout import controller, handlers
+from modelrollout.k8s import deletion
+
+
+def body(deleting: bool = False) -> kopf.Body:
+    metadata: dict[str, Any] = {"namespace": "ml", "name": "r", "uid": "u1"}
+    if deleting:
+        metadata["deletionTimestamp"] = "2026-11-24T10:00:00Z"
+    return kopf.Body({"metadata": metadata, "spec": {}})  # type: ignore[typeddict-item]
+
+
+@pytest.fixture
+def events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    happened: list[str] = []
+    monkeypatch.setattr(handlers, "report_for", lambda kwargs, body: None)
+    monkeypatch.setattr(handlers, "owned_view", lambda kwargs, body: None)
+    monkeypatch.setattr(handlers, "deployed", lambda body: None)
+    monkeypatch.setattr(handlers, "may_act", lambda: True)
+    monkeypatch.setattr(controller, "forget", lambda body: happened.append("forgotten"))
+    monkeypatch.setattr(deletion, "finalize", lambda body, **_: happened.append("finalized"))
+    return happened
+
+
+async def test_the_finalizer_waits_for_the_reconcile_in_flight(
+    monkeypatch: pytest.MonkeyPatch, events: list[str]
+) -> None:
+    release = asyncio.Event()
+
+    async def reconcile(*_: Any, **__: Any) -> None:
+        events.append("reconcile begun")
+        await release.wait()  # a reconcile still writing what it decided
+        events.append("reconcile wrote")
+
+    monkeypatch.setattr(controller, "reconcile", reconcile)
+    in_flight = asyncio.ensure_future(handlers.tick(body()))
+    while "reconcile begun" not in events:
+        await asyncio.sleep(0)
+    finalizer = asyncio.ensure_future(handlers.deleted(body(deleting=True)))
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert events == ["reconcile begun"]  # the finalizer has not moved traffic yet
+    release.set()
+    await asyncio.wait_for(asyncio.gather(in_flight, finalizer), timeout=10)
+    assert events == ["reconcile begun", "reconcile wrote", "finalized", "forgotten"]
+    assert ("ml", "r") not in handlers.RECONCILING
+
+
+async def test_no_reconcile_runs_once_the_deletion_shows(monkeypatch: pytest.MonkeyPatch, events: list[str]) -> None:
+    async def reconcile(*_: Any, **__: Any) -> None:
+        events.append("reconciled")
+
+    monkeypatch.setattr(controller, "reconcile", reconcile)
+    await handlers.tick(body())
+    await handlers.tick(body(deleting=True))
+    assert events == ["reconciled"]
