@@ -4,6 +4,9 @@ commands a user types."""
 from __future__ import annotations
 
 import datetime
+import itertools
+
+import pytest
 
 from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.api.status import AnalysisStatus, ModelRolloutStatus, Phase
@@ -37,6 +40,26 @@ def test_an_analysis_is_due_at_once_then_every_interval() -> None:
     assert not steps.analysis_due(SPEC, status(analysed_at=0), at(4.9))
     assert steps.analysis_due(SPEC, status(analysed_at=0), at(5))
     assert steps.analysis_due(SPEC, status(Phase.PAUSED, analysed_at=0), at(5))
+
+
+def test_rounds_fall_on_the_interval_grid_whenever_a_rollout_started() -> None:
+    # T0 is a multiple of 5 s since the epoch: rounds taken at 0.3 s and 3.8 s past it are next due at 5 s and
+    # 10 s (at least half an interval later), then every 5 s, on the same second as every other rollout's
+    assert steps.next_round(at(0.3), 5) == at(5)
+    assert steps.next_round(at(2.4), 5) == at(5)
+    assert steps.next_round(at(3.8), 5) == at(10)
+    assert steps.next_round(at(5.9), 5) == at(10)
+    assert not steps.analysis_due(SPEC, status(analysed_at=3.8), at(8.9))
+    assert steps.analysis_due(SPEC, status(analysed_at=3.8), at(10))
+    rounds, last = [], 1.7
+    for tick in range(2, 40):  # a rollout ticking every second from 1.7 s
+        if steps.analysis_due(SPEC, status(analysed_at=last), at(tick + 0.7)):
+            last = tick + 0.7
+            rounds.append(last)
+    assert len(rounds) >= 6 and [b - a for a, b in itertools.pairwise(rounds)] == pytest.approx(
+        [5.0] * (len(rounds) - 1)
+    )
+    assert all(round(r - 0.7) % 5 == 0 for r in rounds)  # in the tick after each multiple of 5 s
 
 
 def test_a_new_step_is_analysed_at_once() -> None:

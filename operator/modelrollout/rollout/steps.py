@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 
 from modelrollout.api.spec import ModelRolloutSpec, Step, serving_revision
 from modelrollout.api.status import ModelRolloutStatus, Phase
@@ -30,14 +31,25 @@ def step_index(steps: list[Step], index: int) -> int:
 
 
 def analysis_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime.datetime) -> bool:
-    """Whether the analysis should run now: in an analysed phase, an interval after the last one or
-    at once after the step changed."""
+    """Whether the analysis should run now: in an analysed phase, at once after the step changed, and
+    otherwise at ``next_round`` after the last one."""
     if status.phase not in ANALYSED_PHASES or status.green_revision != green_revision(spec):
         return False
     last = status.analysis
     if last is None or last.step_index != status.step_index:
         return True
-    return (now - last.time).total_seconds() >= spec.analysis.interval
+    return now >= next_round(last.time, spec.analysis.interval)
+
+
+def next_round(last: datetime.datetime, interval: float) -> datetime.datetime:
+    """When the analysis round after one taken at ``last`` is due (a pure function): at the first multiple of
+    ``interval`` seconds since the Unix epoch that is at least half an interval after ``last``; one interval
+    after it in the steady state. Rollouts with the same interval so take their rounds in the same second,
+    whenever each started, and share each query's answer (analysis.provider.SharedQueries): the queries per
+    round do not grow with the number of rollouts. A round off that grid (a new step is analysed at once)
+    is followed by one on it, half an interval to an interval and a half later."""
+    earliest = last.timestamp() + interval / 2
+    return datetime.datetime.fromtimestamp(math.ceil(earliest / interval) * interval, datetime.UTC)
 
 
 def seconds_since(moment: datetime.datetime | None, now: datetime.datetime) -> float:
