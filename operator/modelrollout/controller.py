@@ -774,12 +774,12 @@ async def _apply(
             _wrote(ref, replaced)
             _unreadable.discard(key)
         else:  # an unchanged status is not written again, nor one that only repeats its analysis round
-            stored = dict(body.get("status") or {})
+            stored, desired = dict(body.get("status") or {}), without_nulls(wanted)
             analysis = decision.status.analysis
-            if analysis is not None and repeats_stored_round(without_nulls(wanted), stored):
+            if analysis is not None and repeats_stored_round(desired, stored):
                 stored_time = str(stored["analysis"]["time"])
                 _repeated_rounds[key] = (ref.uid, _resource_version(body), stored_time, analysis.time)
-            elif without_nulls(wanted) != stored:
+            elif desired != stored:
                 await lanes.in_thread(_patch_status, ref, {"status": wanted})
     except Exception as error:  # noqa: BLE001 - counted by the next reconcile, never a freeze
         _failures[key] = f"writing status: {_describe(error)}"
