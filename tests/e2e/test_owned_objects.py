@@ -805,9 +805,16 @@ def test_a_rollout_held_by_the_same_inconclusive_result_is_not_written_each_roun
                 raise TimeoutError(f"{error}; operator log: {log.read_text()[-3000:]}") from None
             stored = get_rollout(name)
             rounds, began = analysis_rounds(port), time.monotonic()
-            process.wait_until(
-                lambda: analysis_rounds(port) >= rounds + 4, timeout=60, what="four more analysis rounds"
-            )
+            try:
+                process.wait_until(
+                    lambda: analysis_rounds(port) >= rounds + 4, timeout=60, what="four more analysis rounds"
+                )
+            except TimeoutError as error:
+                status = json.dumps(get_rollout(name).get("status"))
+                ran = analysis_rounds(port) - rounds
+                raise TimeoutError(
+                    f"{error} ({ran} ran); status {status}; operator log: {log.read_text()[-6000:]}"
+                ) from None
             elapsed, ran = time.monotonic() - began, analysis_rounds(port) - rounds
             now = get_rollout(name)
             assert now["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"], (
