@@ -811,9 +811,12 @@ def test_a_rollout_held_by_the_same_inconclusive_result_is_not_written_each_roun
                 )
             except TimeoutError as error:
                 status = json.dumps(get_rollout(name).get("status"))
-                ran = analysis_rounds(port) - rounds
+                try:
+                    counted = f"{analysis_rounds(port) - rounds:.0f} ran"
+                except httpx.HTTPError as unreachable:  # the operator exited?
+                    counted = f"its metrics unreachable: {unreachable!r}"
                 raise TimeoutError(
-                    f"{error} ({ran} ran); status {status}; operator log: {log.read_text()[-6000:]}"
+                    f"{error} ({counted}); status {status}; operator log: {log.read_text()[-6000:]}"
                 ) from None
             elapsed, ran = time.monotonic() - began, analysis_rounds(port) - rounds
             now = get_rollout(name)
