@@ -83,7 +83,7 @@ def shown(uri: str) -> str:
         return "(an unparsable URI)"
     if port:
         host = f"{host}:{port}"
-    return "".join(c if c.isprintable() else "?" for c in urlunsplit((parts.scheme, host, parts.path, "", "")))
+    return _one_line(urlunsplit((parts.scheme, host, parts.path, "", "")), fill="?")
 
 
 def sha256_of(path: Path) -> str:
@@ -127,6 +127,21 @@ def fetch(
 def _download(uri: str, dest: Path, *, sha256: str | None, policy: FetchPolicy, deadline: float) -> None:
     partial = dest.with_name(dest.name + ".part")
     name = shown(uri)
+    begun = time.monotonic()
+    try:
+        actual, received = _receive(uri, name, partial, policy=policy, deadline=deadline)
+        if sha256 and actual != sha256:
+            raise FetchError(f"{name} has sha256 {actual}, expected {sha256}")
+        os.replace(partial, dest)
+    finally:
+        partial.unlink(missing_ok=True)  # what a failed attempt left (nothing once renamed into place)
+    seconds = time.monotonic() - begun
+    log.info("model fetched", uri=name, path=str(dest), bytes=received, seconds=round(seconds, 2), sha256=actual)
+
+
+def _receive(uri: str, name: str, partial: Path, *, policy: FetchPolicy, deadline: float) -> tuple[str, int]:
+    """Streams the body of ``uri`` to ``partial``; returns its SHA-256 and size. Every failure is a FetchError
+    (_Retryable where another attempt may not meet it), said in one line: never a traceback."""
     begun = last_report = time.monotonic()
     try:
         with (
@@ -158,26 +173,13 @@ def _download(uri: str, dest: Path, *, sha256: str | None, policy: FetchPolicy, 
             if total is not None and received != total:
                 raise _Retryable(f"{name}: the connection ended after {received} of {total} bytes")
     except httpx.UnsupportedProtocol as error:  # a redirect to file:// or the like: no other attempt helps
-        partial.unlink(missing_ok=True)
         raise FetchError(f"{name}: {_one_line(str(error))}") from None
     except httpx.TransportError as error:
-        partial.unlink(missing_ok=True)
         raise _Retryable(f"{name}: {type(error).__name__}: {_one_line(str(error)) or 'no answer'}") from None
-    except FetchError:
-        partial.unlink(missing_ok=True)
-        raise
     except (httpx.HTTPError, httpx.InvalidURL, ValueError, OSError) as error:
-        # too many redirects, a body that cannot be decoded, an address httpx refuses, a full disk: final,
-        # and said in one line like every other failure (never a traceback, never half a file left)
-        partial.unlink(missing_ok=True)
+        # too many redirects, a body that cannot be decoded, an address httpx refuses, a full disk: final
         raise FetchError(f"{name}: {type(error).__name__}: {_one_line(str(error))}") from None
-    actual = digest.hexdigest()
-    if sha256 and actual != sha256:
-        partial.unlink(missing_ok=True)
-        raise FetchError(f"{name} has sha256 {actual}, expected {sha256}")
-    os.replace(partial, dest)
-    seconds = time.monotonic() - begun
-    log.info("model fetched", uri=name, path=str(dest), bytes=received, seconds=round(seconds, 2), sha256=actual)
+    return digest.hexdigest(), received
 
 
 def _check_status(name: str, response: httpx.Response) -> None:
@@ -204,9 +206,10 @@ def _check_framing(name: str, uri: str, response: httpx.Response) -> None:
         raise FetchError(f"{name}: redirected from https to {response.url.scheme}://, which is not followed")
 
 
-def _one_line(text: str) -> str:
-    """``text`` on one line of printable characters (a server's words go into the Pod's status)."""
-    return "".join(c if c.isprintable() else " " for c in text).strip()
+def _one_line(text: str, fill: str = " ") -> str:
+    """``text`` on one line of printable characters, ``fill`` for the others (a server's words and a URL go
+    into the Pod's status)."""
+    return "".join(c if c.isprintable() else fill for c in text).strip()
 
 
 def _declared_size(name: str, response: httpx.Response, limit: int) -> int | None:
