@@ -812,8 +812,9 @@ def _problem(error: Exception, root: str = "spec") -> str:
     return str(error)
 
 
-def forget(body: kopf.Body) -> None:
-    key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+def forget(namespace: str, name: str) -> None:
+    """A rollout gone: what this module keeps of it in memory is dropped (handlers.forget)."""
+    key = f"{namespace}/{name}"
     metrics.track_phase(key, None)
     _ensured.pop(key, None)
     _failures.pop(key, None)

@@ -191,6 +191,9 @@ async def steer(body: kopf.Body, stopped: kopf.DaemonStopped, **kwargs: Any) -> 
                 await asyncio.sleep(rest)
     finally:
         WAKEUPS.forget(key, woken)
+        deleted = stopped.reason is not None and kopf.DaemonStoppingReason.RESOURCE_DELETED in stopped.reason
+        if deleted and not WAKEUPS.looping(key):  # not a rollout made again under the name since
+            forget(key)  # after its last reconcile: nothing that one remembered outlives the rollout
 
 
 async def tick(body: kopf.Body, **kwargs: Any) -> None:
@@ -201,10 +204,14 @@ async def tick(body: kopf.Body, **kwargs: Any) -> None:
 
 
 @kopf.on.event(constants.GROUP, constants.VERSION, constants.PLURAL)
-async def rollout_changed(body: kopf.Body, **_: Any) -> None:
+async def rollout_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
     """A command or a spec change is acted on at once, and a reconcile held back until the watch delivered the
-    operator's own last write goes on as soon as it has (not at every status write)."""
+    operator's own last write goes on as soon as it has (not at every status write). A rollout gone is
+    forgotten, also when its finalizer never finished (taken off by hand, or by another operator)."""
     key = _key(body)
+    if type == "DELETED":
+        forget(key)
+        return
     WAKEUPS.noticed(key, body)
     if controller.caught_up(*key, body):
         WAKEUPS.wake(key, urgent=True)  # the reconcile held back may carry a command: it goes first
@@ -279,7 +286,14 @@ async def deleted(body: kopf.Body, **kwargs: Any) -> None:
                 router_report=report_for(kwargs, body),
                 routers=lambda: resources.live_pods(view.pods(namespace, name, manifests.ROUTER)),
             )
-    RECONCILING.pop(_key(body), None)
-    controller.forget(body)
-    RESYNC.forget(body["metadata"]["namespace"], body["metadata"]["name"])
-    owned.SEEN.forget(body["metadata"]["namespace"], body["metadata"]["name"])
+    forget(_key(body))
+
+
+def forget(key: wakeups.Key) -> None:
+    """What this operator keeps in memory of a rollout, dropped once it is gone (its finalizer done, or the
+    object deleted without it). Idempotent: a finalized rollout is forgotten again at its DELETED event."""
+    RECONCILING.pop(key, None)
+    WAKEUPS.gone(key)
+    controller.forget(*key)
+    RESYNC.forget(*key)
+    owned.SEEN.forget(*key)

@@ -64,6 +64,14 @@ class Wakeups:
             self._triggers.pop(key, None)
             self._urgent.pop(key, None)
 
+    def looping(self, key: Key) -> bool:
+        """Whether a reconcile loop of this rollout runs (is registered)."""
+        return key in self._events
+
+    def gone(self, key: Key) -> None:
+        """The rollout was deleted: what it last triggered is not kept (its loop forgets its own events)."""
+        self._triggers.pop(key, None)
+
     def wake(self, key: Key, *, urgent: bool = False) -> None:
         event = self._events.get(key)
         if event is not None:

@@ -845,6 +845,46 @@ def test_a_rollout_held_by_the_same_inconclusive_result_is_not_written_each_roun
     forget_without_operator(cluster, name)
 
 
+def rollouts_counted(port: int) -> float:
+    """How many rollouts the operator counts in its phase gauge (modelrollout_rollouts, all phases)."""
+    text = httpx.get(f"http://{process.LOOPBACK}:{port}/metrics", timeout=5).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("modelrollout_rollouts{"))
+
+
+def counted_as_listed(port: int) -> bool:
+    """The operator counts exactly the rollouts that exist and are not being deleted."""
+    listed = api.list_custom(constants.GROUP, constants.VERSION, constants.PLURAL, NAMESPACE, label_selector="")
+    live = [item for item in listed if not item["metadata"].get("deletionTimestamp")]
+    return rollouts_counted(port) == len(live)
+
+
+def test_a_rollout_whose_finalizer_is_taken_off_by_hand_is_forgotten(cluster: Path) -> None:
+    name = "unhooked"
+    port = process.free_port()
+    spec = spec_body(traffic={"steps": [{"weight": 50}, {"weight": 100}], "confirmDeadline": "10m"})
+    with running_operator(cluster, MODELROLLOUT_METRICS_PORT=str(port)) as log:
+        rollout = create_rollout(name, spec, finalizers=())
+        serving(rollout, constants.BLUE, "v1")
+        process.wait_until(
+            lambda: bool(get_rollout(name)["metadata"].get("finalizers")) and counted_as_listed(port),
+            timeout=60,
+            what="the rollout finalized by the operator and counted in its phase gauge",
+        )
+        delete_rollout(cluster, name)
+        # the finalizer keeps the stable model and waits for a router to confirm 100% blue: none runs
+        process.wait_until(
+            lambda: "waiting for the router to report" in log.read_text(),
+            timeout=60,
+            what="the finalizer waiting for the router",
+        )
+        release(name)  # as an SRE unsticking the deletion would: the finalizer never finishes
+        process.wait_until(lambda: rollout_gone(name), timeout=30, what="ModelRollout deleted")
+        try:
+            process.wait_until(lambda: counted_as_listed(port), timeout=30, what="the deleted rollout forgotten")
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}: {rollouts_counted(port):.0f} counted") from None
+
+
 def forget_without_operator(kubeconfig: Path, name: str) -> None:
     """No operator left to finalize it: gone without its finalizer, not left to the next module's operator."""
     patch = '{"metadata":{"finalizers":null}}'

@@ -8,6 +8,7 @@ from typing import Any
 
 import kopf
 import pytest
+from kopf._cogs.aiokits import aioenums
 
 from modelrollout import controller, handlers
 from modelrollout.k8s import deletion
@@ -27,7 +28,7 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(handlers, "owned_view", lambda kwargs, body: None)
     monkeypatch.setattr(handlers, "deployed", lambda body: None)
     monkeypatch.setattr(handlers, "may_act", lambda: True)
-    monkeypatch.setattr(controller, "forget", lambda body: happened.append("forgotten"))
+    monkeypatch.setattr(controller, "forget", lambda namespace, name: happened.append("forgotten"))
     monkeypatch.setattr(deletion, "finalize", lambda body, **_: happened.append("finalized"))
     return happened
 
@@ -64,3 +65,41 @@ async def test_no_reconcile_runs_once_the_deletion_shows(monkeypatch: pytest.Mon
     await handlers.tick(body())
     await handlers.tick(body(deleting=True))
     assert events == ["reconciled"]
+
+
+async def steer_until_stopped(events: list[str], reason: kopf.DaemonStoppingReason, *, again: bool = False) -> None:
+    """A rollout's loop, stopped by kopf for ``reason`` after its first reconcile; ``again``: another loop of the
+    same name (an object made again under it) registered meanwhile."""
+    setter: aioenums.FlagSetter[kopf.DaemonStoppingReason] = aioenums.FlagSetter()
+    stopped = aioenums.AsyncFlagWaiter(setter)
+    events.clear()
+    loop = asyncio.ensure_future(handlers.steer(body(), stopped))
+    while "reconciled" not in events:
+        await asyncio.sleep(0)
+    newer = handlers.WAKEUPS.register(("ml", "r"))[0] if again else None
+    setter.set(reason)
+    await asyncio.wait_for(loop, timeout=10)
+    if newer is not None:
+        handlers.WAKEUPS.forget(("ml", "r"), newer)
+
+
+async def test_a_loop_stopped_by_the_deletion_forgets_the_rollout_after_its_last_reconcile(
+    monkeypatch: pytest.MonkeyPatch, events: list[str]
+) -> None:
+    async def reconcile(*_: Any, **__: Any) -> None:
+        events.append("reconciled")
+
+    monkeypatch.setattr(controller, "reconcile", reconcile)
+    await steer_until_stopped(events, kopf.DaemonStoppingReason.RESOURCE_DELETED)
+    assert events == ["reconciled", "forgotten"]  # also when no finalizer forgets it (taken off by hand)
+    await steer_until_stopped(events, kopf.DaemonStoppingReason.OPERATOR_EXITING)
+    assert "forgotten" not in events  # the next operator goes on from the status; nothing is lost either way
+    await steer_until_stopped(events, kopf.DaemonStoppingReason.RESOURCE_DELETED, again=True)
+    assert "forgotten" not in events  # what the new object's loop remembers is its own
+
+
+async def test_a_rollout_gone_from_the_watch_is_forgotten(events: list[str]) -> None:
+    await handlers.rollout_changed(body(), type="DELETED")
+    assert events == ["forgotten"]
+    await handlers.rollout_changed(body(), type="MODIFIED")
+    assert events == ["forgotten"]

@@ -118,3 +118,17 @@ def test_an_urgent_reconciles_calls_never_queue_behind_routine_ones() -> None:
         await asyncio.gather(*routine)
 
     asyncio.run(scenario())
+
+
+def test_a_deleted_rollout_leaves_no_trigger_and_a_loop_is_known_while_it_runs() -> None:
+    wakes = wakeups.Wakeups()
+    assert not wakes.looping(KEY)
+    woken, _ = wakes.register(KEY)
+    assert wakes.looping(KEY)
+    wakes.noticed(KEY, body())
+    woken.clear()
+    wakes.gone(KEY)
+    wakes.noticed(KEY, body())  # what was seen before the deletion is not kept: the same trigger is new again
+    assert woken.is_set()
+    wakes.forget(KEY, woken)
+    assert not wakes.looping(KEY)
