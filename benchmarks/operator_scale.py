@@ -7,8 +7,8 @@ report, as a router would, so that the operator sees exactly what it sees in a c
 
 Per size, on a fresh cluster, the rollouts in mixed phases: at most ``--progressing`` of them (100) move at
 once, as on a cluster where most models are not being rolled out; of the others, ``--paused-share`` (a tenth)
-are paused by a user and the rest are settled (aborted, at 0% green). At 10 and 100 rollouts all of them
-progress. Then:
+are paused by a user and the rest are settled (aborted, at 0% green). The settled ones are made first and
+settle before the others are made. At 10 and 100 rollouts all of them progress. Then:
 
 1. the progressing rollouts are held there by their analysis: a real Prometheus with no samples, so each check
    is Inconclusive and the step never passes, while every analysis round asks Prometheus;
@@ -387,6 +387,41 @@ def command(custom: client.CustomObjectsApi, name: str, command_id: str, verb: s
     )
 
 
+def create(custom: client.CustomObjectsApi, names: list[str], prometheus_url: str, *, aborted: bool) -> None:
+    for name in names:
+        custom.create_namespaced_custom_object(
+            constants.GROUP,
+            constants.VERSION,
+            NAMESPACE,
+            constants.PLURAL,
+            rollout(name, prometheus_url, aborted=aborted),
+        )
+
+
+def set_up(
+    api_client: client.ApiClient,
+    custom: client.CustomObjectsApi,
+    names: list[str],
+    ready: Callable[[dict[str, Any]], bool],
+    what: str,
+    timeout: float,
+) -> None:
+    """Waits until every one of ``names`` is ``ready``; if they are not in time, says how far they got."""
+    try:
+        process.wait_until(lambda: all_in(custom, names, ready), timeout=timeout, interval=2, what=what)
+    except TimeoutError as error:
+        found = custom.list_namespaced_custom_object(constants.GROUP, constants.VERSION, NAMESPACE, constants.PLURAL)
+        phases: dict[str, int] = {}
+        for item in found["items"]:
+            if item["metadata"]["name"] in names and not ready(item):
+                phase = str((item.get("status") or {}).get("phase"))
+                phases[phase] = phases.get(phase, 0) + 1
+        raise TimeoutError(
+            f"{error}: of {len(names)} rollouts, not yet {what}: {phases};"
+            f" model-server Pods not Ready: {pods_not_ready(api_client)}"
+        ) from error
+
+
 def time_abort(custom: client.CustomObjectsApi, routers: Routers, name: str) -> tuple[float, float]:
     """Seconds from the abort command to the operator's decision (``status.weights`` asking 0% green under a
     new revision), and to the router report confirming those weights (the weight changed in the data plane)."""
@@ -483,22 +518,16 @@ def one_size(size: int, args: argparse.Namespace, *, with_failover: bool) -> dic
         to_pause = names[phases["progressing"] : phases["progressing"] + phases["paused"]]
         resting = names[len(moving) + len(to_pause) :]
         with Routers(api_client) as routers:
-            for name in names:
-                custom.create_namespaced_custom_object(
-                    constants.GROUP,
-                    constants.VERSION,
-                    NAMESPACE,
-                    constants.PLURAL,
-                    rollout(name, prometheus.url, aborted=name in resting),
-                )
             begun = time.monotonic()
             with operator(kubeconfig, log_dir, "operator-setup"):
-                process.wait_until(
-                    lambda: all_in(custom, moving + to_pause, progressing) and all_in(custom, resting, settled),
-                    timeout=args.settle_timeout,
-                    interval=2,
-                    what=f"{len(moving) + len(to_pause)} rollouts progressing and {len(resting)} settled",
-                )
+                # The resting rollouts first, settled before any canary starts: thousands of Pods made at once
+                # keep kwok so far behind that a canary's new green Pod is not Ready within its health checks.
+                for group, ready, what in (
+                    (resting, settled, "settled"),
+                    (moving + to_pause, progressing, "progressing"),
+                ):
+                    create(custom, group, prometheus.url, aborted=group is resting)
+                    set_up(api_client, custom, group, ready, what, args.settle_timeout)
                 for name in to_pause:
                     command(custom, name, f"pause-{name}", "pause")
                 process.wait_until(
