@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -319,3 +320,9 @@ def test_every_status_field_is_described_and_left_free_form() -> None:
         assert node["x-kubernetes-preserve-unknown-fields"] is True and node["description"].strip(), name
     assert crd.status_descriptions()[("phase",)].startswith("Where the rollout stands")
     assert "None" not in " ".join(crd.status_descriptions().values())  # YAML users write null
+
+
+def test_the_api_server_refuses_every_setting_the_operator_writes_itself() -> None:
+    server = SPEC_SCHEMA["properties"]["server"]["properties"]["settings"]
+    (rule,) = [v["rule"] for v in server["x-kubernetes-validations"]]
+    assert set(re.findall(r"'(MODELSERVER_[A-Z0-9_]+)'", rule)) == spec.RESERVED_SETTINGS

@@ -113,8 +113,8 @@ class ServerSpec(ApiModel):
     and extended resources such as nvidia.com/gpu. Unset: no requests or limits."""
     settings: dict[str, str] = Field(default_factory=dict, max_length=64)
     """Extra MODELSERVER_* environment settings for both colours (at most 64). The settings the operator
-    writes itself (model path, name, version, runtime, rollout, colour, host, port, sha256, golden set,
-    feedback token) cannot be overridden: they label the metrics the analysis compares, or guard its
+    writes itself (model path and URI, name, version, runtime, rollout, colour, host, port, sha256, golden
+    set, feedback token) cannot be overridden: they label the metrics the analysis compares, or guard its
     evidence."""
 
     @field_validator("settings")
