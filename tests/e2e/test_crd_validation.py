@@ -60,6 +60,9 @@ def apply(kubeconfig: Path, spec_changes: dict[str, Any], name: str) -> tuple[in
         ),
         ({"green.model.uri": "s3://models/digits.onnx"}, "spec.green.model.uri", "cannot be served"),
         ({"blue.model.uri": "models/digits.onnx"}, "spec.blue.model.uri", "file:///path/in/image"),
+        ({"green.model.uri": "https://[::1/digits.onnx"}, "spec.green.model.uri", "not a URL the fetch can reach"),
+        ({"green.model.uri": "https://m.example:99999/d.onnx"}, "spec.green.model.uri", "not a URL the fetch"),
+        ({"blue.model.uri": "http://:8080/digits.onnx"}, "spec.blue.model.uri", "not a URL the fetch can reach"),
         ({"green.model.goldenSet": "http://x/golden.jsonl"}, "spec.green.model.goldenSet", "cannot be served"),
         ({"green.model.version": "1.2.0+cu121"}, "spec.green.model.version", "not a valid label value"),
         ({"deletionPolicy": "orphan"}, "spec.deletionPolicy", "supported values"),
@@ -100,6 +103,9 @@ def apply(kubeconfig: Path, spec_changes: dict[str, Any], name: str) -> tuple[in
         "custom-unbounded",
         "s3-uri",
         "relative-uri",
+        "unclosed-ipv6",
+        "port-out-of-range",
+        "no-host",
         "http-golden-set",
         "version-not-a-label",
         "deletion-policy",
@@ -183,6 +189,20 @@ def test_every_new_field_is_accepted_and_parses_back(kubeconfig: Path) -> None:
     assert spec.deletion_policy == "deleteAll"
     assert spec.green.model.golden_set == "file:///models/golden.jsonl"
     kubectl.run("delete", "mro", "every-field", kubeconfig=kubeconfig)
+
+
+def test_the_model_urls_the_operator_fetches_are_accepted(kubeconfig: Path) -> None:
+    for index, uri in enumerate(
+        (
+            "https://[fd00::1]:8443/models/digits.onnx",
+            "http://models.example:/digits.onnx",
+            "https://bucket.example/digits.onnx?X-Amz-Expires=600&X-Amz-Signature=0a1b",
+        )
+    ):
+        assert ModelRolloutSpec.model_validate({**SAMPLE["spec"], "green": {"model": {"uri": uri, "version": "v2"}}})
+        code, stderr = apply(kubeconfig, {"green.model.uri": uri}, name=f"fetched-{index}")
+        assert code == 0, f"{uri}: {stderr}"
+        kubectl.run("delete", "mro", f"fetched-{index}", kubeconfig=kubeconfig)
 
 
 def test_the_api_server_stores_the_models_defaults(kubeconfig: Path) -> None:

@@ -73,6 +73,10 @@ def test_bad_durations_are_rejected(bad: str) -> None:
         ({"green": {"model": {"uri": "https://models.example", "version": "v2"}}}, "green.model.uri"),
         ({"green": {"model": {"uri": "s3://bucket/m.onnx", "version": "v2"}}}, "green.model.uri"),
         ({"green": {"model": {"uri": "models/m.onnx", "version": "v2"}}}, "green.model.uri"),
+        ({"green": {"model": {"uri": "https://[::1/m.onnx", "version": "v2"}}}, "green.model.uri"),
+        ({"green": {"model": {"uri": "https://models.example:99999/m.onnx", "version": "v2"}}}, "green.model.uri"),
+        ({"green": {"model": {"uri": "https://models.example:x/m.onnx", "version": "v2"}}}, "green.model.uri"),
+        ({"green": {"model": {"uri": "https://:443/m.onnx", "version": "v2"}}}, "green.model.uri"),
         (
             {"green": {"model": {"uri": "/m.onnx", "version": "v2", "goldenSet": "http://x/golden.jsonl"}}},
             "green.model.goldenSet",
@@ -112,6 +116,8 @@ def test_served_uris_and_label_safe_versions_are_accepted() -> None:
     assert parsed.green.model.version == "1.2.0-cu121_b.7"
     fetched = spec(green={"model": {"uri": "https://models.example/m/digits.onnx?sig=x", "version": "v2"}})
     assert fetched.green.model.uri == "https://models.example/m/digits.onnx?sig=x"
+    for uri in ("https://[fd00::1]:8443/m.onnx", "http://models.example:/m.onnx", "http://10.0.0.1:65535/m"):
+        assert spec(green={"model": {"uri": uri, "version": "v2"}}).green.model.uri == uri
 
 
 def test_refused_values_are_explained() -> None:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -152,6 +153,14 @@ def _model_uri(value: str) -> str:
         raise ValueError(
             f"{value!r} cannot be served: use file:///path/in/image, /path/in/image, or an http:// or https:// URL"
         )
+    if value.startswith(("http://", "https://")):
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError as error:  # an unclosed [IPv6 address, a port that is not a number or out of range
+            raise ValueError(f"{value!r} is not a URL the fetch can reach: {error}") from None
+        if not parts.hostname or port == 0:
+            raise ValueError(f"{value!r} is not a URL the fetch can reach: no host, or port 0")
     return value
 
 
