@@ -193,19 +193,25 @@ def apiserver_requests(api_client: client.ApiClient, verb: str = "") -> float:
 
 def past_startup(
     api_client: client.ApiClient,
+    running: Operator,
+    rollouts: int,
     minimum: float,
     quiet: float = 5.0,
-    limit: float = 600.0,
+    limit: float = 900.0,
     *,
     steady_rate: float | None = None,
 ) -> float:
     """Waits past a fresh operator's start-up burst (it reads what each rollout's colours serve, applies every
-    rollout's objects once and checks its copy of them): ``minimum`` seconds, then until for ``quiet`` seconds
-    the API server has answered no apply and, with ``steady_rate``, at most that many requests a second of any
-    verb but WATCH (the reads before and after the applies are part of the burst; at 100 rollouts and more,
-    they alone take longer than ``quiet``). Returns the seconds it took."""
+    rollout's objects once and checks its copy of them): until its phase gauge counts all ``rollouts`` (each
+    reconciled once: an operator that has not begun is quiet too), at least ``minimum`` seconds, then until for
+    ``quiet`` seconds the API server has answered no apply and, with ``steady_rate``, at most that many requests
+    a second of any verb but WATCH (the reads before and after the applies are part of the burst; at 100
+    rollouts and more, they alone take longer than ``quiet``). Returns the seconds it took."""
     begun = time.monotonic()
-    time.sleep(minimum)  # a measuring pause, not a wait for a condition
+    process.wait_until(
+        lambda: running.counted() >= rollouts, timeout=limit, interval=1, what=f"{rollouts} rollouts reconciled"
+    )
+    time.sleep(max(0.0, minimum - (time.monotonic() - begun)))  # a measuring pause, not a wait for a condition
     last = (apiserver_requests(api_client, "APPLY"), apiserver_requests(api_client))
     unchanged_since = time.monotonic()
     while time.monotonic() - begun < limit and time.monotonic() - unchanged_since < quiet:
@@ -268,6 +274,13 @@ class Operator:
         except httpx.HTTPError:
             return False
 
+    def counted(self) -> float:
+        """The rollouts its phase gauge counts: those it has reconciled at least once."""
+        try:
+            return operator_metric(self.port, "modelrollout_rollouts")
+        except httpx.HTTPError:
+            return 0.0
+
     def stop(self) -> None:
         process.stop(self.pid)
         self.process.poll()
@@ -309,6 +322,7 @@ def compare(
     rounds: int,
     seconds: float,
     warm: float,
+    rollouts: int,
     modes: tuple[str, ...] = tuple(MODES),
 ) -> dict[str, Any]:
     """Rounds alternating the modes, each with a window without an operator; per mode the operator's own
@@ -325,7 +339,7 @@ def compare(
         for mode in order(list(modes), index):
             with operator(kubeconfig, log_dir, f"operator-{mode}-{index}", MODES[mode]) as running:
                 steady = STEADY_RATE if mode == "watches" else None  # per-tick reads are never quiet
-                startup = past_startup(api_client, warm, steady_rate=steady)  # lists, applies, checks
+                startup = past_startup(api_client, running, rollouts, warm, steady_rate=steady)
                 measured = window(api_client, seconds, running)
             measured["operator_requests_per_s"] = max(0.0, measured["requests_per_s"] - baseline)
             measured["startup_s"] = startup
@@ -539,11 +553,18 @@ def one_size(size: int, args: argparse.Namespace, *, with_failover: bool) -> dic
             result: dict[str, Any] = {"rollouts": size, "kwok_nodes": nodes, "phases": phases}
             result["seconds_to_set_up"] = round(time.monotonic() - begun, 1)
             rounds = functools.partial(
-                compare, api_client, kubeconfig, log_dir, rounds=args.rounds, seconds=args.window, warm=args.warm
+                compare,
+                api_client,
+                kubeconfig,
+                log_dir,
+                rounds=args.rounds,
+                seconds=args.window,
+                warm=args.warm,
+                rollouts=size,
             )
             result["progressing"] = rounds(modes=tuple(args.modes.split(",")))
-            with operator(kubeconfig, log_dir, "operator-aborts", UNLIMITED):
-                past_startup(api_client, args.warm, steady_rate=STEADY_RATE)  # commands meet a steady operator
+            with operator(kubeconfig, log_dir, "operator-aborts", UNLIMITED) as running:
+                past_startup(api_client, running, size, args.warm, steady_rate=STEADY_RATE)  # a steady operator
                 still = [name for name in moving if all_in(custom, [name], progressing)]
                 result["not_progressing_before_aborts"] = len(moving) - len(still)
                 result["model_server_pods_not_ready_before_aborts"] = pods_not_ready(api_client)
