@@ -173,7 +173,7 @@ async def steer(body: kopf.Body, stopped: kopf.DaemonStopped, **kwargs: Any) -> 
     the watches below show something it acts on has changed (wakeups). ``body`` is kopf's live copy of the
     object, the latest the watch delivered."""
     key = _key(body)
-    woken, urgency = WAKEUPS.register(key)
+    woken, urgency = WAKEUPS.register(key, body["metadata"].get("uid", ""))
     try:
         while not stopped:
             woken.clear()
@@ -210,7 +210,8 @@ async def rollout_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
     forgotten, also when its finalizer never finished (taken off by hand, or by another operator)."""
     key = _key(body)
     if type == "DELETED":
-        forget(key)
+        if not WAKEUPS.another_object(key, body["metadata"].get("uid", "")):  # not one made again since
+            forget(key)
         return
     WAKEUPS.noticed(key, body)
     if controller.caught_up(*key, body):
@@ -286,7 +287,8 @@ async def deleted(body: kopf.Body, **kwargs: Any) -> None:
                 router_report=report_for(kwargs, body),
                 routers=lambda: resources.live_pods(view.pods(namespace, name, manifests.ROUTER)),
             )
-    forget(_key(body))
+    if not WAKEUPS.another_object(_key(body), body["metadata"].get("uid", "")):
+        forget(_key(body))
 
 
 def forget(key: wakeups.Key) -> None:

@@ -49,12 +49,15 @@ class Wakeups:
         self._events: dict[Key, asyncio.Event] = {}
         self._triggers: dict[Key, Hashable] = {}
         self._urgent: dict[Key, asyncio.Event] = {}
+        self._uids: dict[Key, str] = {}
 
-    def register(self, key: Key) -> tuple[asyncio.Event, asyncio.Event]:
-        """A loop's two events: set when it should look again, and when that is urgent (the loop clears both)."""
+    def register(self, key: Key, uid: str = "") -> tuple[asyncio.Event, asyncio.Event]:
+        """A loop's two events: set when it should look again, and when that is urgent (the loop clears both);
+        ``uid``: the object it reconciles."""
         event, urgency = asyncio.Event(), asyncio.Event()
         self._events[key] = event
         self._urgent[key] = urgency
+        self._uids[key] = uid
         return event, urgency
 
     def forget(self, key: Key, event: asyncio.Event) -> None:
@@ -63,10 +66,16 @@ class Wakeups:
             del self._events[key]
             self._triggers.pop(key, None)
             self._urgent.pop(key, None)
+            self._uids.pop(key, None)
 
     def looping(self, key: Key) -> bool:
         """Whether a reconcile loop of this rollout runs (is registered)."""
         return key in self._events
+
+    def another_object(self, key: Key, uid: str) -> bool:
+        """Whether the loop registered under the name reconciles another object than ``uid`` (one made again
+        under the name): what is kept under the name is that object's, not the deleted one's."""
+        return key in self._uids and self._uids[key] != uid
 
     def gone(self, key: Key) -> None:
         """The rollout was deleted: what it last triggered is not kept (its loop forgets its own events)."""

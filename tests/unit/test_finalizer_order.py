@@ -103,3 +103,16 @@ async def test_a_rollout_gone_from_the_watch_is_forgotten(events: list[str]) -> 
     assert events == ["forgotten"]
     await handlers.rollout_changed(body(), type="MODIFIED")
     assert events == ["forgotten"]
+
+
+async def test_a_late_deletion_of_an_object_leaves_what_a_new_one_of_the_name_keeps(events: list[str]) -> None:
+    newer = handlers.WAKEUPS.register(("ml", "r"), "u2")[0]  # made again under the name, its loop running
+    try:
+        await handlers.rollout_changed(body(), type="DELETED")  # the old object's (u1) event, handled late
+        assert events == []
+        await handlers.deleted(body(deleting=True))  # its finalizer, ending late
+        assert events == ["finalized"]
+    finally:
+        handlers.WAKEUPS.forget(("ml", "r"), newer)
+    await handlers.rollout_changed(body(), type="DELETED")
+    assert events == ["finalized", "forgotten"]
