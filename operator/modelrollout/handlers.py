@@ -210,8 +210,7 @@ async def rollout_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
     forgotten, also when its finalizer never finished (taken off by hand, or by another operator)."""
     key = _key(body)
     if type == "DELETED":
-        if not WAKEUPS.another_object(key, body["metadata"].get("uid", "")):  # not one made again since
-            forget(key)
+        forget_deleted(body)
         return
     WAKEUPS.noticed(key, body)
     if controller.caught_up(*key, body):
@@ -287,6 +286,11 @@ async def deleted(body: kopf.Body, **kwargs: Any) -> None:
                 router_report=report_for(kwargs, body),
                 routers=lambda: resources.live_pods(view.pods(namespace, name, manifests.ROUTER)),
             )
+    forget_deleted(body)
+
+
+def forget_deleted(body: kopf.Body) -> None:
+    """The deleted object is forgotten, unless a loop already runs for another object made under its name."""
     if not WAKEUPS.another_object(_key(body), body["metadata"].get("uid", "")):
         forget(_key(body))
 
