@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client, config
@@ -72,3 +73,27 @@ def test_deployment_becomes_available_on_fake_nodes(kubeconfig: Path) -> None:
         assert all(p.status.phase == "Running" and p.status.pod_ip for p in pods)
     finally:
         apps.delete_namespaced_deployment("smoke", "default")
+
+
+def test_the_fake_nodes_heartbeat_well_within_the_node_controllers_grace_period(kubeconfig: Path) -> None:
+    """kwok renews each fake node's Lease, so the node controller never marks the nodes NotReady, which would
+    make every Pod on them unready for good (kwok's stages make a Pod Ready once: a router Pod stays unready).
+    Without Leases kwok wrote a node's status only every 600-610 s, past the 10 minute grace period."""
+    coordination = client.CoordinationV1Api(config.new_client_from_config(str(kubeconfig)))
+    nodes = json.loads(kubectl.run("get", "nodes", "-l", "type=kwok", "-o", "json", kubeconfig=kubeconfig).stdout)
+    names = sorted(node["metadata"]["name"] for node in nodes["items"])
+    assert names
+
+    def renewals() -> dict[str, Any]:
+        leases = coordination.list_namespaced_lease("kube-node-lease").items
+        return {lease.metadata.name: lease.spec.renew_time for lease in leases if lease.metadata.name in names}
+
+    first = renewals()
+    assert sorted(first) == names, f"kwok holds no Lease for the nodes {sorted(set(names) - set(first))}"
+    deadline = time.monotonic() + 60  # kwok renews every 10 s: 60 s leaves room for a loaded machine
+    while True:
+        renewed = renewals()
+        if all(renewed[name] != first[name] for name in names):
+            break
+        assert time.monotonic() < deadline, f"the node Leases were not renewed in 60 s: {renewed}"
+        time.sleep(1)

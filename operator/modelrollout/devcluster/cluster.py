@@ -357,8 +357,9 @@ class LocalCluster:
                 f"--cluster-cidr={POD_CIDR}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 "--controllers=*,-nodeipam,-cloud-node-lifecycle",
-                # The fake nodes' heartbeats come from kwok, which a starved CPU can delay past the default
-                # grace period; a node marked NotReady would make every Pod on it unready for good.
+                # The fake nodes' heartbeats come from kwok (a Lease renewed every 10 s, see kwok's flags below),
+                # which a starved CPU can delay past the default grace period; a node marked NotReady would make
+                # every Pod on it unready for good (kwok's stages make a Pod Ready only once).
                 "--node-monitor-grace-period=10m",
                 *(
                     [f"--kube-api-qps={self.controller_qps}", f"--kube-api-burst={2 * self.controller_qps}"]
@@ -390,6 +391,10 @@ class LocalCluster:
                 f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
                 f"--cidr={POD_CIDR}",
                 f"--node-ip={process.LOOPBACK}",
+                # Node Leases, renewed every 10 s, and a status heartbeat every 20-25 s. Without the flag kwok
+                # holds no Lease and writes a node's status only every 600-610 s: past the grace period above,
+                # so every 10 minutes the node controller marked all Pods NotReady (a router's for good).
+                "--node-lease-duration-seconds=40",
                 f"--server-address={process.LOOPBACK}:{process.free_port()}",
             ],
             logs,
