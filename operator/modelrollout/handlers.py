@@ -172,10 +172,11 @@ async def steer(body: kopf.Body, stopped: kopf.DaemonStopped, **kwargs: Any) -> 
     """A rollout's reconcile loop, one task per rollout (its only writer): every TICK_SECONDS, and at once when
     the watches below show something it acts on has changed (wakeups). ``body`` is kopf's live copy of the
     object, the latest the watch delivered."""
-    key = _key(body)
-    woken, urgency = WAKEUPS.register(key, body["metadata"].get("uid", ""))
+    key, uid = _key(body), body["metadata"].get("uid", "")
+    woken, urgency = WAKEUPS.register(key, uid)
+    metrics.LOOPS.inc()
     try:
-        while not stopped:
+        while not stopped and not WAKEUPS.ended(uid):
             woken.clear()
             urgent = urgency.is_set()
             urgency.clear()
@@ -187,11 +188,14 @@ async def steer(body: kopf.Body, stopped: kopf.DaemonStopped, **kwargs: Any) -> 
                 structlog.get_logger("modelrollout").error("reconcile loop failed", error=repr(error)[:500])
             await WAKEUPS.sleep(woken, TICK_SECONDS, stopped.wait())
             rest = MIN_GAP_SECONDS - (asyncio.get_running_loop().time() - begun)
-            if rest > 0 and not stopped:  # a burst of watch events costs one reconcile per MIN_GAP_SECONDS
-                await asyncio.sleep(rest)
+            if rest > 0 and not stopped and not WAKEUPS.ended(uid):  # a burst of watch events: one reconcile
+                await asyncio.sleep(rest)  # per MIN_GAP_SECONDS
     finally:
-        WAKEUPS.forget(key, woken)
-        deleted = stopped.reason is not None and kopf.DaemonStoppingReason.RESOURCE_DELETED in stopped.reason
+        deleted = WAKEUPS.ended(uid) or (
+            stopped.reason is not None and kopf.DaemonStoppingReason.RESOURCE_DELETED in stopped.reason
+        )
+        WAKEUPS.forget(key, woken, uid)
+        metrics.LOOPS.dec()
         if deleted and not WAKEUPS.looping(key):  # not a rollout made again under the name since
             forget(key)  # after its last reconcile: nothing that one remembered outlives the rollout
 
@@ -210,6 +214,7 @@ async def rollout_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
     forgotten, also when its finalizer never finished (taken off by hand, or by another operator)."""
     key = _key(body)
     if type == "DELETED":
+        WAKEUPS.end(body["metadata"].get("uid", ""))  # its loop ends, also when kopf does not stop it
         forget_deleted(body)
         return
     WAKEUPS.noticed(key, body)

@@ -14,6 +14,7 @@ THROTTLED_SECONDS = Counter(
     "modelrollout_api_throttled_seconds_total",
     "Seconds the operator's requests waited for the client-side rate limit (MODELROLLOUT_API_QPS, _BURST).",
 )
+LOOPS = Gauge("modelrollout_reconcile_loops", "Reconcile loops running: one per ModelRollout this replica reconciles.")
 LEADER = Gauge("modelrollout_leader", "1 while this operator replica reconciles (holds the Lease, or runs alone).")
 ANALYSIS_DURATION = Histogram(
     "modelrollout_analysis_duration_seconds",

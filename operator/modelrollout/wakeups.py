@@ -25,6 +25,8 @@ from modelrollout.api import constants
 
 Key = tuple[str, str]
 """(namespace, name) of a ModelRollout"""
+ENDED_KEPT = 10_000
+"""The uids of deleted objects whose loop had not started, kept in case it does (the newest)."""
 
 
 def trigger(body: Mapping[str, Any]) -> Hashable:
@@ -50,6 +52,8 @@ class Wakeups:
         self._triggers: dict[Key, Hashable] = {}
         self._urgent: dict[Key, asyncio.Event] = {}
         self._uids: dict[Key, str] = {}
+        self._by_uid: dict[str, asyncio.Event] = {}
+        self._ended: dict[str, None] = {}  # ordered: the oldest go first past ENDED_KEPT
 
     def register(self, key: Key, uid: str = "") -> tuple[asyncio.Event, asyncio.Event]:
         """A loop's two events: set when it should look again, and when that is urgent (the loop clears both);
@@ -58,15 +62,39 @@ class Wakeups:
         self._events[key] = event
         self._urgent[key] = urgency
         self._uids[key] = uid
+        if uid:
+            self._by_uid[uid] = event
         return event, urgency
 
-    def forget(self, key: Key, event: asyncio.Event) -> None:
+    def forget(self, key: Key, event: asyncio.Event, uid: str = "") -> None:
         """Only the loop that registered ``event``: a rollout made again under the name may have a new one."""
+        if self._by_uid.get(uid) is event:
+            del self._by_uid[uid]
+            self._ended.pop(uid, None)
         if self._events.get(key) is event:
             del self._events[key]
             self._triggers.pop(key, None)
             self._urgent.pop(key, None)
             self._uids.pop(key, None)
+
+    def end(self, uid: str) -> None:
+        """The object ``uid`` is gone: its loop, if one runs, wakes and ends (``ended``). kopf stops a loop only
+        when the object it last saw has a deletion timestamp, which one deleted with no finalizer never had (its
+        finalizer taken off before the deletion, or the object deleted before kopf added it): that loop would
+        otherwise reconcile a gone object for good, beside the loop of one made again under its name. Kept also
+        when no loop runs yet: kopf may start the loop of an object deleted at once after the deletion shows."""
+        if not uid:
+            return
+        self._ended[uid] = None
+        while len(self._ended) > ENDED_KEPT:
+            del self._ended[next(iter(self._ended))]
+        event = self._by_uid.get(uid)
+        if event is not None:
+            event.set()
+
+    def ended(self, uid: str) -> bool:
+        """Whether the loop of the object ``uid`` was ended (``end``)."""
+        return uid in self._ended
 
     def looping(self, key: Key) -> bool:
         """Whether a reconcile loop of this rollout runs (is registered)."""

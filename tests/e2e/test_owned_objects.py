@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import kopf
 import pytest
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout import controller
@@ -1018,3 +1019,59 @@ def test_kubectl_delete_keeps_the_stable_model_with_the_operator_running(
     assert_stable_kept(rollout)
     posted = {event["reason"] for event in events_of(cluster, "kept")}
     assert {"TrafficConfirmed", "StableKept", "CandidateDeleted"} <= posted, operator.read_text()[-3000:]
+
+
+def loops_running(port: int) -> float:
+    """How many reconcile loops the operator runs (modelrollout_reconcile_loops)."""
+    text = httpx.get(f"http://{process.LOOPBACK}:{port}/metrics", timeout=5).text
+    lines = text.splitlines()
+    return sum(float(line.split()[-1]) for line in lines if line.startswith("modelrollout_reconcile_loops "))
+
+
+def delete_without_finalizer(name: str) -> None:
+    """The object deleted with no finalizer on it, so that it goes at once and its DELETED event carries no
+    deletion timestamp (kopf then never stops its loop): the finalizers taken off, and the object deleted only
+    if nobody changed it since (kopf adds its finalizer back as soon as it sees it gone), else again."""
+    objects = client.CustomObjectsApi(api.api_client())
+    deadline = time.monotonic() + 60
+    while True:
+        patch = {"metadata": {"finalizers": None}}
+        stripped = objects.patch_namespaced_custom_object(
+            constants.GROUP, constants.VERSION, NAMESPACE, constants.PLURAL, name, patch
+        )
+        options = client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(resource_version=stripped["metadata"]["resourceVersion"])
+        )
+        try:
+            objects.delete_namespaced_custom_object(
+                constants.GROUP, constants.VERSION, NAMESPACE, constants.PLURAL, name, body=options
+            )
+            return
+        except ApiException as error:
+            if error.status != 409 or time.monotonic() > deadline:
+                raise
+
+
+def test_a_rollout_deleted_with_no_finalizer_on_it_leaves_no_loop_behind(cluster: Path) -> None:
+    """kopf stops a rollout's loop only when it sees the object with a deletion timestamp; one deleted with no
+    finalizer on it never shows one. Its loop must end all the same: one left running reconciles a gone object
+    for good (and beside the loop of a rollout made again under the name: two writers)."""
+    name = "unfinalized"
+    port = process.free_port()
+    with running_operator(cluster, MODELROLLOUT_METRICS_PORT=str(port)):
+        rollout = create_rollout(name, spec_body(), finalizers=())
+        serving(rollout, constants.BLUE, "v1")
+        process.wait_until(
+            lambda: bool(get_rollout(name)["metadata"].get("finalizers")) and loops_running(port) == 1,
+            timeout=60,
+            what="the rollout finalized by the operator and its loop running",
+        )
+        delete_without_finalizer(name)
+        assert rollout_gone(name)
+        try:
+            process.wait_until(
+                lambda: loops_running(port) == 0 and counted_as_listed(port), timeout=30, what="its loop ended"
+            )
+        except TimeoutError as error:
+            loops, counted = loops_running(port), rollouts_counted(port)
+            raise TimeoutError(f"{error}: {loops:.0f} loops, {counted:.0f} counted") from None

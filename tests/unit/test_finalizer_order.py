@@ -10,7 +10,7 @@ import kopf
 import pytest
 from kopf._cogs.aiokits import aioenums
 
-from modelrollout import controller, handlers
+from modelrollout import controller, handlers, metrics, wakeups
 from modelrollout.k8s import deletion
 
 
@@ -24,6 +24,7 @@ def body(deleting: bool = False) -> kopf.Body:
 @pytest.fixture
 def events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     happened: list[str] = []
+    monkeypatch.setattr(handlers, "WAKEUPS", wakeups.Wakeups())  # no loop, and no object gone, of another test
     monkeypatch.setattr(handlers, "report_for", lambda kwargs, body: None)
     monkeypatch.setattr(handlers, "owned_view", lambda kwargs, body: None)
     monkeypatch.setattr(handlers, "deployed", lambda body: None)
@@ -96,6 +97,31 @@ async def test_a_loop_stopped_by_the_deletion_forgets_the_rollout_after_its_last
     assert "forgotten" not in events  # the next operator goes on from the status; nothing is lost either way
     await steer_until_stopped(events, kopf.DaemonStoppingReason.RESOURCE_DELETED, again=True)
     assert "forgotten" not in events  # what the new object's loop remembers is its own
+
+
+async def test_a_loop_kopf_does_not_stop_ends_at_the_deletion_and_forgets_the_rollout(
+    monkeypatch: pytest.MonkeyPatch, events: list[str]
+) -> None:
+    """An object deleted with no finalizer on it: its DELETED event has no deletion timestamp, so kopf never
+    stops its loop. The event ends it, and it forgets the rollout after its last reconcile."""
+    reconciles = 0
+
+    async def reconcile(*_: Any, **__: Any) -> None:
+        nonlocal reconciles
+        reconciles += 1
+        events.append("reconciled")
+
+    monkeypatch.setattr(controller, "reconcile", reconcile)
+    never: aioenums.FlagSetter[kopf.DaemonStoppingReason] = aioenums.FlagSetter()
+    loops = metrics.LOOPS._value.get()
+    loop = asyncio.ensure_future(handlers.steer(body(), aioenums.AsyncFlagWaiter(never)))
+    while not reconciles:
+        await asyncio.sleep(0)
+    assert metrics.LOOPS._value.get() == loops + 1
+    await handlers.rollout_changed(body(), type="DELETED")
+    await asyncio.wait_for(loop, timeout=5)  # woken at once, not at its next tick: no reconcile after it
+    assert reconciles == 1 and events[-1] == "forgotten"
+    assert metrics.LOOPS._value.get() == loops
 
 
 async def test_a_rollout_gone_from_the_watch_is_forgotten(events: list[str]) -> None:

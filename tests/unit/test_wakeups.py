@@ -132,3 +132,26 @@ def test_a_deleted_rollout_leaves_no_trigger_and_a_loop_is_known_while_it_runs()
     assert woken.is_set()
     wakes.forget(KEY, woken)
     assert not wakes.looping(KEY)
+
+
+def test_a_gone_objects_loop_is_woken_and_ended_also_when_it_starts_after_the_deletion() -> None:
+    wakes = wakeups.Wakeups()
+    woken, _ = wakes.register(KEY, "u1")
+    wakes.end("u2")  # another object of the name: this loop goes on
+    assert not woken.is_set() and not wakes.ended("u1")
+    wakes.end("u1")
+    assert woken.is_set() and wakes.ended("u1")
+    wakes.forget(KEY, woken, "u1")
+    assert not wakes.ended("u1") and not wakes.looping(KEY)
+    wakes.end("u3")  # deleted before its loop began
+    late, _ = wakes.register(KEY, "u3")
+    assert wakes.ended("u3")
+    wakes.forget(KEY, late, "u3")
+
+
+def test_only_the_newest_ended_objects_without_a_loop_are_kept() -> None:
+    wakes = wakeups.Wakeups()
+    for n in range(wakeups.ENDED_KEPT + 5):
+        wakes.end(f"u{n}")
+    assert not wakes.ended("u0") and not wakes.ended("u4")
+    assert wakes.ended("u5") and wakes.ended(f"u{wakeups.ENDED_KEPT + 4}")
