@@ -21,7 +21,7 @@ import kopf
 import structlog
 from prometheus_client import start_http_server
 
-from modelrollout import controller, lanes, metrics, wakeups
+from modelrollout import controller, kopf_readiness, lanes, metrics, wakeups
 from modelrollout.api import constants
 from modelrollout.k8s import api, deletion, leader, manifests, owned, resources
 from modelrollout.routing import report
@@ -35,6 +35,7 @@ OWNED_FROM_API = os.environ.get("MODELROLLOUT_OWNED_READS", "watch") == "api"
 """``MODELROLLOUT_OWNED_READS=api``: read the colours' Deployments and pods from the API server on every tick
 (what the operator did before its watches; for comparing the two, and for ruling the cache out)."""
 RESYNC = owned.Resync()
+kopf_readiness.apply()  # before kopf starts: its wait for the indexes, linear in the objects watched
 
 
 LEADER_ELECTION = os.environ.get("MODELROLLOUT_LEADER_ELECTION", "").lower() in ("1", "true", "yes")
