@@ -200,17 +200,20 @@ def past_startup(
     limit: float = 900.0,
     *,
     steady_rate: float | None = None,
-) -> float:
+) -> tuple[float, float]:
     """Waits past a fresh operator's start-up burst (it reads what each rollout's colours serve, applies every
     rollout's objects once and checks its copy of them): until its phase gauge counts all ``rollouts`` (each
     reconciled once: an operator that has not begun is quiet too), at least ``minimum`` seconds, then until for
     ``quiet`` seconds the API server has answered no apply and, with ``steady_rate``, at most that many requests
     a second of any verb but WATCH (the reads before and after the applies are part of the burst; at 100
-    rollouts and more, they alone take longer than ``quiet``). Returns the seconds it took."""
+    rollouts and more, they alone take longer than ``quiet``). Returns the seconds until every rollout was
+    counted (the operator's start: kopf's first listing of every watched object, then a reconcile of each
+    rollout), and the seconds it took in all."""
     begun = time.monotonic()
     process.wait_until(
         lambda: running.counted() >= rollouts, timeout=limit, interval=1, what=f"{rollouts} rollouts reconciled"
     )
+    counted = time.monotonic() - begun
     time.sleep(max(0.0, minimum - (time.monotonic() - begun)))  # a measuring pause, not a wait for a condition
     last = (apiserver_requests(api_client, "APPLY"), apiserver_requests(api_client))
     unchanged_since = time.monotonic()
@@ -220,7 +223,7 @@ def past_startup(
         busy = steady_rate is not None and now[1] - last[1] > steady_rate * (time.monotonic() - unchanged_since)
         if now[0] != last[0] or busy:
             last, unchanged_since = now, time.monotonic()
-    return time.monotonic() - begun
+    return counted, time.monotonic() - begun
 
 
 STEADY_RATE = 2.0
@@ -339,9 +342,10 @@ def compare(
         for mode in order(list(modes), index):
             with operator(kubeconfig, log_dir, f"operator-{mode}-{index}", MODES[mode]) as running:
                 steady = STEADY_RATE if mode == "watches" else None  # per-tick reads are never quiet
-                startup = past_startup(api_client, running, rollouts, warm, steady_rate=steady)
+                counted, startup = past_startup(api_client, running, rollouts, warm, steady_rate=steady)
                 measured = window(api_client, seconds, running)
             measured["operator_requests_per_s"] = max(0.0, measured["requests_per_s"] - baseline)
+            measured["counted_s"] = counted
             measured["startup_s"] = startup
             per_mode[mode].append(measured)
     result: dict[str, Any] = {"cluster_requests_per_s_without_operator": spread(idle)}
@@ -645,6 +649,11 @@ def summary(sizes: list[dict[str, Any]]) -> dict[str, Any]:
         ),
         "prometheus_queries_per_round": queries,
         "operator_rss_mib": largest["progressing"]["watches"]["rss_mib"]["median"],
+        "operator_start_s": {  # a fresh operator: from its start until its phase gauge counts every rollout
+            entry["rollouts"]: entry["progressing"]["watches"]["counted_s"]["median"]
+            for entry in sizes
+            if "counted_s" in entry["progressing"]["watches"]
+        },
         "leader_failover_s": next(
             (entry["leader_failover_s"] for entry in sizes if "leader_failover_s" in entry), None
         ),
