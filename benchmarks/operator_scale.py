@@ -207,8 +207,8 @@ def past_startup(
     ``quiet`` seconds the API server has answered no apply and, with ``steady_rate``, at most that many requests
     a second of any verb but WATCH (the reads before and after the applies are part of the burst; at 100
     rollouts and more, they alone take longer than ``quiet``). Returns the seconds until every rollout was
-    counted (the operator's start: kopf's first listing of every watched object, then a reconcile of each
-    rollout), and the seconds it took in all."""
+    counted (the operator's start once it leads: kopf's first listing of every watched object, then a reconcile
+    of each rollout; to the second), and the seconds it took in all."""
     begun = time.monotonic()
     process.wait_until(
         lambda: running.counted() >= rollouts, timeout=limit, interval=1, what=f"{rollouts} rollouts reconciled"
@@ -649,7 +649,7 @@ def summary(sizes: list[dict[str, Any]]) -> dict[str, Any]:
         ),
         "prometheus_queries_per_round": queries,
         "operator_rss_mib": largest["progressing"]["watches"]["rss_mib"]["median"],
-        "operator_start_s": {  # a fresh operator: from its start until its phase gauge counts every rollout
+        "operator_start_s": {  # a fresh operator: from taking the Lease until its phase gauge counts every rollout
             entry["rollouts"]: entry["progressing"]["watches"]["counted_s"]["median"]
             for entry in sizes
             if "counted_s" in entry["progressing"]["watches"]

@@ -26,7 +26,8 @@ from modelrollout.api import constants
 Key = tuple[str, str]
 """(namespace, name) of a ModelRollout"""
 ENDED_KEPT = 10_000
-"""The uids of deleted objects whose loop had not started, kept in case it does (the newest)."""
+"""How many uids of deleted objects are kept (the newest): of a loop kopf had stopped already, and of one not
+started yet, kept in case it starts."""
 
 
 def trigger(body: Mapping[str, Any]) -> Hashable:
@@ -57,7 +58,12 @@ class Wakeups:
 
     def register(self, key: Key, uid: str = "") -> tuple[asyncio.Event, asyncio.Event]:
         """A loop's two events: set when it should look again, and when that is urgent (the loop clears both);
-        ``uid``: the object it reconciles."""
+        ``uid``: the object it reconciles. A name holds one object at a time: the loop of another object under
+        the name is ended (``end``), also when no DELETED event came for it (deleted while a watch was down and
+        listed again, which shows no DELETED event)."""
+        earlier = self._uids.get(key)
+        if uid and earlier and earlier != uid:
+            self.end(earlier)
         event, urgency = asyncio.Event(), asyncio.Event()
         self._events[key] = event
         self._urgent[key] = urgency

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from modelrollout.devcluster import kubectl
+from modelrollout.devcluster import kubectl, process
 
 pytestmark = pytest.mark.e2e
 
@@ -88,12 +88,12 @@ def test_the_fake_nodes_heartbeat_well_within_the_node_controllers_grace_period(
         leases = coordination.list_namespaced_lease("kube-node-lease").items
         return {lease.metadata.name: lease.spec.renew_time for lease in leases if lease.metadata.name in names}
 
+    process.wait_until(lambda: sorted(renewals()) == names, timeout=60, what="kwok holding a Lease per node")
     first = renewals()
-    assert sorted(first) == names, f"kwok holds no Lease for the nodes {sorted(set(names) - set(first))}"
-    deadline = time.monotonic() + 60  # kwok renews every 10 s: 60 s leaves room for a loaded machine
-    while True:
+
+    # kwok renews every 10 s: 60 s leaves room for a loaded machine
+    def all_renewed() -> bool:
         renewed = renewals()
-        if all(renewed[name] != first[name] for name in names):
-            break
-        assert time.monotonic() < deadline, f"the node Leases were not renewed in 60 s: {renewed}"
-        time.sleep(1)
+        return all(renewed.get(name) not in (None, first[name]) for name in names)
+
+    process.wait_until(all_renewed, timeout=60, what="the node Leases renewed")

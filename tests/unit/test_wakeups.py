@@ -149,6 +149,17 @@ def test_a_gone_objects_loop_is_woken_and_ended_also_when_it_starts_after_the_de
     wakes.forget(KEY, late, "u3")
 
 
+def test_a_loop_is_ended_when_another_object_of_its_name_registers() -> None:
+    """Deleted while a watch was down: the listing after it shows no DELETED event, only the new object."""
+    wakes = wakeups.Wakeups()
+    old, _ = wakes.register(KEY, "u1")
+    new, _ = wakes.register(KEY, "u2")
+    assert old.is_set() and wakes.ended("u1") and not wakes.ended("u2")
+    wakes.forget(KEY, old, "u1")
+    assert wakes.looping(KEY) and not new.is_set()  # the new object's loop goes on
+    wakes.forget(KEY, new, "u2")
+
+
 def test_only_the_newest_ended_objects_without_a_loop_are_kept() -> None:
     wakes = wakeups.Wakeups()
     for n in range(wakeups.ENDED_KEPT + 5):

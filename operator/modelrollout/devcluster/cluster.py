@@ -393,7 +393,8 @@ class LocalCluster:
                 f"--node-ip={process.LOOPBACK}",
                 # Node Leases, renewed every 10 s, and a status heartbeat every 20-25 s. Without the flag kwok
                 # holds no Lease and writes a node's status only every 600-610 s: past the grace period above,
-                # so every 10 minutes the node controller marked all Pods NotReady (a router's for good).
+                # so every 10 minutes the node controller marked all Pods NotReady (a router's for good). (kwok
+                # 0.7 picks its status stage by the flag the wrong way round; the Leases alone keep nodes Ready.)
                 "--node-lease-duration-seconds=40",
                 f"--server-address={process.LOOPBACK}:{process.free_port()}",
             ],
