@@ -64,6 +64,9 @@ def apply(kubeconfig: Path, spec_changes: dict[str, Any], name: str) -> tuple[in
         ({"green.model.uri": "https://m.example:99999/d.onnx"}, "spec.green.model.uri", "not a URL the fetch"),
         ({"blue.model.uri": "http://:8080/digits.onnx"}, "spec.blue.model.uri", "not a URL the fetch can reach"),
         ({"green.model.goldenSet": "http://x/golden.jsonl"}, "spec.green.model.goldenSet", "cannot be served"),
+        ({"green.model.uri": "pvc://Models/digits.onnx"}, "spec.green.model.uri", "pvc://CLAIM/path/on/claim"),
+        ({"green.model.uri": "pvc://models/"}, "spec.green.model.uri", "cannot be served"),
+        ({"blue.model.uri": "pvc://models/../etc/m.onnx"}, "spec.blue.model.uri", "no '..' segment"),
         ({"green.model.version": "1.2.0+cu121"}, "spec.green.model.version", "not a valid label value"),
         ({"deletionPolicy": "orphan"}, "spec.deletionPolicy", "supported values"),
         (
@@ -191,12 +194,13 @@ def test_every_new_field_is_accepted_and_parses_back(kubeconfig: Path) -> None:
     kubectl.run("delete", "mro", "every-field", kubeconfig=kubeconfig)
 
 
-def test_the_model_urls_the_operator_fetches_are_accepted(kubeconfig: Path) -> None:
+def test_the_model_urls_the_operator_fetches_or_mounts_are_accepted(kubeconfig: Path) -> None:
     for index, uri in enumerate(
         (
             "https://[fd00::1]:8443/models/digits.onnx",
             "http://models.example:/digits.onnx",
             "https://bucket.example/digits.onnx?X-Amz-Expires=600&X-Amz-Signature=0a1b",
+            "pvc://model-store.v2/digits/v2/digits..int8.onnx",
         )
     ):
         assert ModelRolloutSpec.model_validate({**SAMPLE["spec"], "green": {"model": {"uri": uri, "version": "v2"}}})

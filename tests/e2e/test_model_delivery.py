@@ -129,3 +129,87 @@ def test_a_model_that_cannot_be_fetched_is_named_with_the_reason_in_the_status(
     assert f"model not fetched: {base}/no-such-model.onnx: HTTP 404" in status["message"]
     assert "/no-such-model.onnx" in fetched
     assert not [c for c in status.get("conditions", []) if c["type"] == "Ready" and c["status"] == "True"]
+
+
+@pytest.fixture
+def model_claim(kubeconfig: Path, demo_models: Path) -> Iterator[str]:
+    """A PersistentVolumeClaim in the drills' namespace, bound to a hostPath PersistentVolume that holds the
+    demo's models (the kubelet stand-in serves a claim from its volume's directory)."""
+    claim, volume = "model-store", "model-store-volume"
+    manifests_ = [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": volume},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadOnlyMany"],
+                "storageClassName": "",
+                "hostPath": {"path": str(demo_models), "type": "Directory"},
+                "claimRef": {"namespace": "default", "name": claim},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim, "namespace": "default"},
+            "spec": {
+                "accessModes": ["ReadOnlyMany"],
+                "storageClassName": "",
+                "volumeName": volume,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    ]
+    kubectl.run("apply", "-f", "-", kubeconfig=kubeconfig, stdin=json.dumps({"kind": "List", "items": manifests_}))
+
+    def bound() -> bool:
+        found = kubectl.run("get", "pvc", claim, "-n", "default", "-o", "json", kubeconfig=kubeconfig)
+        return bool(json.loads(found.stdout).get("status", {}).get("phase") == "Bound")
+
+    try:
+        process.wait_until(bound, timeout=60, what="the claim bound to its volume", interval=0.5)
+        yield claim
+    finally:
+        kubectl.run("delete", "pvc", claim, "-n", "default", "--wait=false", kubeconfig=kubeconfig, check=False)
+        kubectl.run("delete", "pv", volume, "--wait=false", kubeconfig=kubeconfig, check=False)
+
+
+def test_a_green_model_on_a_claim_is_served_from_the_claims_volume(
+    stage: Stage, model_claim: str, demo_models: Path
+) -> None:
+    served = stage.serve("claimed")
+    sha256 = hashlib.sha256((demo_models / "digits-int8.onnx").read_bytes()).hexdigest()
+    model = {"uri": f"pvc://{model_claim}/digits-int8.onnx", "version": "v2", "sha256": sha256}
+    stage.apply(_green_from(stage, "claimed", demo_models, model))  # waits until green's Pod is Ready
+
+    (pod,) = _pods(stage.kubeconfig, "claimed", "green")
+    assert {"name": manifests.CLAIM_VOLUME, "persistentVolumeClaim": {"claimName": model_claim, "readOnly": True}} in (
+        pod["spec"]["volumes"]
+    )
+    model_info = httpx.get(f"{served.green.url}/v2/models/claimed", timeout=5).json()
+    assert model_info["versions"] == ["v2"]
+    body = stage.wait_for_phase("claimed", {"Progressing"}, timeout=60)
+    assert body["status"]["weights"]["green"] == DRILL_STEPS[0]["weight"]
+
+
+def test_a_model_on_a_claim_that_does_not_exist_is_named_with_the_reason_in_the_status(
+    stage: Stage, demo_models: Path
+) -> None:
+    stage.serve("unclaimed")
+    model = {"uri": "pvc://no-such-claim/digits-int8.onnx", "version": "v2"}
+    stage.apply(_green_from(stage, "unclaimed", demo_models, model), wait=False)
+
+    def reported() -> bool:
+        return "no-such-claim" in (stage.get("unclaimed").get("status") or {}).get("message", "")
+
+    process.wait_until(reported, timeout=90, what="the missing claim in the status", interval=0.5)
+    status = stage.get("unclaimed")["status"]
+    assert status["phase"] == "Pending"
+    assert status["message"].startswith(
+        "waiting for the blue and green model servers to be ready: green: pod unclaimed-green-"
+    )
+    assert (
+        'cannot be scheduled: 0/2 nodes are available: persistentvolumeclaim "no-such-claim" not found'
+        in (status["message"])
+    )

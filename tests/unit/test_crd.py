@@ -292,8 +292,9 @@ def test_model_uri_and_version_rules_are_the_models_patterns() -> None:
 def test_the_description_says_which_schemes_are_served() -> None:
     model = SPEC_SCHEMA["properties"]["green"]["properties"]["model"]["properties"]
     assert "http(s)" not in model["goldenSet"]["description"]
-    assert "or an http:// or https:// URL, fetched by the Pod's init container" in model["uri"]["description"]
-    assert "Other schemes (s3, pvc) are not served yet" in model["uri"]["description"]
+    assert "an http:// or https:// URL, fetched by the Pod's init container" in model["uri"]["description"]
+    assert "or pvc://CLAIM/path, a file on the PersistentVolumeClaim CLAIM" in model["uri"]["description"]
+    assert "s3 is not served yet" in model["uri"]["description"]
 
 
 def test_the_rollout_name_fits_the_router_service_name() -> None:

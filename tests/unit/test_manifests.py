@@ -15,7 +15,7 @@ from model_server.router.nginx import NginxConfig, render
 from modelrollout.api import constants
 from modelrollout.api.spec import ModelRef, ModelRolloutSpec, ServerSpec, serving_revision
 from modelrollout.api.status import StableStatus
-from modelrollout.k8s import api, deletion, manifests, resources
+from modelrollout.k8s import api, deletion, manifests, owned, resources
 from modelrollout.routing.base import parse_report
 
 SPEC = ModelRolloutSpec.model_validate(
@@ -183,9 +183,9 @@ def test_feedback_authentication_is_not_a_setting(name: str, value: str) -> None
         ServerSpec(settings={name: value})
 
 
-@pytest.mark.parametrize("uri", ["s3://bucket/m.onnx", "pvc://models/m.onnx"])
+@pytest.mark.parametrize("uri", ["s3://bucket/m.onnx", "gs://bucket/m.onnx"])
 def test_model_uris_not_served_yet_are_refused_with_the_reason(uri: str) -> None:
-    with pytest.raises(ValueError, match="only file://"):
+    with pytest.raises(ValueError, match="only paths inside the image, http"):
         manifests.model_path(uri)
 
 
@@ -249,6 +249,39 @@ def test_what_a_deployment_of_a_fetched_model_serves_is_read_back_with_its_url()
     assert served is not None
     assert served[0].uri == "https://store.example/m/digits.onnx"
     assert "MODELSERVER_MODEL_URI" not in served[1].settings
+
+
+def test_a_model_on_a_claim_is_served_from_the_claim_mounted_read_only() -> None:
+    model = ModelRef(uri="pvc://model-store/digits/v2/digits-int8.onnx", version="v2")
+    body = manifests.model_deployment(
+        rollout="digits", namespace="ml", colour="green", model=model, server=ServerSpec(), owner={}, replicas=1
+    )
+    pod_spec = body["spec"]["template"]["spec"]
+    assert "initContainers" not in pod_spec
+    assert {"name": "model-claim", "persistentVolumeClaim": {"claimName": "model-store", "readOnly": True}} in (
+        pod_spec["volumes"]
+    )
+    (container,) = pod_spec["containers"]
+    assert {"name": "model-claim", "mountPath": "/mnt/model-claim", "readOnly": True} in container["volumeMounts"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["MODELSERVER_MODEL_PATH"] == "/mnt/model-claim/digits/v2/digits-int8.onnx"
+    assert env["MODELSERVER_MODEL_URI"] == "pvc://model-store/digits/v2/digits-int8.onnx"
+    served = manifests.served_by(
+        body, rollout="digits", namespace="ml", candidate=(ModelRef(uri="/models/o.onnx", version="v3"), ServerSpec())
+    )
+    assert served is not None and served[0].uri == model.uri  # status.stable recovers the claim, not a path
+
+
+def test_why_pods_cannot_start_names_the_schedulers_reason_first() -> None:
+    unplaced = pod(ready=False, init_failure="model not fetched: HTTP 404", init_restarts=(1,))
+    unplaced["metadata"]["name"] = "digits-green-1"
+    reason = '0/2 nodes are available: persistentvolumeclaim "model-store" not found.'
+    unplaced["status"]["conditions"].append({"type": "PodScheduled", "status": "False", "message": reason})
+    kept = owned.trimmed_pod(unplaced)  # what the operator's watch keeps of it
+    assert resources.start_failure([kept], revision="r2") == f"pod digits-green-1 cannot be scheduled: {reason}"
+    placed = pod(ready=False)
+    placed["status"]["conditions"].append({"type": "PodScheduled", "status": "True"})
+    assert resources.start_failure([owned.trimmed_pod(placed)], revision="r2") == ""
 
 
 def test_why_pods_cannot_start_comes_from_a_failed_containers_termination_message() -> None:

@@ -118,6 +118,27 @@ def test_served_uris_and_label_safe_versions_are_accepted() -> None:
     assert fetched.green.model.uri == "https://models.example/m/digits.onnx?sig=x"
     for uri in ("https://[fd00::1]:8443/m.onnx", "http://models.example:/m.onnx", "http://10.0.0.1:65535/m"):
         assert spec(green={"model": {"uri": uri, "version": "v2"}}).green.model.uri == uri
+    for uri in ("pvc://model-store/m.onnx", "pvc://store.v2/dir/m..onnx", "pvc://a/.../m.gguf"):
+        assert spec(green={"model": {"uri": uri, "version": "v2"}}).green.model.uri == uri
+
+
+@pytest.mark.parametrize(
+    ("uri", "why"),
+    [
+        ("pvc://Model-Store/m.onnx", "cannot be served"),  # a claim's name is lowercase
+        ("pvc://store", "cannot be served"),  # no path on the claim
+        ("pvc://store/", "cannot be served"),
+        ("pvc:///m.onnx", "cannot be served"),  # no claim
+        ("pvc://-store/m.onnx", "cannot be served"),
+        ("pvc://store/../etc/passwd", "no '..' segment"),
+        ("pvc://store/dir/../../m.onnx", "no '..' segment"),
+        ("pvc://store/dir/..", "no '..' segment"),
+    ],
+)
+def test_a_model_on_a_claim_needs_a_claim_name_and_a_path_that_stays_on_it(uri: str, why: str) -> None:
+    with pytest.raises(ValidationError) as error:
+        spec(green={"model": {"uri": uri, "version": "v2"}})
+    assert why in str(error.value) and uri in str(error.value)
 
 
 def test_refused_values_are_explained() -> None:

@@ -135,9 +135,12 @@ def _sha256(value: str | None) -> str | None:
 
 SERVED_URI = re.compile(r"^(file://)?/")
 """Files inside the server image: ``file:///path`` or ``/path``."""
-MODEL_URI = re.compile(r"^((file://)?/|https?://[^/]+/.)")
-"""Model URIs the server can serve: a file inside the image, or an ``http://`` or ``https://`` URL that the
-Pod's init container fetches (k8s.manifests); the CRD's CEL rule is the same expression."""
+MODEL_URI = re.compile(r"^((file://)?/|https?://[^/]+/.|pvc://[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/.)")
+"""Model URIs the server can serve: a file inside the image, an ``http://`` or ``https://`` URL that the
+Pod's init container fetches, or a file on a PersistentVolumeClaim (``pvc://CLAIM/path``, mounted read-only;
+k8s.manifests); the CRD's CEL rule is the same expression."""
+PARENT_SEGMENT = re.compile(r"(^|/)\.\.(/|$)")
+"""A ``..`` segment: a path on a claim that would leave it."""
 LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 """A Kubernetes label value: versions become the ``modelrollout.dev/version`` label."""
 
@@ -151,8 +154,11 @@ def _served_uri(value: str) -> str:
 def _model_uri(value: str) -> str:
     if not MODEL_URI.match(value):
         raise ValueError(
-            f"{value!r} cannot be served: use file:///path/in/image, /path/in/image, or an http:// or https:// URL"
+            f"{value!r} cannot be served: use file:///path/in/image, /path/in/image, an http:// or https:// URL,"
+            " or pvc://CLAIM/path/on/claim"
         )
+    if value.startswith("pvc://") and PARENT_SEGMENT.search(value[len("pvc://") :]):
+        raise ValueError(f"{value!r}: a path on a claim has no '..' segment")
     if value.startswith(("http://", "https://")):
         try:
             parts = urlsplit(value)
@@ -175,9 +181,11 @@ def _label_safe(value: str) -> str:
 
 class ModelRef(ApiModel):
     uri: Annotated[str, AfterValidator(_model_uri)] = Field(min_length=1)
-    """Where the model file is: ``file:///path`` or ``/path`` inside the server image, or an ``http://`` or
+    """Where the model file is: ``file:///path`` or ``/path`` inside the server image; an ``http://`` or
     ``https://`` URL, fetched by the Pod's init container into an emptyDir before the server starts (retried,
-    at most 20 GiB; set ``sha256`` to have it checked). Other schemes (s3, pvc) are not served yet."""
+    at most 20 GiB; set ``sha256`` to have it checked); or ``pvc://CLAIM/path``, a file on the
+    PersistentVolumeClaim CLAIM in the rollout's namespace, mounted read-only (a claim that does not exist or
+    cannot be mounted keeps the colour's Pods Pending, and the status says why). s3 is not served yet."""
     version: Annotated[str, AfterValidator(_label_safe)] = Field(min_length=1, max_length=63)
     """The model's version, shown in status and used as the ``modelrollout.dev/version`` label. A label
     value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit."""

@@ -16,6 +16,9 @@ this stand-in does what a kubelet would:
   are directories of the Pod's own, put in place of their mount paths in the init containers' arguments and the
   server's env. One that fails is run again after the back-off, and its termination message (the file a
   kubelet would read, ``MODELSERVER_TERMINATION_LOG`` here) goes on the Pod's ``initContainerStatuses``;
+- a PersistentVolumeClaim volume (a ``pvc://`` model) is the directory of the hostPath or local
+  PersistentVolume the claim is bound to, put in place of its mount path likewise (read-only is the server's
+  own doing: it only reads its model);
 - the readiness probe (``/v2/health/ready`` on the Pod's own address) decides the Pod's ``Ready`` and
   ``ContainersReady`` conditions and ``containerStatuses[].ready``; with ``restartCount``, ``state`` and
   ``lastState`` (exit code 137 after a SIGKILL) they are written on the Pod's status, as a kubelet does.
@@ -94,6 +97,10 @@ def _exit_code(returncode: int) -> int:
 
 class MissingSecret(LookupError):
     """A Pod's env names a Secret (or a key) that does not exist: its container cannot start yet."""
+
+
+class MissingVolume(LookupError):
+    """A Pod's PersistentVolumeClaim is not bound to a volume with a path on this machine: it cannot start yet."""
 
 
 @dataclass
@@ -409,7 +416,8 @@ class Kubelet:
                 if uid not in self._containers:
                     try:
                         self._containers[uid] = self._container(pod)
-                    except MissingSecret as error:  # as a kubelet: CreateContainerConfigError, tried again
+                    except (MissingSecret, MissingVolume) as error:  # as a kubelet: CreateContainerConfigError,
+                        # or a volume that does not mount, tried again
                         log.warning("pod cannot start yet", pod=pod["metadata"]["name"], error=str(error))
 
     def _container(self, pod: dict[str, Any]) -> Container:
@@ -442,9 +450,29 @@ class Kubelet:
         return container
 
     def _volumes(self, pod: dict[str, Any]) -> dict[str, Path]:
-        """The Pod's emptyDir volumes, as directories of its own (``/tmp`` aside, see the module)."""
+        """The Pod's emptyDir volumes, as directories of its own (``/tmp`` aside, see the module), and its
+        PersistentVolumeClaims, as the directory of the volume each is bound to (a hostPath or local volume)."""
         base = self.log_dir / f"{pod['metadata']['name']}-volumes"
-        return {item["name"]: base / item["name"] for item in pod["spec"].get("volumes") or [] if "emptyDir" in item}
+        volumes = {}
+        for item in pod["spec"].get("volumes") or []:
+            if "emptyDir" in item:
+                volumes[item["name"]] = base / item["name"]
+            elif "persistentVolumeClaim" in item:
+                volumes[item["name"]] = self._claim_directory(item["persistentVolumeClaim"]["claimName"])
+        return volumes
+
+    def _claim_directory(self, claim: str) -> Path:
+        try:
+            bound = self._core.read_namespaced_persistent_volume_claim(claim, self.namespace, _request_timeout=5)
+            volume = self._core.read_persistent_volume(bound.spec.volume_name or "", _request_timeout=5)
+        except ApiException as error:
+            if error.status == 404:
+                raise MissingVolume(f"claim {claim!r} or its volume not found") from error
+            raise
+        source = volume.spec.host_path or volume.spec.local
+        if source is None or not Path(source.path).is_dir():
+            raise MissingVolume(f"the volume of claim {claim!r} has no directory on this machine")
+        return Path(source.path)
 
     def _settings(self, colour: str, spec: dict[str, Any]) -> dict[str, str]:
         """The Pod's env (values, and keys of Secrets as a kubelet reads them), the drill's settings for the
@@ -699,13 +727,14 @@ _READY_CONDITIONS = ("Ready", "ContainersReady")
 
 
 def _on_volumes(value: str, spec: Mapping[str, Any], volumes: Mapping[str, Path]) -> str:
-    """``value`` with the mount path of one of the container's emptyDir volumes replaced by its directory."""
+    """``value`` with the mount path of one of the container's volumes (emptyDir, claim) replaced by its
+    directory."""
     for mount in spec.get("volumeMounts") or []:
         path, directory = mount["mountPath"], volumes.get(mount["name"])
         if directory is None or path == "/tmp":  # noqa: S108 - the machine's own /tmp is the processes' scratch
             continue
         if value == path or value.startswith(path + "/"):
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(parents=True, exist_ok=True)  # an emptyDir's, made on first use; a claim's exists
             return str(directory) + value[len(path) :]
     return value
 

@@ -39,22 +39,40 @@ FETCH_RESOURCES: dict[str, Any] = {"requests": {"cpu": "100m", "memory": "64Mi"}
 FETCHED_VOLUME: dict[str, Any] = {"name": "models", "emptyDir": {}}
 
 
+CLAIM_DIR = "/mnt/model-claim"
+"""Where the PersistentVolumeClaim of a ``pvc://CLAIM/path`` model is mounted, read-only."""
+CLAIM_VOLUME = "model-claim"
+
+
 def fetched(uri: str) -> bool:
     """Whether the model at ``uri`` is fetched by the init container (http, https) rather than in the image."""
     return urlsplit(uri).scheme in ("http", "https")
 
 
+def claimed(uri: str) -> tuple[str, str] | None:
+    """The claim and the path on it of a ``pvc://CLAIM/path`` model (the path as written, not URL-decoded), or
+    None for another scheme."""
+    if not uri.startswith("pvc://"):
+        return None
+    claim, _, path = uri[len("pvc://") :].partition("/")
+    return claim, path
+
+
 def model_path(uri: str) -> str:
     """The path the model server loads: ``file:///models/x.onnx`` and ``/models/x.onnx`` give ``/models/x.onnx``;
     ``https://host/dir/x.onnx`` gives ``/mnt/models/x.onnx``, where the init container puts it (the name keeps
-    the URL's last segment, so that its extension still picks the runtime)."""
+    the URL's last segment, so that its extension still picks the runtime); ``pvc://claim/dir/x.onnx`` gives
+    ``/mnt/model-claim/dir/x.onnx``, where the claim is mounted."""
+    on_claim = claimed(uri)
+    if on_claim is not None:
+        return f"{CLAIM_DIR}/{on_claim[1]}"
     parts = urlsplit(uri)
     if parts.scheme in ("", "file"):
         return parts.path
     if fetched(uri):
         name = re.sub(r"[^A-Za-z0-9._-]", "_", parts.path.rsplit("/", 1)[-1]).lstrip(".") or "model"
         return f"{FETCHED_DIR}/{name}"
-    raise ValueError(f"model uri {uri!r}: only file:// URIs, paths inside the image and http(s) URLs are served")
+    raise ValueError(f"model uri {uri!r}: only paths inside the image, http(s) URLs and pvc:// claims are served")
 
 
 def fetch_container(model: ModelRef, server: ServerSpec) -> dict[str, Any]:
@@ -136,7 +154,7 @@ def model_deployment(
     }
     if model.sha256:
         env["MODELSERVER_MODEL_SHA256"] = model.sha256
-    if fetched(model.uri):
+    if fetched(model.uri) or claimed(model.uri):  # what status.stable is recovered from (served_by)
         env["MODELSERVER_MODEL_URI"] = model.uri
     if model.golden_set:
         env["MODELSERVER_GOLDEN_SET"] = model_path(model.golden_set)
@@ -172,6 +190,12 @@ def model_deployment(
         pod_spec["initContainers"] = [fetch_container(model, server)]
         pod_spec["volumes"].append(FETCHED_VOLUME)
         container["volumeMounts"].append({"name": FETCHED_VOLUME["name"], "mountPath": FETCHED_DIR, "readOnly": True})
+    on_claim = claimed(model.uri)
+    if on_claim is not None:
+        pod_spec["volumes"].append(
+            {"name": CLAIM_VOLUME, "persistentVolumeClaim": {"claimName": on_claim[0], "readOnly": True}}
+        )
+        container["volumeMounts"].append({"name": CLAIM_VOLUME, "mountPath": CLAIM_DIR, "readOnly": True})
     pod_labels = {**labels(rollout, colour, model), constants.LABEL_REVISION: serving_revision(model, server)}
     metadata = _metadata(f"{rollout}-{colour}", namespace, owner, pod_labels)
     if annotations:

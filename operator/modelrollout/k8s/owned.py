@@ -348,8 +348,9 @@ def trimmed_deployment(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def trimmed_pod(body: Mapping[str, Any]) -> dict[str, Any]:
     """What resources.rolled_out, runs_only, health_of and start_failure read of a pod (a pure function):
-    labels, whether it is terminating, its phase, its Ready condition, and its containers' restart counts and
-    failed terminations (exit code and message, the message cut to its last 512 characters)."""
+    labels, whether it is terminating, its phase, its conditions (with the message of one that is False, such
+    as the scheduler's reason it cannot place the pod), and its containers' restart counts and failed
+    terminations (exit code and message; each message cut to its last 512 characters)."""
     metadata, status = body.get("metadata") or {}, body.get("status") or {}
     return {
         "metadata": {
@@ -359,14 +360,18 @@ def trimmed_pod(body: Mapping[str, Any]) -> dict[str, Any]:
         },
         "status": {
             "phase": status.get("phase"),
-            "conditions": [
-                {"type": condition.get("type"), "status": condition.get("status")}
-                for condition in status.get("conditions") or []
-            ],
+            "conditions": [_condition(condition) for condition in status.get("conditions") or []],
             "initContainerStatuses": _restart_counts(status.get("initContainerStatuses")),
             "containerStatuses": _restart_counts(status.get("containerStatuses")),
         },
     }
+
+
+def _condition(condition: Mapping[str, Any]) -> dict[str, Any]:
+    kept = {"type": condition.get("type"), "status": condition.get("status")}
+    if condition.get("status") == "False" and condition.get("message"):
+        kept["message"] = str(condition["message"])[-512:]
+    return kept
 
 
 def _restart_counts(containers: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:

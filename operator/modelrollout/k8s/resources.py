@@ -236,19 +236,24 @@ def _restarts(pod: Mapping[str, Any]) -> int:
 
 
 def start_failure(pods: Iterable[Mapping[str, Any]], *, revision: str) -> str:
-    """Why the pods of ``revision`` cannot start, from their containers' last failure (a pure function): the
-    termination message of an init or server container that exited with an error, such as the fetch of a
-    model that failed ("" when none did, or none said why). The first pod's, by name, so it does not flicker."""
+    """Why the pods of ``revision`` cannot start (a pure function): the scheduler's reason for a pod it cannot
+    place (a model's claim that does not exist or is not bound, say), else the termination message of an init
+    or server container that exited with an error, such as the fetch of a model that failed ("" when none did,
+    or none said why). The first pod's, by name, so it does not flicker."""
     for pod in sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("name") or "")):
         if _labels(pod).get(constants.LABEL_REVISION) != revision or _terminating(pod) or _ready(pod):
             continue
         status = pod.get("status") or {}
+        name = (pod.get("metadata") or {}).get("name")
+        for condition in status.get("conditions") or []:
+            message = str(condition.get("message") or "").strip()
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False" and message:
+                return f"pod {name} cannot be scheduled: {message[-512:]}"
         for container in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
             for state in (container.get("state") or {}, container.get("lastState") or {}):
                 terminated = state.get("terminated") or {}
                 message = str(terminated.get("message") or "").strip()
                 if terminated.get("exitCode") and message:
-                    name = (pod.get("metadata") or {}).get("name")
                     return f"container {container.get('name')} of pod {name}: {message[-512:]}"
     return ""
 
