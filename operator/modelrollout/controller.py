@@ -111,6 +111,14 @@ ENSURE_WATCHED_EVERY_SECONDS = float(os.environ.get("MODELROLLOUT_REAPPLY_SECOND
 applied again at once; all are applied again this often all the same."""
 SETTLE_SECONDS = 5.0
 """An object the watch has not shown this long after the apply that made it counts as deleted."""
+_at_rest: set[str] = set()
+"""The rollouts whose last reconcile found them resting (``_resting``): their loops look again less often."""
+
+
+def at_rest(namespace: str, name: str) -> bool:
+    """Whether this rollout's last reconcile found nothing to do and nothing that time alone would change but
+    the periodic re-apply (handlers.steer then waits REST_SECONDS for a wake-up rather than a tick)."""
+    return f"{namespace}/{name}" in _at_rest
 
 
 RELIST_SECONDS = 30.0
@@ -325,6 +333,7 @@ async def reconcile(
     begun = time.monotonic()
     ref = _ref(body, router_report, owned)
     key = f"{ref.namespace}/{ref.name}"
+    _at_rest.discard(key)
     fence = _write_fence(key, body)
     if fence is Fence.HOLD:
         return
@@ -369,6 +378,7 @@ async def reconcile(
             return
         command = _command(body)
         if _resting(body, spec, status, command, deployed):
+            _at_rest.add(key)
             return
         if status.stable is None or key not in _compared_with_record:
             try:
@@ -823,3 +833,4 @@ def forget(namespace: str, name: str) -> None:
     _written.pop(key, None)
     _held.pop(key, None)
     _repeated_rounds.pop(key, None)
+    _at_rest.discard(key)

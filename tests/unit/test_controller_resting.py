@@ -285,3 +285,20 @@ def test_a_remembered_round_never_dates_the_analysis_back(patched: list[Any]) ->
     read = ModelRolloutStatus.model_validate(body["status"])
     seen = controller._with_repeated_round("default/r", body, read)
     assert seen.analysis is not None and seen.analysis.time == T0
+
+
+def test_a_reconcile_that_finds_the_rollout_resting_marks_it_at_rest_until_one_does_not() -> None:
+    status = settled()
+    body = {
+        "metadata": {**BODY["metadata"], "uid": "u1", "resourceVersion": "7"},
+        "spec": SPEC.to_api(),
+        "status": without_nulls(status.to_api()),
+    }
+    ensured_now(status)
+    asyncio.run(controller.reconcile(body))  # type: ignore[arg-type]
+    assert controller.at_rest("default", "r")
+    body["metadata"]["annotations"] = {"modelrollout.dev/command": "retry"}  # a command waits: not at rest
+    controller._ensured.clear()  # (no API server here: what it reads fails, and is counted, not raised)
+    asyncio.run(controller.reconcile(body))  # type: ignore[arg-type]
+    assert not controller.at_rest("default", "r")
+    controller.forget("default", "r")

@@ -145,3 +145,27 @@ async def test_a_late_deletion_of_an_object_leaves_what_a_new_one_of_the_name_ke
         handlers.WAKEUPS.forget(("ml", "r"), newer)
     await handlers.rollout_changed(body(), type="DELETED")
     assert events == ["finalized", "forgotten"]
+
+
+async def test_a_loop_at_rest_waits_for_a_wake_up_longer_than_a_tick(
+    monkeypatch: pytest.MonkeyPatch, events: list[str]
+) -> None:
+    waits: list[float] = []
+    setter: aioenums.FlagSetter[kopf.DaemonStoppingReason] = aioenums.FlagSetter()
+
+    async def reconcile(*_: Any, **__: Any) -> None:
+        resting = len(waits) == 1  # the second reconcile finds the rollout at rest
+        (controller._at_rest.add if resting else controller._at_rest.discard)("ml/r")
+
+    async def sleep(event: asyncio.Event, seconds: float, stopped: Any) -> None:
+
+        waits.append(seconds)
+        if len(waits) == 3:
+            setter.set(kopf.DaemonStoppingReason.OPERATOR_EXITING)
+
+    monkeypatch.setattr(controller, "reconcile", reconcile)
+    monkeypatch.setattr(handlers.WAKEUPS, "sleep", sleep)
+    monkeypatch.setattr(handlers, "MIN_GAP_SECONDS", 0.0)
+    await asyncio.wait_for(handlers.steer(body(), aioenums.AsyncFlagWaiter(setter)), timeout=10)
+    assert waits == [handlers.TICK_SECONDS, handlers.REST_SECONDS, handlers.TICK_SECONDS]
+    assert handlers.REST_SECONDS > handlers.TICK_SECONDS
