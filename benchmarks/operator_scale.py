@@ -36,6 +36,7 @@ import argparse
 import functools
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -168,26 +169,26 @@ class Routers:
                     self._written[name] = (uid, revision, green)
 
 
+REQUEST_SAMPLE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)")
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
 def apiserver_requests(api_client: client.ApiClient, verb: str = "") -> float:
     """Every request the API server has answered so far, watches and non-resource paths left out; only those
-    of ``verb`` when given (APPLY: server-side applies)."""
+    of ``verb`` when given (APPLY: server-side applies). Only the ``apiserver_request_total`` lines are parsed:
+    at 1,000 rollouts a full parse of the API server's metrics, twice a second, took most of a core."""
     method, url, headers, body, post_params = api_client.param_serialize(
         "GET", "/metrics", auth_settings=["BearerToken"]
     )
     response = api_client.call_api(method, url, header_params=headers, body=body, post_params=post_params)
-    text = response.read()
     total = 0.0
-    for family in text_string_to_metric_families(text.decode()):
-        if family.name != "apiserver_request":
+    for line in response.read().decode().splitlines():
+        sample = REQUEST_SAMPLE.match(line)
+        if sample is None:
             continue
-        for sample in family.samples:
-            if (
-                sample.name.endswith("_total")
-                and sample.labels.get("verb") != "WATCH"
-                and sample.labels.get("resource")
-                and (not verb or sample.labels.get("verb") == verb)
-            ):
-                total += sample.value
+        labels = dict(LABEL.findall(sample["labels"]))
+        if labels.get("verb") != "WATCH" and labels.get("resource") and (not verb or labels.get("verb") == verb):
+            total += float(sample["value"])
     return total
 
 
