@@ -520,7 +520,8 @@ def composition(size: int, args: argparse.Namespace) -> dict[str, int]:
     return {"progressing": moving, "paused": paused_count, "settled": size - moving - paused_count}
 
 
-def one_size(size: int, args: argparse.Namespace, *, with_failover: bool) -> dict[str, Any]:
+def one_size(size: int, args: argparse.Namespace, *, with_failover: bool, result: dict[str, Any]) -> None:
+    """Measures one size into ``result``, phase by phase (what a run stopped part way has measured stays)."""
     log_dir = Path(tempfile.mkdtemp(prefix=f"operator-scale-{size}-"))
     nodes = max(2, -(-3 * size // 100) + 1)  # a model-server Pod per colour and a router Pod per rollout
     phases = composition(size, args)
@@ -555,7 +556,7 @@ def one_size(size: int, args: argparse.Namespace, *, with_failover: bool) -> dic
                     interval=2,
                     what=f"{len(to_pause)} rollouts paused",
                 )
-            result: dict[str, Any] = {"rollouts": size, "kwok_nodes": nodes, "phases": phases}
+            result.update({"rollouts": size, "kwok_nodes": nodes, "phases": phases})
             result["seconds_to_set_up"] = round(time.monotonic() - begun, 1)
             rounds = functools.partial(
                 compare,
@@ -601,7 +602,6 @@ def one_size(size: int, args: argparse.Namespace, *, with_failover: bool) -> dic
                 )
             # settled rollouts rest in both modes (no reads, no writes): watches only
             result["settled"] = rounds(modes=("watches",))
-    return result
 
 
 REAPPLY_REQUESTS = 14
@@ -698,9 +698,18 @@ def main(argv: list[str] | None = None) -> None:
         return
     check_rounds(args.rounds)
     sizes = [int(size) for size in args.sizes.split(",")]
-    measured = []
+    measured: list[dict[str, Any]] = []
     for index, size in enumerate(sizes):
-        measured.append(one_size(size, args, with_failover=index == 0))
+        entry: dict[str, Any] = {"rollouts": size}
+        try:
+            one_size(size, args, with_failover=index == 0, result=entry)
+        except BaseException:  # stopped (Ctrl-C) or failed: what was measured is kept beside the results
+            partial = args.output.with_name(f"{args.output.stem}.partial.json")
+            command = "python -m benchmarks.operator_scale " + " ".join(sys.argv[1:] if argv is None else argv)
+            partial.write_text(json.dumps({"command": command, "incomplete": True, "by_size": [*measured, entry]}))
+            print(f"stopped: what was measured is in {partial}", file=sys.stderr)
+            raise
+        measured.append(entry)
         write(args, argv, measured)
 
 
