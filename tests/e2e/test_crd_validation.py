@@ -110,6 +110,9 @@ def apply(kubeconfig: Path, spec_changes: dict[str, Any], name: str) -> tuple[in
         "port-out-of-range",
         "no-host",
         "http-golden-set",
+        "pvc-claim-not-a-name",
+        "pvc-no-path",
+        "pvc-parent-segment",
         "version-not-a-label",
         "deletion-policy",
         "negative-max-restarts",
@@ -226,7 +229,7 @@ def test_the_api_server_stores_the_models_defaults(kubeconfig: Path) -> None:
     [
         ("spec.traffic.confirmDeadline", "Longest the router may take to confirm new weights"),
         ("spec.deletionPolicy", "keepStable leaves the stable model"),
-        ("spec.green.model.uri", "are not served yet"),
+        ("spec.green.model.uri", "s3 is not served yet"),
         ("spec.analysis.checks.health.maxRestarts", "Restarts of green's model servers"),
         ("status.phase", "Where the rollout stands"),
         ("status.weightsConfirmedAt", "When the router first reported the current weights revision applied"),

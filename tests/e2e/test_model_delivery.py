@@ -161,7 +161,13 @@ def model_claim(kubeconfig: Path, demo_models: Path) -> Iterator[str]:
             },
         },
     ]
-    kubectl.run("apply", "-f", "-", kubeconfig=kubeconfig, stdin=json.dumps({"kind": "List", "items": manifests_}))
+    kubectl.run(
+        "apply",
+        "-f",
+        "-",
+        kubeconfig=kubeconfig,
+        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests_}),
+    )
 
     def bound() -> bool:
         found = kubectl.run("get", "pvc", claim, "-n", "default", "-o", "json", kubeconfig=kubeconfig)
