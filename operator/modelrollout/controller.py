@@ -115,9 +115,17 @@ _at_rest: set[str] = set()
 """The rollouts whose last reconcile found them resting (``_resting``): their loops look again less often."""
 
 
+def _settling(key: str) -> bool:
+    """Whether the last apply of this rollout's objects is recent enough that an object deleted since is not
+    yet counted as drift (SETTLE_SECONDS): the rollout looks again at the next tick, not at rest."""
+    last = _ensured.get(key)
+    return last is not None and time.monotonic() - last.at <= SETTLE_SECONDS
+
+
 def at_rest(namespace: str, name: str) -> bool:
     """Whether this rollout's last reconcile found nothing to do and nothing that time alone would change but
-    the periodic re-apply (handlers.steer then waits REST_SECONDS for a wake-up rather than a tick)."""
+    the periodic re-apply (handlers.steer then waits REST_SECONDS for a wake-up rather than a tick): never
+    while its last apply settles, nor when the colours are read from the API server (no watch wakes it)."""
     return f"{namespace}/{name}" in _at_rest
 
 
@@ -378,7 +386,8 @@ async def reconcile(
             return
         command = _command(body)
         if _resting(body, spec, status, command, deployed):
-            _at_rest.add(key)
+            if deployed is not None and not _settling(key):
+                _at_rest.add(key)
             return
         if status.stable is None or key not in _compared_with_record:
             try:

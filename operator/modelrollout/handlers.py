@@ -193,7 +193,8 @@ async def steer(body: kopf.Body, stopped: kopf.DaemonStopped, **kwargs: Any) -> 
                     await tick(body, **kwargs)
             except Exception as error:  # noqa: BLE001 - reconcile records its own failures; this is a bug's trace
                 structlog.get_logger("modelrollout").error("reconcile loop failed", error=repr(error)[:500])
-            await WAKEUPS.sleep(woken, REST_SECONDS if controller.at_rest(*key) else TICK_SECONDS, stopped.wait())
+            resting = controller.at_rest(*key) and may_act()  # a standby's skipped tick leaves no rest mark to use
+            await WAKEUPS.sleep(woken, REST_SECONDS if resting else TICK_SECONDS, stopped.wait())
             rest = MIN_GAP_SECONDS - (asyncio.get_running_loop().time() - begun)
             if rest > 0 and not stopped and not WAKEUPS.ended(uid):  # a burst of watch events: one reconcile
                 await asyncio.sleep(rest)  # per MIN_GAP_SECONDS
@@ -225,6 +226,8 @@ async def rollout_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
         forget_deleted(body)
         return
     WAKEUPS.noticed(key, body)
+    if type == "MODIFIED" and controller.at_rest(*key):
+        WAKEUPS.wake(key)  # a rollout at rest writes nothing: someone else changed it (its status, say)
     if controller.caught_up(*key, body):
         WAKEUPS.wake(key, urgent=True)  # the reconcile held back may carry a command: it goes first
 

@@ -216,6 +216,6 @@ def test_a_model_on_a_claim_that_does_not_exist_is_named_with_the_reason_in_the_
         "waiting for the blue and green model servers to be ready: green: pod unclaimed-green-"
     )
     assert (
-        'cannot be scheduled: 0/2 nodes are available: persistentvolumeclaim "no-such-claim" not found'
+        'is not scheduled: 0/2 nodes are available: persistentvolumeclaim "no-such-claim" not found'
         in (status["message"])
     )

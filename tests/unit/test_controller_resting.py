@@ -294,11 +294,36 @@ def test_a_reconcile_that_finds_the_rollout_resting_marks_it_at_rest_until_one_d
         "spec": SPEC.to_api(),
         "status": without_nulls(status.to_api()),
     }
-    ensured_now(status)
-    asyncio.run(controller.reconcile(body))  # type: ignore[arg-type]
+    shown: dict[tuple[str, str], tuple[str, int]] = {}
+    fingerprint = controller._owned(BODY, SPEC, status)[1]
+    controller._ensured["default/r"] = controller.Ensured(fingerprint, time.monotonic() - 6, shown)  # settled
+    asyncio.run(controller.reconcile(body, deployed=shown))  # type: ignore[arg-type]
     assert controller.at_rest("default", "r")
     body["metadata"]["annotations"] = {"modelrollout.dev/command": "retry"}  # a command waits: not at rest
     controller._ensured.clear()  # (no API server here: what it reads fails, and is counted, not raised)
     asyncio.run(controller.reconcile(body))  # type: ignore[arg-type]
     assert not controller.at_rest("default", "r")
+    controller.forget("default", "r")
+
+
+def test_no_rest_while_the_last_apply_settles_nor_without_the_watches() -> None:
+    """An object deleted within SETTLE_SECONDS of the apply is not drift yet: the next tick must look again;
+    and with the colours read from the API server (deployed None) no watch would wake the loop."""
+    status = settled()
+    body = {
+        "metadata": {**BODY["metadata"], "uid": "u1", "resourceVersion": "7"},
+        "spec": SPEC.to_api(),
+        "status": without_nulls(status.to_api()),
+    }
+    shown: dict[tuple[str, str], tuple[str, int]] = {}
+    fingerprint = controller._owned(BODY, SPEC, status)[1]
+    controller._ensured["default/r"] = controller.Ensured(fingerprint, time.monotonic(), shown)
+    asyncio.run(controller.reconcile(body, deployed=shown))  # type: ignore[arg-type]
+    assert not controller.at_rest("default", "r")  # applied a moment ago
+    controller._ensured["default/r"] = controller.Ensured(fingerprint, time.monotonic() - 6, shown)
+    asyncio.run(controller.reconcile(body, deployed=None))  # type: ignore[arg-type]
+    assert not controller.at_rest("default", "r")  # no watches
+    controller._ensured["default/r"] = controller.Ensured(fingerprint, time.monotonic() - 6, shown)
+    asyncio.run(controller.reconcile(body, deployed=shown))  # type: ignore[arg-type]
+    assert controller.at_rest("default", "r")
     controller.forget("default", "r")

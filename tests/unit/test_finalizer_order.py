@@ -169,3 +169,20 @@ async def test_a_loop_at_rest_waits_for_a_wake_up_longer_than_a_tick(
     await asyncio.wait_for(handlers.steer(body(), aioenums.AsyncFlagWaiter(setter)), timeout=10)
     assert waits == [handlers.TICK_SECONDS, handlers.REST_SECONDS, handlers.TICK_SECONDS]
     assert handlers.REST_SECONDS > handlers.TICK_SECONDS
+
+
+async def test_a_rollout_at_rest_is_woken_by_any_change_someone_else_makes(events: list[str]) -> None:
+    """Its status wiped or edited by hand changes no trigger (wakeups.trigger), but a rollout at rest writes
+    nothing itself: any MODIFIED event is someone else's, and its loop looks at once, not in REST_SECONDS."""
+    woken, _ = handlers.WAKEUPS.register(("ml", "r"), "u1")
+    await handlers.rollout_changed(body(), type="MODIFIED")  # the first sight of its trigger wakes it anyway
+    woken.clear()
+    await handlers.rollout_changed(body(), type="MODIFIED")
+    assert not woken.is_set()  # a moving rollout: its next tick comes within a second
+    controller._at_rest.add("ml/r")
+    try:
+        await handlers.rollout_changed(body(), type="MODIFIED")
+        assert woken.is_set()
+    finally:
+        controller._at_rest.discard("ml/r")
+        handlers.WAKEUPS.forget(("ml", "r"), woken, "u1")

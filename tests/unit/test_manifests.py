@@ -278,10 +278,15 @@ def test_why_pods_cannot_start_names_the_schedulers_reason_first() -> None:
     reason = '0/2 nodes are available: persistentvolumeclaim "model-store" not found.'
     unplaced["status"]["conditions"].append({"type": "PodScheduled", "status": "False", "message": reason})
     kept = owned.trimmed_pod(unplaced)  # what the operator's watch keeps of it
-    assert resources.start_failure([kept], revision="r2") == f"pod digits-green-1 cannot be scheduled: {reason}"
+    assert resources.start_failure([kept], revision="r2") == f"pod digits-green-1 is not scheduled: {reason}"
     placed = pod(ready=False)
     placed["status"]["conditions"].append({"type": "PodScheduled", "status": "True"})
     assert resources.start_failure([owned.trimmed_pod(placed)], revision="r2") == ""
+    gated = pod(ready=False)  # held back on purpose (schedulingGates): nothing has failed
+    gated["status"]["conditions"].append(
+        {"type": "PodScheduled", "status": "False", "reason": "SchedulingGated", "message": "Scheduling is blocked"}
+    )
+    assert resources.start_failure([owned.trimmed_pod(gated)], revision="r2") == ""
 
 
 def test_why_pods_cannot_start_comes_from_a_failed_containers_termination_message() -> None:

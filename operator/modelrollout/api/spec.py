@@ -139,7 +139,7 @@ MODEL_URI = re.compile(r"^((file://)?/|https?://[^/]+/.|pvc://[a-z0-9]([-a-z0-9.
 """Model URIs the server can serve: a file inside the image, an ``http://`` or ``https://`` URL that the
 Pod's init container fetches, or a file on a PersistentVolumeClaim (``pvc://CLAIM/path``, mounted read-only;
 k8s.manifests); the CRD's CEL rule is the same expression."""
-PARENT_SEGMENT = re.compile(r"(^|/)\.\.(/|$)")
+PARENT_SEGMENT = re.compile(r"(^|/)\.\.(/|\Z)")
 """A ``..`` segment: a path on a claim that would leave it."""
 LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 """A Kubernetes label value: versions become the ``modelrollout.dev/version`` label."""

@@ -370,7 +370,7 @@ def trimmed_pod(body: Mapping[str, Any]) -> dict[str, Any]:
 def _condition(condition: Mapping[str, Any]) -> dict[str, Any]:
     kept = {"type": condition.get("type"), "status": condition.get("status")}
     if condition.get("status") == "False" and condition.get("message"):
-        kept["message"] = str(condition["message"])[-512:]
+        kept.update(reason=condition.get("reason"), message=str(condition["message"])[-512:])
     return kept
 
 

@@ -247,8 +247,9 @@ def start_failure(pods: Iterable[Mapping[str, Any]], *, revision: str) -> str:
         name = (pod.get("metadata") or {}).get("name")
         for condition in status.get("conditions") or []:
             message = str(condition.get("message") or "").strip()
-            if condition.get("type") == "PodScheduled" and condition.get("status") == "False" and message:
-                return f"pod {name} cannot be scheduled: {message[-512:]}"
+            scheduled = condition.get("type") == "PodScheduled" and condition.get("status") == "False"
+            if scheduled and message and condition.get("reason") != "SchedulingGated":
+                return f"pod {name} is not scheduled: {message[-512:]}"
         for container in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
             for state in (container.get("state") or {}, container.get("lastState") or {}):
                 terminated = state.get("terminated") or {}
