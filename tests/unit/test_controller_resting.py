@@ -287,13 +287,18 @@ def test_a_remembered_round_never_dates_the_analysis_back(patched: list[Any]) ->
     assert seen.analysis is not None and seen.analysis.time == T0
 
 
-def test_a_reconcile_that_finds_the_rollout_resting_marks_it_at_rest_until_one_does_not() -> None:
-    status = settled()
-    body = {
+def stored_settled(status: ModelRolloutStatus) -> dict[str, Any]:
+    """The ModelRollout as the watch delivers it, with ``status``."""
+    return {
         "metadata": {**BODY["metadata"], "uid": "u1", "resourceVersion": "7"},
         "spec": SPEC.to_api(),
         "status": without_nulls(status.to_api()),
     }
+
+
+def test_a_reconcile_that_finds_the_rollout_resting_marks_it_at_rest_until_one_does_not() -> None:
+    status = settled()
+    body = stored_settled(status)
     shown: dict[tuple[str, str], tuple[str, int]] = {}
     fingerprint = controller._owned(BODY, SPEC, status)[1]
     controller._ensured["default/r"] = controller.Ensured(fingerprint, time.monotonic() - 6, shown)  # settled
@@ -310,11 +315,7 @@ def test_no_rest_while_the_last_apply_settles_nor_without_the_watches() -> None:
     """An object deleted within SETTLE_SECONDS of the apply is not drift yet: the next tick must look again;
     and with the colours read from the API server (deployed None) no watch would wake the loop."""
     status = settled()
-    body = {
-        "metadata": {**BODY["metadata"], "uid": "u1", "resourceVersion": "7"},
-        "spec": SPEC.to_api(),
-        "status": without_nulls(status.to_api()),
-    }
+    body = stored_settled(status)
     shown: dict[tuple[str, str], tuple[str, int]] = {}
     fingerprint = controller._owned(BODY, SPEC, status)[1]
     controller._ensured["default/r"] = controller.Ensured(fingerprint, time.monotonic(), shown)
