@@ -41,6 +41,24 @@ from modelrollout.routing.report import latest_trip, legacy_trip, trip_of
 log = structlog.get_logger("modelrollout")
 
 _providers: dict[tuple[str, str, float, bool], SharedQueries] = {}
+
+
+def state_key(namespace: str, name: str, uid: str) -> str:
+    """What this module keeps of a rollout in memory is kept by object, not by name: a reconcile still in
+    flight when its rollout is deleted (with no finalizer) and made again under the name cannot leave its
+    failures, applies or fence to the new object."""
+    return f"{namespace}/{name}/{uid}"
+
+
+def _key(ref: RolloutRef) -> str:
+    return state_key(ref.namespace, ref.name, ref.uid)
+
+
+def _body_key(body: Mapping[str, Any]) -> str:
+    metadata = body.get("metadata") or {}
+    return state_key(*(str(metadata.get(field) or "") for field in ("namespace", "name", "uid")))
+
+
 _tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
 TOKEN_TTL_SECONDS = 60.0
 """A bearer token read from a Secret is read again after this long (a rotated token is picked up)."""
@@ -122,11 +140,11 @@ def _settling(key: str) -> bool:
     return last is not None and time.monotonic() - last.at <= SETTLE_SECONDS
 
 
-def at_rest(namespace: str, name: str) -> bool:
+def at_rest(namespace: str, name: str, uid: str) -> bool:
     """Whether this rollout's last reconcile found nothing to do and nothing that time alone would change but
     the periodic re-apply (handlers.steer then waits REST_SECONDS for a wake-up rather than a tick): never
     while its last apply settles, nor when the colours are read from the API server (no watch wakes it)."""
-    return f"{namespace}/{name}" in _at_rest
+    return state_key(namespace, name, uid) in _at_rest
 
 
 RELIST_SECONDS = 30.0
@@ -227,7 +245,7 @@ def _write_fence(key: str, body: kopf.Body) -> Fence:
 
 def caught_up(namespace: str, name: str, body: Mapping[str, Any]) -> bool:
     """Whether a reconcile held back by its own last write (see _write_fence) may go on with ``body``."""
-    key = f"{namespace}/{name}"
+    key = state_key(namespace, name, str((body.get("metadata") or {}).get("uid") or ""))
     written = _written.get(key)
     return key in _held and (written is None or not behind(_resource_version(body), written[1]))
 
@@ -239,7 +257,7 @@ def _resource_version(body: Mapping[str, Any]) -> str:
 def _wrote(ref: RolloutRef, stored: Mapping[str, Any]) -> None:
     version = (stored.get("metadata") or {}).get("resourceVersion")
     if version:
-        _written[f"{ref.namespace}/{ref.name}"] = (ref.uid, str(version))
+        _written[_key(ref)] = (ref.uid, str(version))
 
 
 SETTLED = {Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.FAILED}
@@ -340,7 +358,7 @@ async def reconcile(
     a state of the rollout, never a freeze."""
     begun = time.monotonic()
     ref = _ref(body, router_report, owned)
-    key = f"{ref.namespace}/{ref.name}"
+    key = _key(ref)
     _at_rest.discard(key)
     fence = _write_fence(key, body)
     if fence is Fence.HOLD:
@@ -353,8 +371,8 @@ async def reconcile(
         except Exception as error:  # noqa: BLE001 - nothing is decided; the next tick reads again
             log.warning("rollout not read after its watch went quiet", error=_describe(error))
             return
-        if fresh is None:
-            return
+        if fresh is None or (fresh.get("metadata") or {}).get("uid") != ref.uid:
+            return  # gone, or made again under the name: that object is its own loop's
         _written.pop(key, None)
         _held.pop(key, None)
         body = kopf.Body(cast(kopf.RawBody, fresh))
@@ -370,7 +388,9 @@ async def reconcile(
         log.warning("status unreadable", error=unreadable)
         status = ModelRolloutStatus()
         _unreadable.add(key)
-    structlog.contextvars.bind_contextvars(rollout=key, step=status.step_index, phase=status.phase.value)
+    structlog.contextvars.bind_contextvars(
+        rollout=f"{ref.namespace}/{ref.name}", step=status.step_index, phase=status.phase.value
+    )
     try:
         try:
             spec = _parse(body)
@@ -456,7 +476,7 @@ async def _record_promotion(
             router_replicas=ROUTER_REPLICAS,
         )
     except Exception as error:  # noqa: BLE001 - counted by the next reconcile, never a freeze
-        key = f"{ref.namespace}/{ref.name}"
+        key = _key(ref)
         _failures[key] = f"redeploying blue with the promoted model: {_describe(error)}"
         kopf.event(body, type="Warning", reason="ReconcileError", message=_failures[key][:1000])
         log.warning("blue not redeployed", error=_failures[key])
@@ -588,7 +608,7 @@ async def _gather(
 ) -> machine.Observations:
     stable = stable_of(spec, status)
     green_replicas, fingerprint = _owned(body, spec, status)
-    key = f"{ref.namespace}/{ref.name}"
+    key = _key(ref)
     refused = None
     if not _ensured_lately(key, fingerprint, deployed):
         replace_green = not _green_has_traffic_to_lose(spec, status)
@@ -739,8 +759,7 @@ def _resting(
         return False  # a settled phase whose weights the router has not confirmed yet is still watched
     if status.observed_generation != body["metadata"].get("generation"):
         return False
-    key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
-    return _ensured_lately(key, _owned(body, spec, status)[1], deployed)
+    return _ensured_lately(_body_key(body), _owned(body, spec, status)[1], deployed)
 
 
 def _describe(error: BaseException) -> str:
@@ -766,7 +785,7 @@ async def _apply(
     could not be written."""
     decision.status.observed_generation = body["metadata"].get("generation") or 0
     wanted = decision.status.to_api()
-    key = f"{ref.namespace}/{ref.name}"
+    key = _key(ref)
     if not may_act():  # under leader election: the Lease went stale during this reconcile; write nothing
         log.warning("decision dropped: this replica's lease is not fresh")
         return False
@@ -807,7 +826,7 @@ async def _apply(
         kopf.event(body, type="Warning", reason="ReconcileError", message=_failures[key][:1000])
         log.warning("status not written", error=_failures[key])
         return False
-    metrics.track_phase(f"{ref.namespace}/{ref.name}", decision.status.phase.value)
+    metrics.track_phase(_key(ref), decision.status.phase.value)
     if decision.recorded:
         kind = "Warning" if decision.reason in WARNING_REASONS else "Normal"
         kopf.event(body, type=kind, reason=decision.reason, message=decision.message[:1000])
@@ -831,9 +850,9 @@ def _problem(error: Exception, root: str = "spec") -> str:
     return str(error)
 
 
-def forget(namespace: str, name: str) -> None:
-    """A rollout gone: what this module keeps of it in memory is dropped (handlers.forget)."""
-    key = f"{namespace}/{name}"
+def forget(namespace: str, name: str, uid: str) -> None:
+    """The object ``uid`` gone: what this module keeps of it in memory is dropped (handlers.forget)."""
+    key = state_key(namespace, name, uid)
     metrics.track_phase(key, None)
     _ensured.pop(key, None)
     _failures.pop(key, None)

@@ -193,7 +193,7 @@ async def steer(body: kopf.Body, stopped: kopf.DaemonStopped, **kwargs: Any) -> 
                     await tick(body, **kwargs)
             except Exception as error:  # noqa: BLE001 - reconcile records its own failures; this is a bug's trace
                 structlog.get_logger("modelrollout").error("reconcile loop failed", error=repr(error)[:500])
-            resting = controller.at_rest(*key) and may_act()  # a standby's skipped tick leaves no rest mark to use
+            resting = controller.at_rest(*key, uid) and may_act()  # a standby's skipped tick leaves no rest mark to use
             await WAKEUPS.sleep(woken, REST_SECONDS if resting else TICK_SECONDS, stopped.wait())
             rest = MIN_GAP_SECONDS - (asyncio.get_running_loop().time() - begun)
             if rest > 0 and not stopped and not WAKEUPS.ended(uid):  # a burst of watch events: one reconcile
@@ -204,8 +204,8 @@ async def steer(body: kopf.Body, stopped: kopf.DaemonStopped, **kwargs: Any) -> 
         )
         WAKEUPS.forget(key, woken, uid)
         metrics.LOOPS.dec()
-        if deleted and not WAKEUPS.looping(key):  # not a rollout made again under the name since
-            forget(key)  # after its last reconcile: nothing that one remembered outlives the rollout
+        if deleted:  # after its last reconcile: nothing that one remembered outlives the rollout
+            forget(key, uid)
 
 
 async def tick(body: kopf.Body, **kwargs: Any) -> None:
@@ -226,7 +226,7 @@ async def rollout_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
         forget_deleted(body)
         return
     WAKEUPS.noticed(key, body)
-    if type == "MODIFIED" and controller.at_rest(*key):
+    if type == "MODIFIED" and controller.at_rest(*key, body["metadata"].get("uid", "")):
         WAKEUPS.wake(key)  # a rollout at rest writes nothing: someone else changed it (its status, say)
     if controller.caught_up(*key, body):
         WAKEUPS.wake(key, urgent=True)  # the reconcile held back may carry a command: it goes first
@@ -305,16 +305,19 @@ async def deleted(body: kopf.Body, **kwargs: Any) -> None:
 
 
 def forget_deleted(body: kopf.Body) -> None:
-    """The deleted object is forgotten, unless a loop already runs for another object made under its name."""
-    if not WAKEUPS.another_object(_key(body), body["metadata"].get("uid", "")):
-        forget(_key(body))
+    """The deleted object is forgotten (see forget)."""
+    forget(_key(body), body["metadata"].get("uid", ""))
 
 
-def forget(key: wakeups.Key) -> None:
-    """What this operator keeps in memory of a rollout, dropped once it is gone (its finalizer done, or the
-    object deleted without it). Idempotent: a finalized rollout is forgotten again at its DELETED event."""
+def forget(key: wakeups.Key, uid: str) -> None:
+    """What this operator keeps in memory of the object ``uid``, dropped once it is gone (its finalizer done, or
+    the object deleted without it). Idempotent: a finalized rollout is forgotten again at its DELETED event.
+    What is kept by name (the cache checks, the owned objects seen) stays while a loop runs for another object
+    made again under the name: it is that object's."""
+    controller.forget(*key, uid)
+    if WAKEUPS.another_object(key, uid):
+        return
     RECONCILING.pop(key, None)
     WAKEUPS.gone(key)
-    controller.forget(*key)
     RESYNC.forget(*key)
     owned.SEEN.forget(*key)

@@ -705,7 +705,7 @@ def test_the_operator_remembers_the_version_of_its_own_status_write(cluster: Pat
     rollout = create_rollout("fenced", spec_body(), finalizers=())
     controller._patch_status(rollout, {"status": {"message": "written by the test"}})
     stored = get_rollout("fenced")
-    assert controller._written[f"{NAMESPACE}/fenced"] == (
+    assert controller._written[controller.state_key(NAMESPACE, "fenced", stored["metadata"]["uid"])] == (
         stored["metadata"]["uid"],
         stored["metadata"]["resourceVersion"],
     )

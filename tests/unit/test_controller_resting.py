@@ -25,7 +25,8 @@ SPEC = ModelRolloutSpec.model_validate(
         "traffic": {"steps": [{"weight": 50}, {"weight": 100}]},
     }
 )
-BODY = {"metadata": {"namespace": "default", "name": "r", "generation": 3}}
+BODY = {"metadata": {"namespace": "default", "name": "r", "uid": "u1", "generation": 3}}
+KEY = controller.state_key("default", "r", "u1")
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +42,7 @@ def settled(phase: Phase = Phase.PROMOTED, generation: int = 3) -> ModelRolloutS
 
 
 def ensured_now(status: ModelRolloutStatus) -> None:
-    controller._ensured["default/r"] = controller.Ensured(controller._owned(BODY, SPEC, status)[1], time.monotonic())
+    controller._ensured[KEY] = controller.Ensured(controller._owned(BODY, SPEC, status)[1], time.monotonic())
 
 
 def test_a_settled_rollout_rests_once_its_objects_are_applied() -> None:
@@ -56,9 +57,7 @@ def test_it_wakes_for_a_command_a_spec_change_or_time() -> None:
     ensured_now(status)
     assert not controller._resting(BODY, SPEC, status, Command(name=CommandName.RETRY, id="c1"))
     assert not controller._resting(BODY, SPEC, settled(generation=2), None)
-    controller._ensured["default/r"] = controller.Ensured(
-        controller._ensured["default/r"].fingerprint, time.monotonic() - 61
-    )
+    controller._ensured[KEY] = controller.Ensured(controller._ensured[KEY].fingerprint, time.monotonic() - 61)
     assert not controller._resting(BODY, SPEC, status, None)
 
 
@@ -128,7 +127,7 @@ APPLIED = {
 def test_with_the_watches_a_settled_rollout_rests_until_they_show_drift() -> None:
     status = settled()
     fingerprint = controller._owned(BODY, SPEC, status)[1]
-    controller._ensured["default/r"] = controller.Ensured(fingerprint, time.monotonic() - 61, APPLIED)
+    controller._ensured[KEY] = controller.Ensured(fingerprint, time.monotonic() - 61, APPLIED)
     # a minute after the apply it still rests while the watches show what was applied, where without them it
     # would apply again every ENSURE_EVERY_SECONDS
     assert controller._resting(BODY, SPEC, status, None, APPLIED)
@@ -151,13 +150,13 @@ def test_with_the_watches_a_settled_rollout_rests_until_they_show_drift() -> Non
 def test_the_watch_lagging_behind_the_apply_is_not_drift() -> None:
     status = settled()
     fingerprint = controller._owned(BODY, SPEC, status)[1]
-    controller._ensured["default/r"] = controller.Ensured(fingerprint, time.monotonic(), APPLIED)
+    controller._ensured[KEY] = controller.Ensured(fingerprint, time.monotonic(), APPLIED)
     behind = {**APPLIED, ("Deployment", "r-blue"): ("uid-b", 0), ("Service", "r-router"): ("uid-s", 39)}
     del behind[("Deployment", "r-router")]  # made just now, not shown yet
     assert controller._resting(BODY, SPEC, status, None, behind)
     # still not shown after SETTLE_SECONDS: deleted (an earlier version is still the watch being behind)
-    controller._ensured["default/r"] = dataclasses.replace(
-        controller._ensured["default/r"], at=time.monotonic() - controller.SETTLE_SECONDS - 1
+    controller._ensured[KEY] = dataclasses.replace(
+        controller._ensured[KEY], at=time.monotonic() - controller.SETTLE_SECONDS - 1
     )
     assert not controller._resting(BODY, SPEC, status, None, behind)
     assert controller._resting(BODY, SPEC, status, None, {**behind, ("Deployment", "r-router"): ("uid-r", 1)})
@@ -167,7 +166,7 @@ def test_with_the_watches_all_is_applied_again_after_the_long_period_or_a_relist
     status = settled()
     fingerprint = controller._owned(BODY, SPEC, status)[1]
     long_ago = time.monotonic() - controller.ENSURE_WATCHED_EVERY_SECONDS - 1
-    controller._ensured["default/r"] = controller.Ensured(fingerprint, long_ago, APPLIED)
+    controller._ensured[KEY] = controller.Ensured(fingerprint, long_ago, APPLIED)
     assert not controller._resting(BODY, SPEC, status, None, APPLIED)
     # a watch listed again after the apply: an object deleted meanwhile may still show as applied
     last = controller.Ensured(fingerprint, 100.0, APPLIED)
@@ -249,9 +248,9 @@ def test_a_repeated_round_is_remembered_not_written_and_schedules_the_next_one(p
     apply(body, held(T0 + FIVE), patched)
     assert patched == []
     stored_time = body["status"]["analysis"]["time"]
-    assert controller._repeated_rounds["default/r"] == ("u1", "7", stored_time, T0 + FIVE)
+    assert controller._repeated_rounds[KEY] == ("u1", "7", stored_time, T0 + FIVE)
     read = ModelRolloutStatus.model_validate(body["status"])
-    seen = controller._with_repeated_round("default/r", body, read)
+    seen = controller._with_repeated_round(KEY, body, read)
     now = T0 + datetime.timedelta(seconds=6)
     assert seen.analysis is not None and seen.analysis.time == T0 + FIVE
     assert not steps.analysis_due(SPEC, seen, now)  # the next round is an interval after the one not written
@@ -272,18 +271,18 @@ def test_a_repeated_round_is_remembered_not_written_and_schedules_the_next_one(p
 )
 def test_a_remembered_round_counts_only_for_the_status_it_saw(other: dict[str, Any], patched: list[Any]) -> None:
     stored_time = stored_body("7", held(T0))["status"]["analysis"]["time"]
-    controller._repeated_rounds["default/r"] = ("u1", "7", stored_time, T0 + FIVE)
+    controller._repeated_rounds[KEY] = ("u1", "7", stored_time, T0 + FIVE)
     read = ModelRolloutStatus.model_validate(other["status"])
-    seen = controller._with_repeated_round("default/r", other, read)
+    seen = controller._with_repeated_round(KEY, other, read)
     assert seen.analysis == read.analysis
-    assert "default/r" not in controller._repeated_rounds
+    assert KEY not in controller._repeated_rounds
 
 
 def test_a_remembered_round_never_dates_the_analysis_back(patched: list[Any]) -> None:
     body = stored_body("7", held(T0))
-    controller._repeated_rounds["default/r"] = ("u1", "7", body["status"]["analysis"]["time"], T0 - FIVE)
+    controller._repeated_rounds[KEY] = ("u1", "7", body["status"]["analysis"]["time"], T0 - FIVE)
     read = ModelRolloutStatus.model_validate(body["status"])
-    seen = controller._with_repeated_round("default/r", body, read)
+    seen = controller._with_repeated_round(KEY, body, read)
     assert seen.analysis is not None and seen.analysis.time == T0
 
 
@@ -301,14 +300,14 @@ def test_a_reconcile_that_finds_the_rollout_resting_marks_it_at_rest_until_one_d
     body = stored_settled(status)
     shown: dict[tuple[str, str], tuple[str, int]] = {}
     fingerprint = controller._owned(BODY, SPEC, status)[1]
-    controller._ensured["default/r"] = controller.Ensured(fingerprint, time.monotonic() - 6, shown)  # settled
+    controller._ensured[KEY] = controller.Ensured(fingerprint, time.monotonic() - 6, shown)  # settled
     asyncio.run(controller.reconcile(body, deployed=shown))  # type: ignore[arg-type]
-    assert controller.at_rest("default", "r")
+    assert controller.at_rest("default", "r", "u1")
     body["metadata"]["annotations"] = {"modelrollout.dev/command": "retry"}  # a command waits: not at rest
     controller._ensured.clear()  # (no API server here: what it reads fails, and is counted, not raised)
     asyncio.run(controller.reconcile(body))  # type: ignore[arg-type]
-    assert not controller.at_rest("default", "r")
-    controller.forget("default", "r")
+    assert not controller.at_rest("default", "r", "u1")
+    controller.forget("default", "r", "u1")
 
 
 def test_no_rest_while_the_last_apply_settles_nor_without_the_watches() -> None:
@@ -318,13 +317,29 @@ def test_no_rest_while_the_last_apply_settles_nor_without_the_watches() -> None:
     body = stored_settled(status)
     shown: dict[tuple[str, str], tuple[str, int]] = {}
     fingerprint = controller._owned(BODY, SPEC, status)[1]
-    controller._ensured["default/r"] = controller.Ensured(fingerprint, time.monotonic(), shown)
+    controller._ensured[KEY] = controller.Ensured(fingerprint, time.monotonic(), shown)
     asyncio.run(controller.reconcile(body, deployed=shown))  # type: ignore[arg-type]
-    assert not controller.at_rest("default", "r")  # applied a moment ago
-    controller._ensured["default/r"] = controller.Ensured(fingerprint, time.monotonic() - 6, shown)
+    assert not controller.at_rest("default", "r", "u1")  # applied a moment ago
+    controller._ensured[KEY] = controller.Ensured(fingerprint, time.monotonic() - 6, shown)
     asyncio.run(controller.reconcile(body, deployed=None))  # type: ignore[arg-type]
-    assert not controller.at_rest("default", "r")  # no watches
-    controller._ensured["default/r"] = controller.Ensured(fingerprint, time.monotonic() - 6, shown)
+    assert not controller.at_rest("default", "r", "u1")  # no watches
+    controller._ensured[KEY] = controller.Ensured(fingerprint, time.monotonic() - 6, shown)
     asyncio.run(controller.reconcile(body, deployed=shown))  # type: ignore[arg-type]
-    assert controller.at_rest("default", "r")
-    controller.forget("default", "r")
+    assert controller.at_rest("default", "r", "u1")
+    controller.forget("default", "r", "u1")
+
+
+def test_what_the_operator_remembers_of_an_object_is_not_that_of_one_made_again_under_its_name() -> None:
+    """A reconcile in flight when its rollout is deleted (with no finalizer) may finish after a new object of
+    the name has its own loop: what it leaves (an apply, a failure, a write fence) is the old object's alone."""
+    status = settled()
+    ensured_now(status)  # the old object's (u1) objects applied
+    again = {"metadata": {**BODY["metadata"], "uid": "u2"}}
+    assert controller._resting(BODY, SPEC, status, None)
+    assert not controller._resting(again, SPEC, status, None)  # nothing applied for the new object yet
+    controller._ensured[controller.state_key("default", "r", "u2")] = controller._ensured[KEY]
+    controller._failures[KEY] = "writing status: refused"
+    controller.forget("default", "r", "u1")  # the old object forgotten: the new one keeps its own
+    assert KEY not in controller._ensured and KEY not in controller._failures
+    assert controller._resting(again, SPEC, status, None)
+    controller.forget("default", "r", "u2")

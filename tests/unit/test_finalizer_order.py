@@ -13,6 +13,8 @@ from kopf._cogs.aiokits import aioenums
 from modelrollout import controller, handlers, metrics, wakeups
 from modelrollout.k8s import deletion
 
+KEY = controller.state_key("ml", "r", "u1")
+
 
 def body(deleting: bool = False) -> kopf.Body:
     metadata: dict[str, Any] = {"namespace": "ml", "name": "r", "uid": "u1"}
@@ -29,7 +31,8 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(handlers, "owned_view", lambda kwargs, body: None)
     monkeypatch.setattr(handlers, "deployed", lambda body: None)
     monkeypatch.setattr(handlers, "may_act", lambda: True)
-    monkeypatch.setattr(controller, "forget", lambda namespace, name: happened.append("forgotten"))
+    monkeypatch.setattr(controller, "forget", lambda namespace, name, uid: happened.append(f"forgotten {uid}"))
+    monkeypatch.setattr(handlers.RESYNC, "forget", lambda namespace, name: happened.append("name forgotten"))
     monkeypatch.setattr(deletion, "finalize", lambda body, **_: happened.append("finalized"))
     return happened
 
@@ -54,7 +57,7 @@ async def test_the_finalizer_waits_for_the_reconcile_in_flight(
     assert events == ["reconcile begun"]  # the finalizer has not moved traffic yet
     release.set()
     await asyncio.wait_for(asyncio.gather(in_flight, finalizer), timeout=10)
-    assert events == ["reconcile begun", "reconcile wrote", "finalized", "forgotten"]
+    assert events == ["reconcile begun", "reconcile wrote", "finalized", "forgotten u1", "name forgotten"]
     assert ("ml", "r") not in handlers.RECONCILING
 
 
@@ -92,11 +95,13 @@ async def test_a_loop_stopped_by_the_deletion_forgets_the_rollout_after_its_last
 
     monkeypatch.setattr(controller, "reconcile", reconcile)
     await steer_until_stopped(events, kopf.DaemonStoppingReason.RESOURCE_DELETED)
-    assert events == ["reconciled", "forgotten"]  # also when no finalizer forgets it (taken off by hand)
+    # also when no finalizer forgets it (taken off by hand)
+    assert events == ["reconciled", "forgotten u1", "name forgotten"]
     await steer_until_stopped(events, kopf.DaemonStoppingReason.OPERATOR_EXITING)
-    assert "forgotten" not in events  # the next operator goes on from the status; nothing is lost either way
+    assert events == ["reconciled"]  # the next operator goes on from the status; nothing is lost either way
     await steer_until_stopped(events, kopf.DaemonStoppingReason.RESOURCE_DELETED, again=True)
-    assert "forgotten" not in events  # what the new object's loop remembers is its own
+    # what is kept by name is the new object's now; only what the old one's loop remembered goes
+    assert events == ["reconciled", "forgotten u1"]
 
 
 async def test_a_loop_kopf_does_not_stop_ends_at_the_deletion_and_forgets_the_rollout(
@@ -123,28 +128,29 @@ async def test_a_loop_kopf_does_not_stop_ends_at_the_deletion_and_forgets_the_ro
     assert reconciles == 1 and metrics.LOOPS._value.get() == loops + 1
     await handlers.rollout_changed(body(), type="DELETED")
     await asyncio.wait_for(loop, timeout=5)  # woken at once (its tick is an hour): no reconcile after it
-    assert reconciles == 1 and events[-1] == "forgotten"
+    assert reconciles == 1 and events[-2:] == ["forgotten u1", "name forgotten"]
     assert metrics.LOOPS._value.get() == loops
 
 
 async def test_a_rollout_gone_from_the_watch_is_forgotten(events: list[str]) -> None:
     await handlers.rollout_changed(body(), type="DELETED")
-    assert events == ["forgotten"]
+    assert events == ["forgotten u1", "name forgotten"]
     await handlers.rollout_changed(body(), type="MODIFIED")
-    assert events == ["forgotten"]
+    assert events == ["forgotten u1", "name forgotten"]
 
 
 async def test_a_late_deletion_of_an_object_leaves_what_a_new_one_of_the_name_keeps(events: list[str]) -> None:
     newer = handlers.WAKEUPS.register(("ml", "r"), "u2")[0]  # made again under the name, its loop running
     try:
         await handlers.rollout_changed(body(), type="DELETED")  # the old object's (u1) event, handled late
-        assert events == []
+        assert events == ["forgotten u1"]  # what is kept by name is the new object's
         await handlers.deleted(body(deleting=True))  # its finalizer, ending late
-        assert events == ["finalized"]
+        assert events == ["forgotten u1", "finalized", "forgotten u1"]
     finally:
         handlers.WAKEUPS.forget(("ml", "r"), newer)
+    events.clear()
     await handlers.rollout_changed(body(), type="DELETED")
-    assert events == ["finalized", "forgotten"]
+    assert events == ["forgotten u1", "name forgotten"]  # no other object's loop runs now
 
 
 async def test_a_loop_at_rest_waits_for_a_wake_up_longer_than_a_tick(
@@ -155,7 +161,7 @@ async def test_a_loop_at_rest_waits_for_a_wake_up_longer_than_a_tick(
 
     async def reconcile(*_: Any, **__: Any) -> None:
         resting = len(waits) == 1  # the second reconcile finds the rollout at rest
-        (controller._at_rest.add if resting else controller._at_rest.discard)("ml/r")
+        (controller._at_rest.add if resting else controller._at_rest.discard)(KEY)
 
     async def sleep(event: asyncio.Event, seconds: float, stopped: Any) -> None:
 
@@ -179,10 +185,10 @@ async def test_a_rollout_at_rest_is_woken_by_any_change_someone_else_makes(event
     woken.clear()
     await handlers.rollout_changed(body(), type="MODIFIED")
     assert not woken.is_set()  # a moving rollout: its next tick comes within a second
-    controller._at_rest.add("ml/r")
+    controller._at_rest.add(KEY)
     try:
         await handlers.rollout_changed(body(), type="MODIFIED")
         assert woken.is_set()
     finally:
-        controller._at_rest.discard("ml/r")
+        controller._at_rest.discard(KEY)
         handlers.WAKEUPS.forget(("ml", "r"), woken, "u1")

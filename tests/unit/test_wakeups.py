@@ -58,23 +58,26 @@ def test_a_loop_is_woken_by_a_trigger_it_has_not_seen_and_its_sleep_ends_then() 
     asyncio.run(scenario())
 
 
+DIGITS = controller.state_key("ml", "digits", "u1")
+
+
 def test_a_reconcile_waits_for_the_watch_to_deliver_its_own_last_write() -> None:
     assert controller.behind("9", "10") and not controller.behind("10", "10") and not controller.behind("11", "10")
     assert not controller.behind("abc", "10")  # not an etcd revision: never held back
     controller._written.clear()
     controller._held.clear()
-    controller._written["ml/digits"] = ("u1", "10")
+    controller._written[DIGITS] = ("u1", "10")
     assert not controller.caught_up("ml", "digits", body(resourceVersion="10"))  # nothing held back yet
-    assert controller._write_fence("ml/digits", body(resourceVersion="9")) is controller.Fence.HOLD  # type: ignore[arg-type]
+    assert controller._write_fence(DIGITS, body(resourceVersion="9")) is controller.Fence.HOLD  # type: ignore[arg-type]
     assert not controller.caught_up("ml", "digits", body(resourceVersion="9"))
     assert controller.caught_up("ml", "digits", body(resourceVersion="10"))  # the loop is woken for this one
-    assert controller._write_fence("ml/digits", body(resourceVersion="10")) is controller.Fence.GO  # type: ignore[arg-type]
-    assert controller._write_fence("ml/digits", body(uid="u2", resourceVersion="3")) is controller.Fence.GO  # type: ignore[arg-type]
+    assert controller._write_fence(DIGITS, body(resourceVersion="10")) is controller.Fence.GO  # type: ignore[arg-type]
+    assert controller._write_fence(DIGITS, body(uid="u2", resourceVersion="3")) is controller.Fence.GO  # type: ignore[arg-type]
     # held back longer than FENCE_SECONDS (a write the watch never delivers): the decision is made from a copy
     # read from the API server, never from the stale one, until such a read succeeds
-    controller._held["ml/digits"] = time.monotonic() - controller.FENCE_SECONDS - 1
+    controller._held[DIGITS] = time.monotonic() - controller.FENCE_SECONDS - 1
     for _ in range(2):
-        assert controller._write_fence("ml/digits", body(resourceVersion="9")) is controller.Fence.READ  # type: ignore[arg-type]
+        assert controller._write_fence(DIGITS, body(resourceVersion="9")) is controller.Fence.READ  # type: ignore[arg-type]
     controller._written.clear()
     controller._held.clear()
 
