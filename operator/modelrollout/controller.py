@@ -193,6 +193,28 @@ if ROUTER_REPLICAS < 1:
 _fence: Callable[[], bool] | None = None
 
 
+def _never_ended(uid: str) -> bool:
+    return False
+
+
+def _end_nothing(uid: str) -> None:
+    return None
+
+
+_ended: Callable[[str], bool] = _never_ended
+_end: Callable[[str], None] = _end_nothing
+
+
+def objects_with(ended: Callable[[str], bool], end: Callable[[str], None]) -> None:
+    """What the rollouts' loops know of deleted objects (handlers.WAKEUPS): ``ended(uid)``, the object was seen
+    deleted; ``end(uid)``, the API server has no such object (a status write answered 404), so its loop ends
+    also when its DELETED event was never seen (the rollout deleted while the watch was down and listed
+    again). A reconcile of an ended object applies nothing and moves no weights: the name may hold another
+    object by now, whose objects an apply with the old owner would hand to the garbage collector."""
+    global _ended, _end
+    _ended, _end = ended, end
+
+
 def fence_with(check: Callable[[], bool]) -> None:
     """Under leader election (k8s.leader): ``check`` says whether this replica's Lease is fresh."""
     global _fence
@@ -360,6 +382,8 @@ async def reconcile(
     ref = _ref(body, router_report, owned)
     key = _key(ref)
     _at_rest.discard(key)
+    if _ended(ref.uid):
+        return
     fence = _write_fence(key, body)
     if fence is Fence.HOLD:
         return
@@ -437,7 +461,7 @@ async def reconcile(
         # is never ahead of a status that could be lost.
         if not await _apply(body, ref, decision, begun, consumed_command=consumed):
             return
-        if not may_act():
+        if not may_act() or _ended(ref.uid):
             return
         try:
             router = factory.router_for(spec.traffic.provider)
@@ -522,7 +546,9 @@ def _error_limit(body: kopf.Body) -> int:
 def _patch_status(ref: RolloutRef, patch: dict[str, Any]) -> None:
     _wrote(
         ref,
-        api.patch_custom_status(constants.GROUP, constants.VERSION, constants.PLURAL, ref.namespace, ref.name, patch),
+        api.patch_custom_status(
+            constants.GROUP, constants.VERSION, constants.PLURAL, ref.namespace, ref.name, patch, uid=ref.uid
+        ),
     )
 
 
@@ -530,12 +556,12 @@ def _consume_command(ref: RolloutRef) -> None:
     """Remove the command annotation (and its id), only if it still says what was acted on (a JSON patch
     whose test fails with 422 when the user wrote another command meanwhile)."""
     annotations = ref.body.get("metadata", {}).get("annotations") or {}
-    operations: list[dict[str, Any]] = []
+    operations: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": ref.uid}]
     for key in (constants.ANNOTATION_COMMAND, constants.ANNOTATION_COMMAND_ID):
         if key in annotations:
             path = f"/metadata/annotations/{key.replace('~', '~0').replace('/', '~1')}"
             operations += [{"op": "test", "path": path, "value": annotations[key]}, {"op": "remove", "path": path}]
-    if operations:
+    if len(operations) > 1:
         stored = api.custom().patch_namespaced_custom_object(
             constants.GROUP,
             constants.VERSION,
@@ -610,7 +636,7 @@ async def _gather(
     green_replicas, fingerprint = _owned(body, spec, status)
     key = _key(ref)
     refused = None
-    if not _ensured_lately(key, fingerprint, deployed):
+    if not _ensured_lately(key, fingerprint, deployed) and not _ended(ref.uid):
         replace_green = not _green_has_traffic_to_lose(spec, status)
         begun_apply = time.monotonic()  # a relist while it applies counts as after it
         try:
@@ -808,6 +834,7 @@ async def _apply(
                 ref.namespace,
                 ref.name,
                 without_nulls(wanted),
+                uid=ref.uid,
             )
             _wrote(ref, replaced)
             _unreadable.discard(key)
@@ -820,6 +847,8 @@ async def _apply(
             elif desired != stored:
                 await lanes.in_thread(_patch_status, ref, {"status": wanted})
     except Exception as error:  # noqa: BLE001 - counted by the next reconcile, never a freeze
+        if isinstance(error, ApiException) and error.status == 404:
+            _end(ref.uid)  # gone, though no DELETED event said so: its loop ends, what it kept is forgotten
         _failures[key] = f"writing status: {_describe(error)}"
         if consumed_command:
             _failures[key] += f"; the command {decision.status.last_command_id!r} was not applied: give it again"

@@ -160,6 +160,9 @@ after the finalizer asked the router for 100% blue could leave the kept router s
 being deleted. The finalizer waits for it (bounded by the API request timeout), then the loop stops."""
 
 
+controller.objects_with(lambda uid: WAKEUPS.ended(uid), lambda uid: WAKEUPS.end(uid))
+
+
 def reconciling(key: wakeups.Key) -> asyncio.Lock:
     return RECONCILING.setdefault(key, asyncio.Lock())
 
@@ -188,12 +191,14 @@ async def steer(body: kopf.Body, stopped: kopf.DaemonStopped, **kwargs: Any) -> 
             urgent = urgency.is_set()
             urgency.clear()
             begun = asyncio.get_running_loop().time()
+            reconciled = False
             try:
                 with lanes.urgent(urgent):
-                    await tick(body, **kwargs)
+                    reconciled = await tick(body, **kwargs)
             except Exception as error:  # noqa: BLE001 - reconcile records its own failures; this is a bug's trace
                 structlog.get_logger("modelrollout").error("reconcile loop failed", error=repr(error)[:500])
-            resting = controller.at_rest(*key, uid) and may_act()  # a standby's skipped tick leaves no rest mark to use
+            # a tick skipped (not the leader at that moment) leaves the last rest mark, which says nothing of now
+            resting = reconciled and controller.at_rest(*key, uid) and may_act()
             await WAKEUPS.sleep(woken, REST_SECONDS if resting else TICK_SECONDS, stopped.wait())
             rest = MIN_GAP_SECONDS - (asyncio.get_running_loop().time() - begun)
             if rest > 0 and not stopped and not WAKEUPS.ended(uid):  # a burst of watch events: one reconcile
@@ -208,11 +213,14 @@ async def steer(body: kopf.Body, stopped: kopf.DaemonStopped, **kwargs: Any) -> 
             forget(key, uid)
 
 
-async def tick(body: kopf.Body, **kwargs: Any) -> None:
+async def tick(body: kopf.Body, **kwargs: Any) -> bool:
+    """One reconcile of the rollout; False when none ran (this replica may not act, or the rollout is being
+    deleted)."""
     async with reconciling(_key(body)):
         if not may_act() or (body.get("metadata") or {}).get("deletionTimestamp"):
-            return  # a rollout being deleted is its finalizer's alone
+            return False  # a rollout being deleted is its finalizer's alone
         await controller.reconcile(body, report_for(kwargs, body), owned_view(kwargs, body), deployed=deployed(body))
+        return True
 
 
 @kopf.on.event(constants.GROUP, constants.VERSION, constants.PLURAL)
@@ -226,8 +234,9 @@ async def rollout_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
         forget_deleted(body)
         return
     WAKEUPS.noticed(key, body)
-    if type == "MODIFIED" and controller.at_rest(*key, body["metadata"].get("uid", "")):
-        WAKEUPS.wake(key)  # a rollout at rest writes nothing: someone else changed it (its status, say)
+    if type in (None, "MODIFIED") and controller.at_rest(*key, body["metadata"].get("uid", "")):
+        WAKEUPS.wake(key)  # a rollout at rest writes nothing: someone else changed it (its status, say), or
+        # the watch listed it again (a change made while the watch was down shows no MODIFIED event)
     if controller.caught_up(*key, body):
         WAKEUPS.wake(key, urgent=True)  # the reconcile held back may carry a command: it goes first
 
@@ -317,7 +326,9 @@ def forget(key: wakeups.Key, uid: str) -> None:
     controller.forget(*key, uid)
     if WAKEUPS.another_object(key, uid):
         return
-    RECONCILING.pop(key, None)
+    lock = RECONCILING.get(key)
+    if lock is not None and not lock.locked():  # one held is a reconcile in flight: dropped after it, by its loop
+        RECONCILING.pop(key, None)
     WAKEUPS.gone(key)
     RESYNC.forget(*key)
     owned.SEEN.forget(*key)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import datetime
 import json
 import sys
@@ -440,7 +441,10 @@ def router_for() -> Iterator[Any]:
 def publish_weights(name: str, *, green: int, revision: int) -> None:
     """Where a canary in flight stands: weights the router has confirmed."""
     status = {"weights": {"blue": 100 - green, "green": green, "revision": revision}}
-    api.patch_custom_status(constants.GROUP, constants.VERSION, constants.PLURAL, NAMESPACE, name, {"status": status})
+    uid = get_rollout(name)["metadata"]["uid"]
+    api.patch_custom_status(
+        constants.GROUP, constants.VERSION, constants.PLURAL, NAMESPACE, name, {"status": status}, uid=uid
+    )
 
 
 def sentinel(rollout: RolloutRef) -> None:
@@ -570,7 +574,7 @@ def test_a_deletion_while_a_promotion_hands_back_waits_for_blue_to_serve_the_pro
         "weights": {"blue": 0, "green": 100, "revision": 4},
     }
     api.patch_custom_status(
-        constants.GROUP, constants.VERSION, constants.PLURAL, NAMESPACE, "handback", {"status": status}
+        constants.GROUP, constants.VERSION, constants.PLURAL, NAMESPACE, "handback", {"status": status}, uid=rollout.uid
     )
     router = router_for("handback")
     process.wait_until(lambda: "4/100" in router.reports, timeout=60, what="router report 4/100")
@@ -710,6 +714,37 @@ def test_the_operator_remembers_the_version_of_its_own_status_write(cluster: Pat
         stored["metadata"]["resourceVersion"],
     )
     kubectl.run("delete", "mro", "fenced", "-n", NAMESPACE, kubeconfig=cluster)
+
+
+def test_a_write_for_a_deleted_rollout_never_lands_on_one_made_again_under_its_name(cluster: Path) -> None:
+    """A reconcile still in flight when its rollout is deleted (with no finalizer) and made again: its status
+    write and its removal of a command are refused (the uid is their precondition), so its decision (weights
+    the builtin router would follow) never reaches the new object."""
+    old = create_rollout("again", spec_body(), finalizers=())
+    kubectl.run("delete", "mro", "again", "-n", NAMESPACE, kubeconfig=cluster)
+    new = create_rollout("again", spec_body(), finalizers=())
+    assert new.uid != old.uid
+    kubectl.run(
+        "annotate", "mro", "again", "-n", NAMESPACE, f"{constants.ANNOTATION_COMMAND}=abort", kubeconfig=cluster
+    )
+    old = dataclasses.replace(old, body={"metadata": {"annotations": {constants.ANNOTATION_COMMAND: "abort"}}})
+    weights = {"weights": {"blue": 50, "green": 50, "revision": 3}}
+    for write in (
+        lambda: controller._patch_status(old, {"status": weights}),
+        lambda: api.replace_custom_status(
+            constants.GROUP, constants.VERSION, constants.PLURAL, NAMESPACE, "again", weights, uid=old.uid
+        ),
+        lambda: controller._consume_command(old),
+    ):
+        with pytest.raises(ApiException) as refused:
+            write()
+        assert refused.value.status in (409, 422), refused.value.body
+    stored = get_rollout("again")
+    assert "weights" not in (stored.get("status") or {})
+    assert stored["metadata"]["annotations"][constants.ANNOTATION_COMMAND] == "abort"
+    controller._patch_status(new, {"status": weights})  # the new object's own write goes through
+    assert get_rollout("again")["status"]["weights"]["green"] == 50
+    kubectl.run("delete", "mro", "again", "-n", NAMESPACE, kubeconfig=cluster)
 
 
 def test_a_command_is_acted_on_when_the_watch_shows_it_not_at_the_next_tick(cluster: Path) -> None:

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from modelrollout import controller
 from modelrollout.api.spec import ModelRolloutSpec
@@ -343,3 +344,41 @@ def test_what_the_operator_remembers_of_an_object_is_not_that_of_one_made_again_
     assert KEY not in controller._ensured and KEY not in controller._failures
     assert controller._resting(again, SPEC, status, None)
     controller.forget("default", "r", "u2")
+
+
+def test_a_reconcile_of_an_object_seen_deleted_writes_nothing(
+    patched: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its loop ends at the DELETED event, but a reconcile may already be on its way: nothing it would apply,
+    write or route may reach an object made again under the name."""
+    ended: set[str] = set()
+    monkeypatch.setattr(controller, "_ended", ended.__contains__)
+    status = settled().model_copy(update={"weights_confirmed_at": None})  # not resting: it would write
+    body = stored_settled(status)
+    asyncio.run(controller.reconcile(body, deployed={}))  # type: ignore[arg-type]
+    assert patched, "the reconcile of an object not ended writes its status"
+    patched.clear()
+    ended.add("u1")
+    asyncio.run(controller.reconcile(body, deployed={}))  # type: ignore[arg-type]
+    assert patched == []
+    controller.forget("default", "r", "u1")
+
+
+def test_a_status_write_answered_not_found_ends_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rollout is gone though no DELETED event said so (deleted while the watch was down)."""
+    ended: list[str] = []
+    monkeypatch.setattr(controller, "_end", ended.append)
+    monkeypatch.setattr(controller.kopf, "event", lambda *_, **__: None)  # no operator here to post it
+
+    def gone(ref: Any, patch: Any) -> None:
+        raise ApiException(status=404, reason="Not Found")
+
+    monkeypatch.setattr(controller, "_patch_status", gone)
+    body = stored_body("7", held(T0))
+    ref = RolloutRef(namespace="default", name="r", uid="u1", body=body)
+    decision = machine.Decision(machine.Action.HOLD, held(T0, "something else"), "AnalysisInconclusive", "x")
+    assert not asyncio.run(controller._apply(body, ref, decision, time.monotonic()))  # type: ignore[arg-type]
+    assert ended == ["u1"]
+    controller.forget("default", "r", "u1")

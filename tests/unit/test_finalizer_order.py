@@ -16,8 +16,8 @@ from modelrollout.k8s import deletion
 KEY = controller.state_key("ml", "r", "u1")
 
 
-def body(deleting: bool = False) -> kopf.Body:
-    metadata: dict[str, Any] = {"namespace": "ml", "name": "r", "uid": "u1"}
+def body(deleting: bool = False, uid: str = "u1") -> kopf.Body:
+    metadata: dict[str, Any] = {"namespace": "ml", "name": "r", "uid": uid}
     if deleting:
         metadata["deletionTimestamp"] = "2026-11-24T10:00:00Z"
     return kopf.Body({"metadata": metadata, "spec": {}})  # type: ignore[typeddict-item]
@@ -188,6 +188,78 @@ async def test_a_rollout_at_rest_is_woken_by_any_change_someone_else_makes(event
     controller._at_rest.add(KEY)
     try:
         await handlers.rollout_changed(body(), type="MODIFIED")
+        assert woken.is_set()
+    finally:
+        controller._at_rest.discard(KEY)
+        handlers.WAKEUPS.forget(("ml", "r"), woken, "u1")
+
+
+async def test_a_rollout_made_again_waits_for_the_reconcile_in_flight_of_the_one_deleted(
+    monkeypatch: pytest.MonkeyPatch, events: list[str]
+) -> None:
+    """Deleted with no finalizer while a reconcile runs, and made again at once: what that reconcile writes is
+    refused by the API server (the uid is its precondition), and the new object's first reconcile waits for it
+    rather than run beside it (the lock is not dropped while held)."""
+    release = asyncio.Event()
+
+    async def reconcile(body: kopf.Body, *_: Any, **__: Any) -> None:
+        uid = body["metadata"]["uid"]
+        events.append(f"reconcile {uid} begun")
+        if uid == "u1":
+            await release.wait()
+        events.append(f"reconcile {uid} done")
+
+    monkeypatch.setattr(controller, "reconcile", reconcile)
+    in_flight = asyncio.ensure_future(handlers.tick(body()))
+    while "reconcile u1 begun" not in events:
+        await asyncio.sleep(0)
+    await handlers.rollout_changed(body(), type="DELETED")
+    again = asyncio.ensure_future(handlers.tick(body(uid="u2")))
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert events == ["reconcile u1 begun", "forgotten u1", "name forgotten"]
+    release.set()
+    await asyncio.wait_for(asyncio.gather(in_flight, again), timeout=10)
+    assert events[3:] == ["reconcile u1 done", "reconcile u2 begun", "reconcile u2 done"]
+    handlers.RECONCILING.pop(("ml", "r"), None)
+
+
+async def test_a_tick_skipped_while_not_the_leader_leaves_no_rest(
+    monkeypatch: pytest.MonkeyPatch, events: list[str]
+) -> None:
+    """The rest mark is the last reconcile's: a tick skipped because this replica may not act at that moment
+    (a late lease renewal) used up the wake-up, so the loop looks again at the next tick, not REST_SECONDS later."""
+    waits: list[float] = []
+    setter: aioenums.FlagSetter[kopf.DaemonStoppingReason] = aioenums.FlagSetter()
+    acts = iter([True, True, False, True])  # tick, steer; tick (skipped), steer
+
+    async def reconcile(*_: Any, **__: Any) -> None:
+        controller._at_rest.add(KEY)
+
+    async def sleep(event: asyncio.Event, seconds: float, stopped: Any) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:
+            setter.set(kopf.DaemonStoppingReason.OPERATOR_EXITING)
+
+    monkeypatch.setattr(controller, "reconcile", reconcile)
+    monkeypatch.setattr(handlers, "may_act", lambda: next(acts))
+    monkeypatch.setattr(handlers.WAKEUPS, "sleep", sleep)
+    monkeypatch.setattr(handlers, "MIN_GAP_SECONDS", 0.0)
+    try:
+        await asyncio.wait_for(handlers.steer(body(), aioenums.AsyncFlagWaiter(setter)), timeout=10)
+    finally:
+        controller._at_rest.discard(KEY)
+    assert waits == [handlers.REST_SECONDS, handlers.TICK_SECONDS]
+
+
+async def test_a_rollout_at_rest_listed_again_looks_at_once(events: list[str]) -> None:
+    """A change made while the watch of rollouts was down shows as a listing (no MODIFIED event)."""
+    woken, _ = handlers.WAKEUPS.register(("ml", "r"), "u1")
+    await handlers.rollout_changed(body(), type=None)
+    woken.clear()
+    controller._at_rest.add(KEY)
+    try:
+        await handlers.rollout_changed(body(), type=None)
         assert woken.is_set()
     finally:
         controller._at_rest.discard(KEY)

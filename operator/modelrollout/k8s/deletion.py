@@ -255,7 +255,13 @@ def _described(report: AppliedWeights) -> str:
 def _patch_status(rollout: RolloutRef, status: dict[str, Any]) -> None:
     try:
         api.patch_custom_status(
-            constants.GROUP, constants.VERSION, constants.PLURAL, rollout.namespace, rollout.name, {"status": status}
+            constants.GROUP,
+            constants.VERSION,
+            constants.PLURAL,
+            rollout.namespace,
+            rollout.name,
+            {"status": status},
+            uid=rollout.uid,
         )
     except ApiException as error:
         raise kopf.TemporaryError(f"status not written: {error.status} {error.reason}", delay=RETRY_SECONDS) from error
