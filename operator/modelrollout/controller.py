@@ -124,9 +124,11 @@ _relisted = float("-inf")
 ENSURE_EVERY_SECONDS = 60.0
 """Owned objects are applied again at once when what they are built from changes, and otherwise this often to
 repair drift, when the operator does not watch them (MODELROLLOUT_OWNED_READS=api)."""
-ENSURE_WATCHED_EVERY_SECONDS = float(os.environ.get("MODELROLLOUT_REAPPLY_SECONDS", "900"))
+ENSURE_WATCHED_EVERY_SECONDS = float(os.environ.get("MODELROLLOUT_REAPPLY_SECONDS", "1800"))
 """With the watches: an owned object deleted, made again or changed by someone else is seen by its watch and
-applied again at once; all are applied again this often all the same."""
+applied again at once, and all of a rollout's are applied again after a watch lists again; otherwise they are
+applied again this often all the same (a settled rollout's re-apply also checks its cached copy, owned.Resync:
+20 requests every 30 minutes, 0.67 a minute)."""
 SETTLE_SECONDS = 5.0
 """An object the watch has not shown this long after the apply that made it counts as deleted."""
 _at_rest: set[str] = set()

@@ -46,6 +46,8 @@ kopf_readiness.apply()  # before kopf starts: its wait for the indexes, linear i
 
 LEADER_ELECTION = os.environ.get("MODELROLLOUT_LEADER_ELECTION", "").lower() in ("1", "true", "yes")
 _elector: leader.Elector | None = None
+_background: set[asyncio.Task[None]] = set()
+"""Tasks of the operator's own that run as long as it does (the leader's heartbeat)."""
 
 
 @kopf.on.startup()
@@ -78,6 +80,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         )
         await _elector.acquire()
         controller.fence_with(_elector.fresh)
+        _background.add(asyncio.get_running_loop().create_task(_elector.heartbeat()))
     metrics.LEADER.set(1)
 
 

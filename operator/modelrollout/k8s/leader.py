@@ -111,7 +111,23 @@ class Elector:
         self._acquired = ""
         self._transitions = 0
         self._renewed_at = 0.0
+        self._beat_at = time.monotonic()
         self._api = _coordination_without_retries()
+
+    def beat(self) -> None:
+        """The event loop runs (``heartbeat``): a leader whose loop has not run for the renew deadline (blocked,
+        deadlocked) stops renewing, and so exits and hands over, rather than hold the Lease while it reconciles
+        nothing."""
+        self._beat_at = time.monotonic()
+
+    async def heartbeat(self) -> None:
+        """Beats every retry interval for as long as the event loop runs it."""
+        while True:
+            self.beat()
+            await asyncio.sleep(self.timing.retry_seconds)
+
+    def _stalled(self) -> bool:
+        return time.monotonic() - self._beat_at > self.timing.renew_deadline_seconds
 
     async def acquire(self) -> None:
         """Returns once this process holds the Lease (cancellable while it waits)."""
@@ -119,6 +135,7 @@ class Elector:
         while True:
             if await asyncio.to_thread(self._try_acquire):
                 self.leading = True
+                self.beat()  # the wait may have been long: the loop ran all along
                 lease = f"{self.namespace}/{self.name}"
                 log.info("leader election: holding the lease", lease=lease, identity=self.identity)
                 threading.Thread(target=self._renew_until_lost, name="lease-renewal", daemon=True).start()
@@ -209,6 +226,12 @@ class Elector:
             while not self._stop.wait(self.timing.retry_seconds):
                 if self._overdue():
                     return
+                if self._stalled():
+                    log.error(
+                        "leader election: the event loop has not run for the renew deadline; not renewing",
+                        seconds=round(time.monotonic() - self._beat_at, 1),
+                    )
+                    continue
                 try:
                     self._renew()
                 except ApiException as error:
