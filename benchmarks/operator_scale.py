@@ -503,7 +503,7 @@ def failover(custom: client.CustomObjectsApi, kubeconfig: Path, log_dir: Path, n
                 ).get("phase")
                 == "Aborted"
             ),
-            timeout=lease * 4 + 60,
+            timeout=lease * 4 + 600,  # the standby starts its watches when it takes over: minutes at 1,000
             interval=0.05,
             what="the standby acting on the command",
         )
