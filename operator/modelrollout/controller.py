@@ -546,12 +546,28 @@ def _error_limit(body: kopf.Body) -> int:
 
 
 def _patch_status(ref: RolloutRef, patch: dict[str, Any]) -> None:
+    """A merge patch of part of the status (a message): no precondition (the API server keeps an object's uid
+    in a status merge patch rather than refuse it), so never the weights or the phase (``_write_status``)."""
     _wrote(
         ref,
-        api.patch_custom_status(
-            constants.GROUP, constants.VERSION, constants.PLURAL, ref.namespace, ref.name, patch, uid=ref.uid
-        ),
+        api.patch_custom_status(constants.GROUP, constants.VERSION, constants.PLURAL, ref.namespace, ref.name, patch),
     )
+
+
+def _write_status(ref: RolloutRef, patch: dict[str, Any]) -> None:
+    """The decided status, whole (``patch["status"]``, every field: null ones are left out), written only to
+    the object ``ref.uid``: one deleted and made again under the name meanwhile refuses it (422), so a
+    reconcile in flight for the old object never hands the new one its weights, phase or step."""
+    stored = api.replace_custom_status(
+        constants.GROUP,
+        constants.VERSION,
+        constants.PLURAL,
+        ref.namespace,
+        ref.name,
+        without_nulls(patch["status"]),
+        uid=ref.uid,
+    )
+    _wrote(ref, stored)
 
 
 def _consume_command(ref: RolloutRef) -> None:
@@ -828,17 +844,7 @@ async def _apply(
             return False
     try:
         if key in _unreadable:  # what could not be read goes, rather than be read again on the next tick
-            replaced = await lanes.in_thread(
-                api.replace_custom_status,
-                constants.GROUP,
-                constants.VERSION,
-                constants.PLURAL,
-                ref.namespace,
-                ref.name,
-                without_nulls(wanted),
-                uid=ref.uid,
-            )
-            _wrote(ref, replaced)
+            await lanes.in_thread(_write_status, ref, {"status": wanted})
             _unreadable.discard(key)
         else:  # an unchanged status is not written again, nor one that only repeats its analysis round
             stored, desired = dict(body.get("status") or {}), without_nulls(wanted)
@@ -847,7 +853,7 @@ async def _apply(
                 stored_time = str(stored["analysis"]["time"])
                 _repeated_rounds[key] = (ref.uid, _resource_version(body), stored_time, analysis.time)
             elif desired != stored:
-                await lanes.in_thread(_patch_status, ref, {"status": wanted})
+                await lanes.in_thread(_write_status, ref, {"status": wanted})
     except Exception as error:  # noqa: BLE001 - counted by the next reconcile, never a freeze
         if isinstance(error, ApiException) and error.status == 404:
             _end(ref.uid)  # gone, though no DELETED event said so: its loop ends, what it kept is forgotten

@@ -239,7 +239,7 @@ def apply(body: dict[str, Any], status: ModelRolloutStatus, patched: list[dict[s
 def patched(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """The status patches _apply sends (the API server's side is tested in tests/e2e/test_owned_objects.py)."""
     sent: list[dict[str, Any]] = []
-    monkeypatch.setattr(controller, "_patch_status", lambda ref, patch: sent.append(patch))
+    monkeypatch.setattr(controller, "_write_status", lambda ref, patch: sent.append(patch))
     monkeypatch.setattr(controller, "_repeated_rounds", {})
     return sent
 
@@ -375,7 +375,7 @@ def test_a_status_write_answered_not_found_ends_the_loop(
     def gone(ref: Any, patch: Any) -> None:
         raise ApiException(status=404, reason="Not Found")
 
-    monkeypatch.setattr(controller, "_patch_status", gone)
+    monkeypatch.setattr(controller, "_write_status", gone)
     body = stored_body("7", held(T0))
     ref = RolloutRef(namespace="default", name="r", uid="u1", body=body)
     decision = machine.Decision(machine.Action.HOLD, held(T0, "something else"), "AnalysisInconclusive", "x")

@@ -191,11 +191,10 @@ def patch_custom(group: str, version: str, plural: str, namespace: str, name: st
 
 
 def patch_custom_status(
-    group: str, version: str, plural: str, namespace: str, name: str, patch: dict[str, Any], *, uid: str
+    group: str, version: str, plural: str, namespace: str, name: str, patch: dict[str, Any]
 ) -> dict[str, Any]:
-    """A JSON merge patch of the status subresource of the object ``uid``; returns the object as stored. Refused
-    (409 or 422) when the name holds another object now (deleted and made again): the uid is immutable."""
-    patch = {**patch, "metadata": {**(patch.get("metadata") or {}), "uid": uid}}
+    """A JSON merge patch of the status subresource; returns the object as stored. No precondition: a uid in
+    the patch is not one (the status is merged into whatever object holds the name; see replace_custom_status)."""
     stored: dict[str, Any] = custom().patch_namespaced_custom_object_status(
         group, version, namespace, plural, name, patch, _content_type=MERGE_PATCH
     )
@@ -206,10 +205,10 @@ def replace_custom_status(
     group: str, version: str, plural: str, namespace: str, name: str, status: dict[str, Any], *, uid: str
 ) -> dict[str, Any]:
     """Replace the status subresource of the object ``uid`` whole (a JSON patch): fields ``status`` lacks go
-    away. Refused (422) when the name holds another object now."""
+    away. Refused (422) when the name holds another object now (deleted and made again)."""
     operations = [
         {"op": "test", "path": "/metadata/uid", "value": uid},
-        {"op": "replace", "path": "/status", "value": status},
+        {"op": "add", "path": "/status", "value": status},  # add: also where the object has no status yet
     ]
     stored: dict[str, Any] = custom().patch_namespaced_custom_object_status(
         group, version, namespace, plural, name, operations, _content_type="application/json-patch+json"

@@ -261,7 +261,6 @@ def _patch_status(rollout: RolloutRef, status: dict[str, Any]) -> None:
             rollout.namespace,
             rollout.name,
             {"status": status},
-            uid=rollout.uid,
         )
     except ApiException as error:
         raise kopf.TemporaryError(f"status not written: {error.status} {error.reason}", delay=RETRY_SECONDS) from error
