@@ -31,8 +31,10 @@ KEY = controller.state_key("default", "r", "u1")
 
 
 @pytest.fixture(autouse=True)
-def clean() -> None:
+def clean(monkeypatch: pytest.MonkeyPatch) -> None:
     controller._ensured.clear()
+    # no object of these tests was seen deleted (handlers, once imported, asks its loops: another test's may)
+    monkeypatch.setattr(controller, "_ended", lambda uid: False)
 
 
 CONFIRMED = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
