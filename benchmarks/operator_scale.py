@@ -53,9 +53,11 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks._rounds import check_rounds, goals_met, goals_text, order, spread
+from modelrollout import controller
 from modelrollout.api import constants
 from modelrollout.devcluster import cluster, kubectl, process
 from modelrollout.devcluster.prometheus import PrometheusServer
+from modelrollout.k8s import owned
 from modelrollout.routing.report import report_data, report_name
 
 RESULTS = Path(__file__).parent / "results" / "operator_scale.json"
@@ -609,10 +611,10 @@ REAPPLY_REQUESTS = 14
 CHECK_REQUESTS = 6
 """Requests of one check of a rollout's cached copy against the API server (owned.Resync: a GET and a LIST for
 blue, green and the router)."""
-REAPPLY_SECONDS = 1800.0
-"""controller.ENSURE_WATCHED_EVERY_SECONDS: how often, with the watches, a rollout's objects are applied again."""
-CHECK_SECONDS = 900.0
-"""owned.RESYNC_SECONDS: how often a rollout's cached copy is checked when it is read (a progressing rollout
+REAPPLY_SECONDS = controller.ENSURE_WATCHED_EVERY_SECONDS
+"""How often, with the watches, a rollout's objects are applied again (as the operator run here does)."""
+CHECK_SECONDS = owned.RESYNC_SECONDS
+"""How often a rollout's cached copy is checked when it is read (a progressing rollout
 reads it every tick; a settled one only at its re-apply, when the check is always due)."""
 
 

@@ -490,6 +490,8 @@ async def _record_promotion(
     stable = decision.status.stable
     if stable is None or stable.promoted_at is None or stable == status.stable:
         return True
+    if _ended(ref.uid):
+        return False  # the name may hold another object by now: nothing is applied for this one
     try:
         applied = await lanes.in_thread(
             resources.ensure,
@@ -522,7 +524,7 @@ async def _leave_a_trace(body: kopf.Body, ref: RolloutRef, status: ModelRolloutS
     decision = machine.failed_reconcile(status, error, limit=limit, min_seconds=min_seconds, now=now)
     try:
         written = await _apply(body, ref, decision, time.monotonic())
-        if written and decision.action is machine.Action.ROLL_BACK:
+        if written and decision.action is machine.Action.ROLL_BACK and not _ended(ref.uid):
             await lanes.in_thread(factory.all_to_blue_without_spec, ref, revision=decision.weights_revision)
     except Exception as failed:  # noqa: BLE001 - the Event and the log carry it
         log.error("status not written", error=_describe(failed))
@@ -543,6 +545,20 @@ def _error_limit(body: kopf.Body) -> int:
     """spec.analysis.consecutiveErrorLimit as written, or its default when it cannot be read."""
     raw = ((body.get("spec") or {}).get("analysis") or {}).get("consecutiveErrorLimit")
     return raw if isinstance(raw, int) and raw > 0 else AnalysisSpec().consecutive_error_limit
+
+
+async def _gone(ref: RolloutRef) -> bool:
+    """Whether the API server has no object ``ref.uid`` under its name, read again after a write answered 404:
+    an API server may answer 404 for a custom object that exists (its caches refilling after a restart), and
+    one such answer must not end a live rollout's loop. False when the read fails."""
+    try:
+        found = await lanes.in_thread(
+            api.get_custom, constants.GROUP, constants.VERSION, constants.PLURAL, ref.namespace, ref.name
+        )
+    except Exception as error:  # noqa: BLE001 - not known to be gone: the loop goes on
+        log.warning("rollout not read after a write answered 404", error=_describe(error))
+        return False
+    return found is None or (found.get("metadata") or {}).get("uid") != ref.uid
 
 
 def _patch_status(ref: RolloutRef, patch: dict[str, Any]) -> None:
@@ -604,7 +620,7 @@ async def _reject(
     """A spec the operator cannot serve (``report``: what the data plane serves, read without the spec):
     reported; a canary in flight rolls back to the stable model."""
     decision = machine.reject(status, problem, machine.Observations(router=report), now)
-    if await _apply(body, ref, decision, begun) and decision.green_weight == 0:
+    if await _apply(body, ref, decision, begun) and decision.green_weight == 0 and not _ended(ref.uid):
         await lanes.in_thread(factory.all_to_blue_without_spec, ref, revision=decision.weights_revision)
 
 
@@ -847,15 +863,17 @@ async def _apply(
             await lanes.in_thread(_write_status, ref, {"status": wanted})
             _unreadable.discard(key)
         else:  # an unchanged status is not written again, nor one that only repeats its analysis round
-            stored, desired = dict(body.get("status") or {}), without_nulls(wanted)
+            stored = dict(body.get("status") or {})
+            # fields this version does not know (written by a newer one, or by a tool) are kept as they are
+            desired = {**{k: v for k, v in stored.items() if k not in wanted}, **without_nulls(wanted)}
             analysis = decision.status.analysis
             if analysis is not None and repeats_stored_round(desired, stored):
                 stored_time = str(stored["analysis"]["time"])
                 _repeated_rounds[key] = (ref.uid, _resource_version(body), stored_time, analysis.time)
             elif desired != stored:
-                await lanes.in_thread(_write_status, ref, {"status": wanted})
+                await lanes.in_thread(_write_status, ref, {"status": desired})
     except Exception as error:  # noqa: BLE001 - counted by the next reconcile, never a freeze
-        if isinstance(error, ApiException) and error.status == 404:
+        if isinstance(error, ApiException) and error.status == 404 and await _gone(ref):
             _end(ref.uid)  # gone, though no DELETED event said so: its loop ends, what it kept is forgotten
         _failures[key] = f"writing status: {_describe(error)}"
         if consumed_command:

@@ -115,9 +115,9 @@ class Elector:
         self._api = _coordination_without_retries()
 
     def beat(self) -> None:
-        """The event loop runs (``heartbeat``): a leader whose loop has not run for the renew deadline (blocked,
-        deadlocked) stops renewing, and so exits and hands over, rather than hold the Lease while it reconciles
-        nothing."""
+        """The event loop runs (``heartbeat``): a leader whose loop has not run for the renew deadline (blocked
+        by a call that never returns) stops renewing, and so exits and hands over, rather than hold the Lease
+        while it reconciles nothing."""
         self._beat_at = time.monotonic()
 
     async def heartbeat(self) -> None:
